@@ -1,0 +1,1 @@
+"""Payment provider adapters behind one interface (no Django models here)."""

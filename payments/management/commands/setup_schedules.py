@@ -1,0 +1,36 @@
+"""Create or update the named django-q2 schedules, idempotently."""
+
+from django.core.management.base import BaseCommand
+from django.utils import timezone
+from django_q.models import Schedule
+
+SCHEDULES = (
+    ("reconcile-pending-payments", "payments.tasks.reconcile_pending", 2),
+    ("reconcile-pending-refunds", "payments.tasks.reconcile_refunds", 10),
+    ("expire-overdue-payments", "payments.tasks.expire_overdue", 5),
+)
+
+
+class Command(BaseCommand):
+    help = "Create or update the reconciliation and expiry schedules (safe to rerun)."
+
+    def handle(self, *args, **options):
+        for name, func, minutes in SCHEDULES:
+            _, created = Schedule.objects.update_or_create(
+                name=name,
+                defaults={
+                    "func": func,
+                    "schedule_type": Schedule.MINUTES,
+                    "minutes": minutes,
+                    "repeats": -1,
+                },
+                create_defaults={
+                    "func": func,
+                    "schedule_type": Schedule.MINUTES,
+                    "minutes": minutes,
+                    "repeats": -1,
+                    "next_run": timezone.now(),
+                },
+            )
+            verb = "created" if created else "updated"
+            self.stdout.write(f"{verb} {name}: {func} every {minutes} min")

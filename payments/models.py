@@ -1,0 +1,289 @@
+"""The payments domain: plans, payments, their timeline, refunds and deliveries.
+
+No business logic lives here: every change goes through payments.services.
+"""
+
+from __future__ import annotations
+
+import secrets
+from decimal import Decimal
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+from gateways.money import quantize
+
+from .states import PaymentStatus
+
+MONEY = {"max_digits": 16, "decimal_places": 3}
+ZERO = Decimal("0")
+
+
+def new_ref_id() -> str:
+    """Return an unguessable public reference (24 chars of [A-Za-z0-9_-])."""
+    return secrets.token_urlsafe(18)
+
+
+def new_refund_id() -> str:
+    """Return our idempotency id for a refund (sent as the provider's txn id)."""
+    return "rf_" + secrets.token_urlsafe(15)
+
+
+class Plan(models.Model):
+    """An eSIM data plan offered at checkout."""
+
+    code = models.SlugField(max_length=64, unique=True)
+    name = models.CharField(max_length=120)
+    description = models.CharField(max_length=255, blank=True)
+    price = models.DecimalField(**MONEY)
+    currency = models.CharField(max_length=3, default="USD")
+    active = models.BooleanField(default=True)
+    sort_order = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["sort_order", "price"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({quantize(self.price, self.currency)} {self.currency})"
+
+
+class Payment(models.Model):
+    Status = PaymentStatus
+
+    ref_id = models.CharField(max_length=40, unique=True, default=new_ref_id, editable=False)
+    plan = models.ForeignKey(Plan, null=True, blank=True, on_delete=models.PROTECT)
+    email = models.EmailField(db_index=True)
+    amount = models.DecimalField(**MONEY)
+    currency = models.CharField(max_length=3)
+    payment_gateway = models.CharField(max_length=32)
+    status = models.CharField(
+        max_length=24, choices=PaymentStatus.choices, default=PaymentStatus.PENDING
+    )
+    payment_url = models.URLField(max_length=1000, blank=True)
+    gateway_transaction_id = models.CharField(max_length=128, blank=True, db_index=True)
+    gateway_session_id = models.CharField(max_length=128, blank=True)
+    # Provider values never shown to clients (e.g. MPGS successIndicator).
+    gateway_data = models.JSONField(default=dict, blank=True)
+    crypto_address = models.CharField(max_length=255, blank=True)
+    crypto_amount = models.DecimalField(max_digits=30, decimal_places=10, null=True, blank=True)
+    crypto_currency = models.CharField(max_length=16, blank=True)
+    amount_paid = models.DecimalField(**MONEY, default=ZERO)
+    amount_refunded = models.DecimalField(**MONEY, default=ZERO)
+    needs_review = models.BooleanField(default=False)
+    review_reason = models.TextField(blank=True)
+    failure_reason = models.TextField(blank=True)
+    date_created = models.DateTimeField(auto_now_add=True, db_index=True)
+    date_updated = models.DateTimeField(auto_now=True)
+    date_paid = models.DateTimeField(null=True, blank=True)
+    expiry_datetime = models.DateTimeField(null=True, blank=True)
+    last_checked_at = models.DateTimeField(null=True, blank=True)
+    next_check_at = models.DateTimeField(null=True, blank=True)
+    check_attempts = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["-date_created"]
+        indexes = [
+            models.Index(fields=["status", "-date_created"], name="pay_status_created"),
+            models.Index(
+                fields=["payment_gateway", "status", "-date_created"],
+                name="pay_gateway_status_created",
+            ),
+            # The reconciler's query: open payments due for a check.
+            models.Index(
+                fields=["payment_gateway", "next_check_at"],
+                condition=Q(status="PENDING"),
+                name="pay_pending_due",
+            ),
+            models.Index(
+                fields=["expiry_datetime"],
+                condition=Q(status="PENDING"),
+                name="pay_pending_expiry",
+            ),
+            models.Index(
+                fields=["-date_created"],
+                condition=Q(needs_review=True),
+                name="pay_needs_review",
+            ),
+            models.Index(fields=["crypto_address"], name="pay_crypto_address"),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(amount__gt=0), name="payment_amount_positive"
+            ),
+            models.CheckConstraint(
+                condition=Q(amount_refunded__gte=0)
+                & Q(amount_refunded__lte=models.F("amount_paid")),
+                name="payment_refunded_within_paid",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.ref_id
+
+    @property
+    def is_paid(self) -> bool:
+        return self.date_paid is not None
+
+
+class EventKind(models.TextChoices):
+    CREATED = "CREATED", "Created"
+    CHECKOUT = "CHECKOUT", "Checkout opened"
+    STATUS_CHANGE = "STATUS_CHANGE", "Status change"
+    WEBHOOK = "WEBHOOK", "Webhook"
+    REFRESH = "REFRESH", "Refresh"
+    RETURN = "RETURN", "Payer returned"
+    GATEWAY_ERROR = "GATEWAY_ERROR", "Gateway error"
+    REFUND_REQUESTED = "REFUND_REQUESTED", "Refund requested"
+    REFUND_SUCCEEDED = "REFUND_SUCCEEDED", "Refund succeeded"
+    REFUND_FAILED = "REFUND_FAILED", "Refund failed"
+    NOTE = "NOTE", "Note"
+    REVIEW_FLAGGED = "REVIEW_FLAGGED", "Flagged for review"
+    REVIEW_RESOLVED = "REVIEW_RESOLVED", "Review resolved"
+    IGNORED_TRANSITION = "IGNORED_TRANSITION", "Ignored transition"
+
+
+class PaymentEvent(models.Model):
+    """One line of a payment's append-only timeline."""
+
+    Kind = EventKind
+
+    payment = models.ForeignKey(Payment, on_delete=models.CASCADE, related_name="events")
+    kind = models.CharField(max_length=24, choices=EventKind.choices)
+    from_status = models.CharField(max_length=24, blank=True)
+    to_status = models.CharField(max_length=24, blank=True)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT
+    )
+    source = models.CharField(max_length=64, default="system")
+    message = models.TextField(blank=True)
+    data = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        indexes = [models.Index(fields=["payment", "created_at"], name="event_payment_time")]
+
+    def __str__(self) -> str:
+        return f"{self.payment_id} {self.kind}"
+
+
+class RefundStatus(models.TextChoices):
+    PENDING = "PENDING", "Pending"
+    SUCCEEDED = "SUCCEEDED", "Succeeded"
+    FAILED = "FAILED", "Failed"
+    MANUAL = "MANUAL", "Manual (recorded)"
+
+
+class Refund(models.Model):
+    Status = RefundStatus
+
+    payment = models.ForeignKey(Payment, on_delete=models.PROTECT, related_name="refunds")
+    amount = models.DecimalField(**MONEY)
+    currency = models.CharField(max_length=3)
+    status = models.CharField(
+        max_length=16, choices=RefundStatus.choices, default=RefundStatus.PENDING
+    )
+    idempotency_id = models.CharField(max_length=64, unique=True, default=new_refund_id)
+    gateway_refund_id = models.CharField(max_length=128, blank=True)
+    reason = models.TextField(blank=True)
+    failure_reason = models.TextField(blank=True)
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT
+    )
+    attempts = models.PositiveIntegerField(default=0)
+    date_created = models.DateTimeField(auto_now_add=True)
+    date_updated = models.DateTimeField(auto_now=True)
+    date_completed = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-date_created"]
+        indexes = [
+            models.Index(
+                fields=["date_created"],
+                condition=Q(status="PENDING"),
+                name="refund_pending",
+            )
+        ]
+        constraints = [
+            models.CheckConstraint(condition=Q(amount__gt=0), name="refund_amount_positive")
+        ]
+
+    def __str__(self) -> str:
+        return self.idempotency_id
+
+
+class DeliveryOutcome(models.TextChoices):
+    RECEIVED = "RECEIVED", "Received"
+    APPLIED = "APPLIED", "Applied"
+    DUPLICATE = "DUPLICATE", "Duplicate"
+    REJECTED = "REJECTED", "Rejected (signature)"
+    IGNORED = "IGNORED", "Ignored"
+    UNMATCHED = "UNMATCHED", "No matching payment"
+    REVIEW = "REVIEW", "Parked for review"
+    ERROR = "ERROR", "Error"
+
+
+class WebhookDelivery(models.Model):
+    """Every inbound provider call, raw, before anything acts on it."""
+
+    Outcome = DeliveryOutcome
+
+    gateway = models.CharField(max_length=32)
+    headers = models.JSONField(default=dict)
+    body = models.TextField(blank=True)
+    remote_addr = models.GenericIPAddressField(null=True, blank=True)
+    signature_valid = models.BooleanField(null=True)
+    provider_event_id = models.CharField(max_length=255, null=True, blank=True)
+    outcome = models.CharField(
+        max_length=16, choices=DeliveryOutcome.choices, default=DeliveryOutcome.RECEIVED
+    )
+    error = models.TextField(blank=True)
+    payment = models.ForeignKey(
+        Payment, null=True, blank=True, on_delete=models.SET_NULL, related_name="deliveries"
+    )
+    received_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    processed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-received_at"]
+        verbose_name_plural = "webhook deliveries"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["gateway", "provider_event_id"],
+                condition=Q(provider_event_id__isnull=False),
+                name="delivery_event_unique",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.gateway} #{self.pk}"
+
+
+class IdempotencyRecord(models.Model):
+    """The first answer given to a POST /api/payments/ Idempotency-Key."""
+
+    key = models.CharField(max_length=255, unique=True)
+    fingerprint = models.CharField(max_length=64)
+    payment = models.ForeignKey(Payment, null=True, on_delete=models.SET_NULL)
+    response_status = models.PositiveSmallIntegerField(null=True)
+    # Text, not JSON: the replay must be byte-identical (jsonb reorders keys).
+    response_body = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+
+class ReconciliationRun(models.Model):
+    """One sweep of open payments against the providers."""
+
+    started_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    trigger = models.CharField(max_length=32, default="schedule")
+    checked = models.PositiveIntegerField(default=0)
+    changed = models.PositiveIntegerField(default=0)
+    errors = models.PositiveIntegerField(default=0)
+    expired = models.PositiveIntegerField(default=0)
+    duration_ms = models.PositiveIntegerField(null=True, blank=True)
+    message = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-started_at"]

@@ -1,0 +1,1 @@
+"""HTTP views: the public checkout API and pages, webhooks, the sandbox page."""

@@ -1,0 +1,199 @@
+"""POST /api/payments/ and the status endpoint."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from payments.models import EventKind, IdempotencyRecord, Payment
+
+URL = "/api/payments/"
+
+
+def post_json(client, data, **headers):
+    body = data if isinstance(data, (str, bytes)) else json.dumps(data)
+    return client.post(URL, body, content_type="application/json", headers=headers)
+
+
+@pytest.fixture
+def valid(plan, sandbox):
+    return {"plan": plan.code, "payment_gateway": "sandbox", "email": "ana@example.com"}
+
+
+@pytest.mark.django_db
+def test_create_returns_201_with_server_price(client, valid, plan):
+    response = post_json(client, valid)
+    assert response.status_code == 201, response.content
+    body = response.json()
+    assert set(body) >= {"ref_id", "status", "payment_url", "expiry_datetime"}
+    assert body["status"] == "PENDING"
+    assert "/sandbox/pay/" in body["payment_url"]
+    assert "email" not in body
+    payment = Payment.objects.get(ref_id=body["ref_id"])
+    assert (payment.amount, payment.currency) == (plan.price, plan.currency)
+    assert 16 <= len(payment.ref_id) <= 40
+    kinds = list(payment.events.values_list("kind", flat=True))
+    assert kinds == [EventKind.CREATED, EventKind.CHECKOUT]
+
+
+@pytest.mark.django_db
+def test_form_post_redirects_to_provider_page(client, valid):
+    response = client.post(URL, valid)
+    assert response.status_code == 303
+    assert "/sandbox/pay/" in response["Location"]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("change", "field", "reason"),
+    [
+        ({"plan": None}, "plan", "required"),
+        ({"plan": "no-such-plan"}, "plan", "unknown plan"),
+        ({"payment_gateway": None}, "payment_gateway", "required"),
+        ({"payment_gateway": "paypal"}, "payment_gateway", "unknown gateway"),
+        ({"payment_gateway": "mpgs"}, "payment_gateway", "not available"),
+        ({"email": "not-an-email"}, "email", "valid email"),
+        ({"email": None}, "email", "required"),
+        ({"amount": "0.01"}, "amount", "set by the server"),
+        ({"status": "COMPLETED"}, "status", "set by the server"),
+        ({"payment_url": "https://evil.example/"}, "payment_url", "set by the server"),
+        ({"plan": ["a", "b"]}, "plan", "must be a string"),
+        ({"crypto_currency": "DOGE"}, "crypto_currency", "not offered"),
+    ],
+)
+def test_bad_input_is_400_naming_the_field(client, valid, change, field, reason):
+    data = {**valid, **change}
+    data = {k: v for k, v in data.items() if v is not None}
+    response = post_json(client, data)
+    assert response.status_code == 400
+    body = response.json()
+    assert field in body["fields"], body
+    assert reason in " ".join(body["fields"][field]).lower()
+    assert Payment.objects.count() == 0
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("body", "content_type", "status", "message"),
+    [
+        (b"", "application/json", 400, "empty"),
+        (b"{not json", "application/json", 400, "not valid JSON"),
+        (b"[1, 2]", "application/json", 400, "JSON object"),
+        (b"plan=x", "text/plain", 400, "unsupported content type"),
+        (b"\xff\xfe", "application/json", 400, "not valid JSON"),
+        (b"{" + b" " * (1024 * 1024) + b"}", "application/json", 413, "bytes"),
+    ],
+)
+def test_malformed_bodies_get_json_errors(client, valid, body, content_type, status, message):
+    response = client.post(URL, body, content_type=content_type)
+    assert response.status_code == status
+    assert response["Content-Type"] == "application/json"
+    assert message in response.json()["error"]
+    assert Payment.objects.count() == 0
+
+
+@pytest.mark.django_db
+def test_wrong_method_and_missing_content_type(client, valid):
+    assert client.get(URL).status_code == 405
+    response = client.generic("POST", URL, b'{"plan": "x"}')
+    assert response.status_code == 400
+    assert "Content-Type" in response.json()["fields"]
+
+
+@pytest.mark.django_db
+def test_gateway_down_is_503_and_keeps_a_failed_payment(client, valid, gateway_settings):
+    from gateways import registry
+
+    gateway_settings["sandbox"]["fail"] = "create"
+    registry.reset()
+    response = post_json(client, valid)
+    assert response.status_code == 503
+    body = response.json()
+    assert "unavailable" in body["error"]
+    payment = Payment.objects.get()
+    assert payment.status == Payment.Status.FAILED
+    assert "forced create failure" in payment.failure_reason
+    assert body["ref_id"] == payment.ref_id
+    kinds = set(payment.events.values_list("kind", flat=True))
+    assert {EventKind.CREATED, EventKind.GATEWAY_ERROR, EventKind.STATUS_CHANGE} <= kinds
+
+
+@pytest.mark.django_db
+def test_same_idempotency_key_gives_one_payment_and_same_body(client, valid):
+    first = post_json(client, valid, **{"Idempotency-Key": "order-123"})
+    second = post_json(client, valid, **{"Idempotency-Key": "order-123"})
+    assert first.status_code == second.status_code == 201
+    assert first.content == second.content
+    assert Payment.objects.count() == 1
+    assert IdempotencyRecord.objects.get().payment.ref_id == first.json()["ref_id"]
+
+
+@pytest.mark.django_db
+def test_idempotency_key_reused_with_other_params_is_refused(client, valid):
+    post_json(client, valid, **{"Idempotency-Key": "k1"})
+    response = post_json(client, {**valid, "email": "bob@example.com"}, **{"Idempotency-Key": "k1"})
+    assert response.status_code == 422
+    assert "Idempotency-Key" in response.json()["fields"]
+    assert Payment.objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_status_endpoint_shows_public_fields_only(client, valid):
+    ref_id = post_json(client, valid).json()["ref_id"]
+    response = client.get(f"/api/payments/status/{ref_id}/")
+    assert response.status_code == 200
+    body = response.json()
+    assert set(body) == {
+        "ref_id", "status", "amount", "currency", "payment_gateway",
+        "payment_url", "expiry_datetime", "date_paid",
+    }
+    assert body["amount"] == "24.00"
+    assert body["date_paid"] is None
+
+
+@pytest.mark.django_db
+def test_status_unknown_reference_is_json_404(client):
+    response = client.get("/api/payments/status/nope-nope-nope-nope/")
+    assert response.status_code == 404
+    assert response.json()["error"] == "unknown payment reference"
+
+
+@pytest.mark.django_db
+def test_status_refresh_is_throttled(client, valid, sandbox, monkeypatch):
+    ref_id = post_json(client, valid).json()["ref_id"]
+    calls = []
+    original = type(sandbox).fetch_status
+
+    def counting(self, ref):
+        calls.append(ref.ref_id)
+        return original(self, ref)
+
+    monkeypatch.setattr(type(sandbox), "fetch_status", counting)
+    for _ in range(5):
+        assert client.get(f"/api/payments/status/{ref_id}/").status_code == 200
+    assert calls == [ref_id]
+
+
+@pytest.mark.django_db
+def test_update_pending_needs_staff_or_token(client, settings, admin_client):
+    settings.RECONCILE_API_TOKEN = "s3cret-token"
+    url = "/api/payments/update-pending/"
+    assert client.post(url).status_code == 401
+    assert client.post(url, headers={"Authorization": "Bearer wrong"}).status_code == 401
+    response = client.post(url, headers={"Authorization": "Bearer s3cret-token"})
+    assert response.status_code == 202
+    assert response.json()["status"] == "queued"
+    assert admin_client.post(url).status_code == 202
+
+
+@pytest.mark.django_db
+def test_checkout_page_lists_gateways_with_unconfigured_disabled(client, plan, sandbox):
+    response = client.get("/checkout/")
+    html = response.content.decode()
+    assert response.status_code == 200
+    assert 'name="payment_gateway" value="sandbox"' in html
+    assert plan.name in html
+    # CoinPayments and MPGS have no credentials in tests: shown, but disabled.
+    mpgs = html.split('value="mpgs"')[1].split(">")[0]
+    assert "disabled" in mpgs

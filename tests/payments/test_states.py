@@ -1,0 +1,156 @@
+"""The transition table, the guarded transition and provider reports."""
+
+from __future__ import annotations
+
+import itertools
+from decimal import Decimal
+
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis.extra.django import TestCase as HypothesisTestCase
+
+from gateways.base import StatusResult
+from payments import services
+from payments.models import EventKind, Payment
+from payments.states import TRANSITIONS, PaymentStatus as S, can_transition
+from tests.factories import PaymentFactory, PlanFactory
+
+ALL = [s.value for s in S]
+
+
+def report(status, amount="10.00", currency="USD", refunded=None):
+    return StatusResult(
+        ref_id="x", status=status,
+        amount=None if amount is None else Decimal(amount),
+        currency=currency,
+        amount_refunded=None if refunded is None else Decimal(refunded),
+        message=f"test says {status}",
+    )
+
+
+def apply(payment, *args, **kwargs):
+    return services.payment_apply_status(
+        payment_id=payment.pk, result=report(*args, **kwargs), actor=services.SYSTEM,
+        kind=EventKind.WEBHOOK,
+    )
+
+
+@pytest.mark.parametrize(("frm", "to"), list(itertools.product(ALL, ALL)))
+def test_table_matches_the_design(frm, to):
+    allowed = {
+        ("PENDING", "COMPLETED"), ("PENDING", "FAILED"), ("PENDING", "EXPIRED"),
+        ("EXPIRED", "COMPLETED"), ("FAILED", "COMPLETED"),
+        ("COMPLETED", "PARTIALLY_REFUNDED"), ("COMPLETED", "REFUNDED"),
+        ("PARTIALLY_REFUNDED", "PARTIALLY_REFUNDED"), ("PARTIALLY_REFUNDED", "REFUNDED"),
+    }
+    assert can_transition(frm, to) == ((frm, to) in allowed)
+    assert set(TRANSITIONS) == set(ALL)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("frm", "to"),
+    [(f, t) for f, t in itertools.product(ALL, ALL) if not can_transition(f, t)],
+)
+def test_illegal_transitions_are_refused_and_leave_no_event(frm, to):
+    payment = PaymentFactory()
+    Payment.objects.filter(pk=payment.pk).update(status=frm)
+    before = payment.events.count()
+    with pytest.raises(services.IllegalTransition, match=f"{frm} -> {to}"):
+        services.payment_transition(payment_id=payment.pk, to_status=to)
+    payment.refresh_from_db()
+    assert payment.status == frm
+    assert payment.events.count() == before
+
+
+@pytest.mark.django_db
+def test_completion_sets_paid_fields_and_one_event():
+    payment = PaymentFactory()
+    applied = apply(payment, "COMPLETED")
+    payment.refresh_from_db()
+    assert applied.changed and payment.status == S.COMPLETED
+    assert payment.date_paid is not None and payment.amount_paid == Decimal("10.00")
+    kinds = list(payment.events.values_list("kind", flat=True))
+    assert kinds == [EventKind.WEBHOOK, EventKind.STATUS_CHANGE]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("amount", "currency", "reason"),
+    [("9.99", "USD", "underpaid"), ("10.00", "EUR", "currency mismatch"),
+     (None, "USD", "without an amount")],
+)
+def test_amount_or_currency_mismatch_flags_review_without_completing(amount, currency, reason):
+    payment = PaymentFactory()
+    applied = apply(payment, "COMPLETED", amount=amount, currency=currency)
+    payment.refresh_from_db()
+    assert applied.flagged and not applied.changed
+    assert payment.status == S.PENDING and payment.date_paid is None
+    assert payment.needs_review and reason in payment.review_reason
+
+
+@pytest.mark.django_db
+def test_backwards_reports_are_recorded_as_ignored():
+    payment = PaymentFactory()
+    apply(payment, "COMPLETED")
+    for late in ("PENDING", "FAILED", "EXPIRED"):
+        assert apply(payment, late).ignored
+    payment.refresh_from_db()
+    assert payment.status == S.COMPLETED
+    ignored = payment.events.filter(kind=EventKind.IGNORED_TRANSITION)
+    assert sorted(ignored.values_list("to_status", flat=True)) == ["EXPIRED", "FAILED", "PENDING"]
+
+
+@pytest.mark.django_db
+def test_late_payment_after_expiry_completes_and_needs_review():
+    payment = PaymentFactory()
+    apply(payment, "EXPIRED")
+    apply(payment, "COMPLETED")
+    payment.refresh_from_db()
+    assert payment.status == S.COMPLETED
+    assert payment.needs_review and "late payment" in payment.review_reason
+
+
+@pytest.mark.django_db
+def test_provider_refund_totals_move_to_partial_then_full():
+    payment = PaymentFactory()
+    apply(payment, "COMPLETED")
+    apply(payment, "PARTIALLY_REFUNDED", refunded="4.00")
+    payment.refresh_from_db()
+    assert (payment.status, payment.amount_refunded) == (S.PARTIALLY_REFUNDED, Decimal("4"))
+    apply(payment, "REFUNDED", refunded="10.00")
+    payment.refresh_from_db()
+    assert (payment.status, payment.amount_refunded) == (S.REFUNDED, Decimal("10"))
+
+
+class TestProviderReportSequences(HypothesisTestCase):
+    """Any sequence of provider reports keeps the invariants."""
+
+    @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(
+        st.lists(
+            st.tuples(
+                st.sampled_from(ALL + [None]),
+                st.sampled_from(["10.00", "9.00", "12.00", None]),
+                st.sampled_from(["USD", "USD", "EUR"]),
+                st.sampled_from([None, "0", "3.00", "10.00", "15.00"]),
+            ),
+            max_size=12,
+        )
+    )
+    def test_invariants(self, reports):
+        plan = PlanFactory(code="prop", price=Decimal("10.00"), currency="USD")
+        payment = PaymentFactory(plan=plan)
+        ever_paid = False
+        for status, amount, currency, refunded in reports:
+            before = Payment.objects.get(pk=payment.pk).status
+            apply(payment, status, amount=amount, currency=currency, refunded=refunded)
+            now = Payment.objects.get(pk=payment.pk)
+            ever_paid = ever_paid or now.status in (S.COMPLETED, S.PARTIALLY_REFUNDED, S.REFUNDED)
+            if before in (S.COMPLETED, S.PARTIALLY_REFUNDED, S.REFUNDED):
+                assert now.status not in (S.PENDING, S.FAILED, S.EXPIRED)
+            assert before == now.status or can_transition(before, now.status)
+            assert (now.date_paid is not None) == ever_paid
+            assert Decimal(0) <= now.amount_refunded <= now.amount_paid
+            changes = now.events.filter(kind=EventKind.STATUS_CHANGE).count()
+            assert changes <= len(reports)

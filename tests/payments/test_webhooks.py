@@ -1,0 +1,118 @@
+"""Webhook ingestion: stored raw, verified on the raw body, applied once."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from gateways.sandbox import SIGNATURE_HEADER, sign
+from payments import services
+from payments.models import EventKind, Payment, WebhookDelivery
+
+URL = "/api/webhooks/sandbox/"
+
+
+@pytest.fixture
+def payment(plan, sandbox):
+    return services.payment_create(
+        plan=plan, gateway_code="sandbox", email="ana@example.com",
+        site_url="http://testserver",
+    )
+
+
+def notification(sandbox, payment, choice="paid"):
+    token = payment.gateway_session_id
+    return sandbox.notification(token, sandbox.charge(token), choice)
+
+
+def post(client, body, headers):
+    extra = {k: v for k, v in headers.items() if k != "Content-Type"}
+    return client.post(URL, body, content_type="application/json", headers=extra)
+
+
+@pytest.mark.django_db
+def test_valid_notification_completes_and_is_stored(client, sandbox, payment):
+    body, headers = notification(sandbox, payment)
+    response = post(client, body, headers)
+    assert response.status_code == 200
+    payment.refresh_from_db()
+    assert payment.status == Payment.Status.COMPLETED
+    delivery = WebhookDelivery.objects.get()
+    assert delivery.signature_valid is True
+    assert delivery.outcome == WebhookDelivery.Outcome.APPLIED
+    assert delivery.payment == payment
+    assert delivery.body == body.decode()
+    assert delivery.headers[SIGNATURE_HEADER] == "[redacted]"
+
+
+@pytest.mark.django_db
+def test_duplicate_notification_is_2xx_with_one_transition(client, sandbox, payment):
+    body, headers = notification(sandbox, payment)
+    assert post(client, body, headers).status_code == 200
+    assert post(client, body, headers).status_code == 200
+    outcomes = list(WebhookDelivery.objects.order_by("pk").values_list("outcome", flat=True))
+    assert outcomes == ["APPLIED", "DUPLICATE"]
+    assert payment.events.filter(kind=EventKind.STATUS_CHANGE).count() == 1
+    assert payment.events.filter(kind=EventKind.WEBHOOK).count() == 1
+
+
+def _tampered(sandbox, payment):
+    body, headers = notification(sandbox, payment)
+    changed = json.loads(body) | {"amount": "0.01"}
+    yield "body changed after signing", json.dumps(changed).encode(), headers
+    yield "wrong secret", body, {**headers, SIGNATURE_HEADER: sign("not-the-secret", body)}
+    yield "missing header", body, {"Content-Type": "application/json"}
+    yield "garbage header", body, {SIGNATURE_HEADER: "t=abc,v1=zz"}
+    yield "old timestamp", body, {SIGNATURE_HEADER: sign(sandbox.secret, body, 1_000_000)}
+
+
+@pytest.mark.django_db
+def test_tampered_notifications_are_4xx_and_change_nothing(client, sandbox, payment):
+    cases = list(_tampered(sandbox, payment))
+    for label, body, headers in cases:
+        response = post(client, body, headers)
+        assert response.status_code == 403, label
+        assert "rejected" in response.json()["error"], label
+    payment.refresh_from_db()
+    assert payment.status == Payment.Status.PENDING
+    assert not payment.events.filter(kind=EventKind.STATUS_CHANGE).exists()
+    stored = WebhookDelivery.objects.all()
+    assert stored.count() == len(cases)
+    assert set(stored.values_list("signature_valid", flat=True)) == {False}
+    assert set(stored.values_list("outcome", flat=True)) == {"REJECTED"}
+
+
+@pytest.mark.django_db
+def test_malformed_signed_body_is_4xx_not_500(client, sandbox):
+    body = b'{"event_id": 1'
+    response = post(client, body, {SIGNATURE_HEADER: sign(sandbox.secret, body)})
+    assert response.status_code == 403
+    assert "malformed" in response.json()["error"]
+
+
+@pytest.mark.django_db
+def test_unknown_payment_is_404_and_kept(client, sandbox):
+    body = json.dumps({"event_id": "e1", "ref_id": "unknown-ref-000000", "token": "t",
+                       "status": "paid", "amount": "1.00", "currency": "USD"}).encode()
+    response = post(client, body, {SIGNATURE_HEADER: sign(sandbox.secret, body)})
+    assert response.status_code == 404
+    assert WebhookDelivery.objects.get().outcome == WebhookDelivery.Outcome.UNMATCHED
+
+
+@pytest.mark.django_db
+def test_unconfigured_gateway_webhook_is_404_and_stored(client, sandbox):
+    response = client.post("/api/webhooks/mpgs/", b"{}", content_type="application/json")
+    assert response.status_code == 404
+    delivery = WebhookDelivery.objects.get()
+    assert delivery.gateway == "mpgs" and delivery.outcome == "REJECTED"
+
+
+@pytest.mark.django_db
+def test_reprocess_of_a_stored_delivery_is_a_duplicate(client, sandbox, payment):
+    body, headers = notification(sandbox, payment)
+    post(client, body, headers)
+    delivery = WebhookDelivery.objects.get()
+    outcome = services.webhook_reprocess(delivery_id=delivery.pk)
+    assert outcome.http_status == 200
+    assert payment.events.filter(kind=EventKind.STATUS_CHANGE).count() == 1
