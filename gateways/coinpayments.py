@@ -1,0 +1,494 @@
+"""CoinPayments legacy API (v1): crypto checkout, status polling and IPNs."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import re
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime, timedelta
+from decimal import ROUND_DOWN, Decimal
+from typing import Any
+from urllib.parse import parse_qs, urlencode
+
+from . import money
+from .base import (
+    CheckoutRequest,
+    CheckoutSession,
+    Gateway,
+    GatewayConfigError,
+    GatewayUnavailable,
+    NotSupported,
+    PaymentRef,
+    RefundRequest,
+    RefundResult,
+    Status,
+    StatusResult,
+    WebhookEvent,
+    WebhookRejected,
+    WebhookReply,
+    constant_time_equal,
+    header,
+)
+from .http import GatewayHTTP, json_body
+
+logger = logging.getLogger(__name__)
+
+NAME = "coinpayments"
+DEFAULT_API_URL = "https://www.coinpayments.net/api.php"
+SIGNATURE_HEADER = "HMAC"
+NONCE_RETRIES = 3
+REQUIRED_SETTINGS = {
+    "public_key": "COINPAYMENTS_PUBLIC_KEY",
+    "private_key": "COINPAYMENTS_PRIVATE_KEY",
+    "merchant_id": "COINPAYMENTS_MERCHANT_ID",
+    "ipn_secret": "COINPAYMENTS_IPN_SECRET",
+}
+NO_REFUNDS = "CoinPayments has no refund API; record a manual refund"
+_INTEGER = re.compile(r"-?\d+")
+_LONG_HEX = re.compile(r"[0-9a-fA-F]{64,}")
+
+_nonce_lock = threading.Lock()
+_last_nonce = 0
+
+
+def next_nonce() -> int:
+    """Return microseconds since the epoch, above every nonce issued before."""
+    global _last_nonce
+    with _nonce_lock:
+        _last_nonce = max(_last_nonce + 1, time.time_ns() // 1000)
+        return _last_nonce
+
+
+def sign(secret: str, body: bytes) -> str:
+    """Return the hex HMAC-SHA512 of exact body bytes (API calls and IPNs)."""
+    return hmac.new(secret.encode(), body, hashlib.sha512).hexdigest()
+
+
+class CoinPaymentsGateway(Gateway):
+    """Crypto payments on CoinPayments' hosted checkout page.
+
+    Status lookups compare coins, so `PaymentRef.data` should carry the
+    `crypto_amount` and `crypto_currency` (strings) returned at checkout; the
+    provider's own `amountf`/`coin` stand in when they are missing.
+    """
+
+    # Provider quirks:
+    # - Every call is a form POST to one URL, signed in an `HMAC` header with
+    #   HMAC-SHA512(private key, the exact body bytes): the body is encoded once
+    #   and those bytes are both signed and sent.
+    # - `nonce` must grow per API key, and several processes share the key; a
+    #   call refused for its nonce did nothing, so it is retried with a new one.
+    # - Success is `error == "ok"` (case-sensitive); any other text is a reason.
+    # - get_tx_info reports coin amounts (`amountf` asked, `receivedf` paid),
+    #   never the fiat price; IPNs carry the fiat price in `amount1`/`currency1`.
+    # - Status -1 means "cancelled / timed out" alike; -2 is a PayPal reversal.
+    # - There is no refund API: the merchant sends coins back by hand.
+    # - A PHP backend: an empty object may come back as `[]`.
+
+    code = "coinpayments"
+    display_name = "Crypto (CoinPayments)"
+    logo = "payments/logos/coinpayments.svg"
+    supports_refunds = False
+    batch_size = 25
+    secret_headers = (SIGNATURE_HEADER,)
+    choices_field = "crypto_currency"
+
+    def __init__(self, settings: Mapping[str, Any]):
+        super().__init__(settings)
+        values = {
+            key: str(self.settings.get(key) or "").strip() for key in REQUIRED_SETTINGS
+        }
+        missing = [env for key, env in REQUIRED_SETTINGS.items() if not values[key]]
+        if missing:
+            raise GatewayConfigError(f"CoinPayments needs {', '.join(missing)}")
+        self.public_key = values["public_key"]
+        self.private_key = values["private_key"]
+        self.merchant_id = values["merchant_id"]
+        self.ipn_secret = values["ipn_secret"]
+        self.ipn_url = str(self.settings.get("ipn_url") or "").strip()
+        self.api_url = (
+            str(self.settings.get("api_url") or "").strip() or DEFAULT_API_URL
+        )
+        self.currency2 = str(self.settings.get("currency2") or "BTC").strip().upper()
+        self.coins = _coin_list(self.settings.get("coins")) or [self.currency2]
+        if self.currency2 not in self.coins:
+            raise GatewayConfigError(
+                f"COINPAYMENTS_CURRENCY2 ({self.currency2}) is not one of "
+                "COINPAYMENTS_COINS"
+            )
+        try:
+            self.http = GatewayHTTP(
+                NAME,
+                connect_timeout=float(self.settings.get("connect_timeout") or 5),
+                read_timeout=float(self.settings.get("read_timeout") or 20),
+                pool_size=int(self.settings.get("pool_size") or 16),
+            )
+        except (TypeError, ValueError) as exc:
+            raise GatewayConfigError(
+                "CoinPayments timeouts and pool size must be numbers"
+            ) from exc
+
+    # public API -------------------------------------------------------------------
+
+    def create_checkout(self, request: CheckoutRequest) -> CheckoutSession:
+        """Create a transaction and return its hosted checkout page."""
+        coin = (request.crypto_currency or self.currency2).strip().upper()
+        if coin not in self.coins:
+            raise ValueError(
+                f"{coin} is not offered; choose one of {', '.join(self.coins)}"
+            )
+        # https://www.coinpayments.net/apidoc-create-transaction
+        result = self._request(
+            "create_transaction",
+            {
+                "amount": money.to_provider(request.amount, request.currency),
+                "currency1": request.currency,
+                "currency2": coin,
+                "buyer_email": request.email,
+                "invoice": request.ref_id,
+                "item_name": request.description,
+                "ipn_url": self.ipn_url or request.notify_url,
+                "success_url": request.return_url,
+                "cancel_url": request.cancel_url,
+            },
+            idempotent=False,
+        )
+        now = datetime.now(UTC)
+        try:
+            txn_id = str(result["txn_id"])
+            payment_url = str(result["checkout_url"])
+            crypto_amount = money.parse_amount(result["amount"])
+            timeout = result.get("timeout")
+            expires_at = (
+                None if timeout is None else now + timedelta(seconds=int(timeout))
+            )
+            if not txn_id or not payment_url:
+                raise ValueError("empty txn_id or checkout_url")
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            # Name the missing field, never echo provider values.
+            detail = f"no {exc.args[0]}" if isinstance(exc, KeyError) else "bad field"
+            raise GatewayUnavailable(
+                f"{NAME}: create_transaction answer is incomplete ({detail}); "
+                "a transaction may exist at the provider"
+            ) from exc
+        data = {
+            "status_url": str(result.get("status_url") or ""),
+            "qrcode_url": str(result.get("qrcode_url") or ""),
+            "confirms_needed": str(result.get("confirms_needed") or ""),
+            "crypto_amount": format(crypto_amount, "f"),
+            "crypto_currency": coin,
+        }
+        if result.get("dest_tag"):
+            data["dest_tag"] = str(result["dest_tag"])
+        return CheckoutSession(
+            payment_url=payment_url,
+            transaction_id=txn_id,
+            expires_at=expires_at,
+            crypto_address=str(result.get("address") or ""),
+            crypto_amount=crypto_amount,
+            crypto_currency=coin,
+            data=data,
+            raw=dict(result),
+        )
+
+    def fetch_status(self, ref: PaymentRef) -> StatusResult:
+        """Ask get_tx_info for one payment and map it to a canonical status."""
+        if not ref.transaction_id:
+            return StatusResult(
+                ref.ref_id,
+                Status.PENDING,
+                currency=ref.currency,
+                message="no CoinPayments txn_id yet",
+            )
+        # https://www.coinpayments.net/apidoc-get-tx-info
+        entry = self._request(
+            "get_tx_info", {"txid": ref.transaction_id}, idempotent=True
+        )
+        if not isinstance(entry, Mapping):
+            raise GatewayUnavailable(f"{NAME}: get_tx_info answer is not an object")
+        return self._parse(entry, ref, datetime.now(UTC))
+
+    def fetch_status_many(self, refs: Iterable[PaymentRef]) -> dict[str, StatusResult]:
+        """Ask get_tx_info_multi, 25 ids a call; entries with an error are left out.
+
+        A failed call leaves its refs out too, unless every call failed: then
+        the first fault is raised.
+        """
+        by_txid: dict[str, list[PaymentRef]] = {}
+        for ref in refs:
+            if ref.transaction_id:
+                by_txid.setdefault(ref.transaction_id, []).append(ref)
+        txids = list(by_txid)
+        results: dict[str, StatusResult] = {}
+        faults: list[GatewayUnavailable] = []
+        for start in range(0, len(txids), self.batch_size):
+            chunk = txids[start : start + self.batch_size]
+            try:
+                # https://www.coinpayments.net/apidoc-get-tx-info-multi
+                answer = self._request(
+                    "get_tx_info_multi", {"txid": "|".join(chunk)}, idempotent=True
+                )
+                if answer == []:
+                    answer = {}
+                if not isinstance(answer, Mapping):
+                    raise GatewayUnavailable(
+                        f"{NAME}: get_tx_info_multi answer is not an object"
+                    )
+            except GatewayUnavailable as exc:
+                faults.append(exc)
+                continue
+            now = datetime.now(UTC)
+            for txid in chunk:
+                entry = answer.get(txid)
+                if not isinstance(entry, Mapping) or entry.get("error") != "ok":
+                    continue
+                for ref in by_txid[txid]:
+                    try:
+                        results[ref.ref_id] = self._parse(entry, ref, now)
+                    except GatewayUnavailable as exc:
+                        logger.warning("%s: skipped %s: %s", NAME, ref.ref_id, exc)
+        calls = -(-len(txids) // self.batch_size)
+        if faults and len(faults) == calls:
+            raise faults[0]
+        if faults:
+            logger.warning(
+                "%s: %d of %d get_tx_info_multi calls failed", NAME, len(faults), calls
+            )
+        return results
+
+    def refund(self, request: RefundRequest) -> RefundResult:
+        """Refuse: refunds are sent by hand from the CoinPayments wallet."""
+        raise NotSupported(NO_REFUNDS)
+
+    def fetch_refund(self, request: RefundRequest) -> RefundResult | None:
+        """Refuse: there is no refund to look up."""
+        raise NotSupported(NO_REFUNDS)
+
+    def parse_webhook(
+        self, body: bytes, headers: Mapping[str, str], *, verified: bool = False
+    ) -> WebhookEvent:
+        """Verify an IPN's HMAC (unless already verified), mode and merchant; read it.
+
+        `ipn_mode` and `merchant` are checked even when `verified`, so a stored
+        notification for another account is never applied.
+        """
+        if not verified:
+            given = header(headers, SIGNATURE_HEADER)
+            if not given:
+                raise WebhookRejected("missing HMAC header")
+            if not constant_time_equal(sign(self.ipn_secret, body), given.lower()):
+                raise WebhookRejected("HMAC signature does not match the IPN secret")
+        fields = _form(body)
+        if fields.get("ipn_mode") != "hmac":
+            raise WebhookRejected("ipn_mode is not hmac")
+        if fields.get("merchant") != self.merchant_id:
+            raise WebhookRejected("merchant does not match COINPAYMENTS_MERCHANT_ID")
+        event_id = fields.get("ipn_id", "")
+        if not event_id:
+            raise WebhookRejected("malformed IPN: no ipn_id")
+        ipn_type = fields.get("ipn_type", "")
+        if ipn_type != "api":
+            return WebhookEvent(
+                event_id=event_id,
+                ref_id=fields.get("invoice", ""),
+                transaction_id=fields.get("txn_id", ""),
+                status=None,
+                message=f"ignored ipn_type {ipn_type or '(none)'}",
+                raw=fields,
+            )
+        txn_id = fields.get("txn_id", "")
+        if not txn_id:
+            raise WebhookRejected("malformed IPN: no txn_id")
+        code = fields.get("status", "").strip()
+        if not _INTEGER.fullmatch(code):
+            raise WebhookRejected("malformed IPN: status is not an integer")
+        try:
+            amount = money.parse_amount(fields.get("amount1"))
+        except ValueError as exc:
+            raise WebhookRejected("malformed IPN: amount1 is not an amount") from exc
+        currency = fields.get("currency1", "").strip()
+        if amount < 0 or not currency:
+            raise WebhookRejected("malformed IPN: bad amount1 or no currency1")
+        message = fields.get("status_text", "")
+        status = self._status_from(int(code), None, datetime.now(UTC), message)
+        shortfall = _ipn_shortfall(fields) if status == Status.COMPLETED else ""
+        return WebhookEvent(
+            event_id=event_id,
+            ref_id=fields.get("invoice", ""),
+            transaction_id=txn_id,
+            status=status,
+            amount=amount,
+            currency=currency,
+            # amount1 is the price, not what arrived: a short payment reported
+            # complete is confirmed through get_tx_info, which compares coins.
+            confirm=bool(shortfall),
+            message=f"{message}; {shortfall}" if shortfall else message,
+            raw=fields,
+        )
+
+    def webhook_reply(self, event: WebhookEvent | None) -> WebhookReply:
+        """Answer the plain text CoinPayments' own IPN sample sends."""
+        return WebhookReply(200, "IPN OK", "text/plain")
+
+    def checkout_options(self) -> list[str]:
+        """Return the coins offered at checkout."""
+        return list(self.coins)
+
+    # private ------------------------------------------------------------------------
+
+    def _request(self, cmd: str, fields: Mapping[str, str], *, idempotent: bool) -> Any:
+        """Send one signed command and return its `result`; faults raise."""
+        retries = 0
+        while True:
+            body = urlencode(
+                {
+                    "version": "1",
+                    "key": self.public_key,
+                    "cmd": cmd,
+                    "format": "json",
+                    "nonce": str(next_nonce()),
+                    **fields,
+                }
+            ).encode("ascii")
+            response = self.http.request(
+                "POST",
+                self.api_url,
+                op=cmd,
+                idempotent=idempotent,
+                data=body,
+                headers={
+                    SIGNATURE_HEADER: sign(self.private_key, body),
+                    "Content-Type": "application/x-www-form-urlencoded",
+                },
+            )
+            payload = json_body(response, NAME)
+            if not isinstance(payload, Mapping) or "error" not in payload:
+                raise GatewayUnavailable(f"{NAME}: {cmd} answer has no error field")
+            error = payload["error"]
+            if error == "ok":
+                return payload.get("result")
+            if "nonce" not in str(error).lower() or retries == NONCE_RETRIES:
+                raise GatewayUnavailable(
+                    f"{NAME}: {cmd} refused: {self._redact(error)}"
+                )
+            retries += 1
+            logger.info(
+                "%s %s: nonce refused, retrying (%d/%d)",
+                NAME,
+                cmd,
+                retries,
+                NONCE_RETRIES,
+            )
+
+    def _parse(
+        self, entry: Mapping[str, Any], ref: PaymentRef, now: datetime
+    ) -> StatusResult:
+        """Map one get_tx_info entry; price a completed payment in fiat."""
+        status_text = str(entry.get("status_text") or "")
+        expires = entry.get("time_expires")
+        if expires is None and ref.expires_at is not None:
+            expires = ref.expires_at.timestamp()
+        status = self._status_from(entry.get("status"), expires, now, status_text)
+        amount, note = None, ""
+        if status == Status.COMPLETED:
+            amount, note = self._paid_in_fiat(entry, ref)
+        return StatusResult(
+            ref_id=ref.ref_id,
+            status=status,
+            amount=amount,
+            currency=ref.currency,
+            transaction_id=ref.transaction_id,
+            message=f"{note} ({status_text})" if note else status_text,
+            raw=dict(entry),
+        )
+
+    @staticmethod
+    def _status_from(
+        code: Any, time_expires: Any, now: datetime, status_text: str = ""
+    ) -> str:
+        """Map a CoinPayments status code; only explicit success or failure is final."""
+        if isinstance(code, bool) or not _INTEGER.fullmatch(str(code).strip()):
+            return Status.PENDING
+        value = int(str(code).strip())
+        if value >= 100 or value == 2:
+            return Status.COMPLETED
+        if value >= 0:
+            return Status.PENDING
+        if value == -1:
+            if "timed out" in status_text.lower():
+                return Status.EXPIRED
+            try:
+                expired = now.timestamp() >= float(time_expires)
+            except (TypeError, ValueError):
+                expired = False
+            return Status.EXPIRED if expired else Status.FAILED
+        if value == -2:
+            return Status.REFUNDED
+        return Status.FAILED
+
+    def _paid_in_fiat(
+        self, entry: Mapping[str, Any], ref: PaymentRef
+    ) -> tuple[Decimal | None, str]:
+        """Return the fiat worth of the coins received, and a note when short."""
+        coin = str(entry.get("coin") or "").upper()
+        wanted_coin = str(ref.data.get("crypto_currency") or coin).upper()
+        try:
+            received = money.parse_amount(entry.get("receivedf"))
+            asked = money.parse_amount(
+                ref.data.get("crypto_amount") or entry.get("amountf")
+            )
+            if asked <= 0:
+                raise ValueError("asked for nothing")
+        except ValueError as exc:
+            raise GatewayUnavailable(
+                f"{NAME}: completed payment {ref.ref_id} has unreadable coin amounts"
+            ) from exc
+        if ref.amount is None:
+            return None, "no price stored to compare with"
+        cents = Decimal(1).scaleb(-money.exponent(ref.currency))
+        if coin != wanted_coin:
+            return Decimal(0).quantize(cents), (
+                f"wrong coin: received {format(received, 'f')} {coin or '?'}, "
+                f"expected {format(asked, 'f')} {wanted_coin}"
+            )
+        if received >= asked:
+            return ref.amount, ""
+        # Rounded down, so a short payment never rounds up to the full price.
+        share = (ref.amount * received / asked).quantize(cents, ROUND_DOWN)
+        received_text, asked_text = format(received, "f"), format(asked, "f")
+        return share, f"underpaid: received {received_text} of {asked_text} {coin}"
+
+    def _redact(self, text: object) -> str:
+        """Return provider text safe for messages: no keys, no long hex runs."""
+        clean = str(text)
+        for secret in (self.private_key, self.ipn_secret, self.public_key):
+            clean = clean.replace(secret, "[redacted]")
+        return _LONG_HEX.sub("[redacted]", clean)[:200]
+
+
+def _coin_list(value: Any) -> list[str]:
+    items = value.split(",") if isinstance(value, str) else list(value or [])
+    coins = [str(item).strip().upper() for item in items]
+    return list(dict.fromkeys(coin for coin in coins if coin))
+
+
+def _form(body: bytes) -> dict[str, str]:
+    # The sender is PHP, whose $_POST keeps the last of repeated fields.
+    parsed = parse_qs(body.decode("utf-8", errors="replace"), keep_blank_values=True)
+    return {key: values[-1] for key, values in parsed.items()}
+
+
+def _ipn_shortfall(fields: Mapping[str, str]) -> str:
+    try:
+        received = money.parse_amount(fields.get("received_amount"))
+        asked = money.parse_amount(fields.get("amount2"))
+    except ValueError:
+        return ""
+    if received >= asked:
+        return ""
+    coin = fields.get("currency2", "")
+    return f"underpaid: received {format(received, 'f')} of {format(asked, 'f')} {coin}"
