@@ -419,12 +419,12 @@ class CoinPaymentsGateway(Gateway):
         if value >= 0:
             return Status.PENDING
         if value == -1:
-            if "timed out" in status_text.lower():
-                return Status.EXPIRED
+            # The documented text is "Cancelled / Timed Out" either way, so the
+            # expiry time decides when known; only the text is left for IPNs.
             try:
                 expired = now.timestamp() >= float(time_expires)
             except (TypeError, ValueError):
-                expired = False
+                expired = "timed out" in status_text.lower()
             return Status.EXPIRED if expired else Status.FAILED
         if value == -2:
             return Status.REFUNDED

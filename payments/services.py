@@ -827,7 +827,6 @@ def refund_submit(*, refund_id: int, actor: Actor = SYSTEM) -> Refund:
     except NotSupported as exc:
         result = RefundResult(refund.idempotency_id, GatewayRefundStatus.FAILED, message=str(exc))
     except GatewayError as exc:
-        Refund.objects.filter(pk=refund.pk).update(attempts=F("attempts") + 1)
         with transaction.atomic():
             _event(_lock(payment.pk), EventKind.GATEWAY_ERROR, actor,
                    f"refund {refund.idempotency_id} not confirmed: {exc}; will retry")

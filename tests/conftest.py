@@ -57,3 +57,46 @@ def _db_is_postgres() -> bool:
     from django.conf import settings
 
     return settings.DATABASES["default"]["ENGINE"].endswith("postgresql")
+
+
+@pytest.fixture(scope="session")
+def fake():
+    """The fake CoinPayments + MPGS server on loopback, shared by a session."""
+    from tests.fakes import FakeProviderServer
+
+    server = FakeProviderServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def providers(fake, sandbox, gateway_settings):
+    """Point CoinPayments and MPGS at the fake server, with its credentials."""
+    fake.clear_faults()
+    fake.reset_calls()
+    fake.latency = 0
+    gateway_settings["coinpayments"].update(
+        public_key="cp-public",
+        private_key="cp-private",
+        merchant_id="cp-merchant",
+        ipn_secret="cp-ipn-secret",
+        ipn_url="",
+        api_url=f"{fake.url}/api.php",
+        currency2="BTC",
+        coins=["BTC", "LTC"],
+        read_timeout=2.0,
+        connect_timeout=2.0,
+    )
+    gateway_settings["mpgs"].update(
+        api_base_url=fake.url,
+        api_version=100,
+        merchant_id="TESTMERCHANT",
+        api_password="mpgs-password",
+        webhook_secret="mpgs-webhook-secret",
+        checkout_url="",
+        read_timeout=2.0,
+        connect_timeout=2.0,
+    )
+    registry.reset()
+    yield fake
+    fake.clear_faults()

@@ -24,7 +24,7 @@ FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 class BadRequest(Exception):
     def __init__(self, status: int, message: str, fields=None):
         super().__init__(message)
-        self.status = status
+        self.http_status = status
         self.fields = fields or {}
 
 
@@ -77,7 +77,7 @@ def payment_create(request):
     try:
         data, is_form = _read_payload(request)
     except BadRequest as exc:
-        return json_error(exc.status, str(exc), exc.fields)
+        return json_error(exc.http_status, str(exc), exc.fields)
     if is_form:
         # The checkout page posts a form with Django's CSRF token; JSON clients
         # are anonymous API callers with no cookie to ride on.

@@ -11,8 +11,10 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 from django.utils import timezone
+from django.utils.module_loading import import_string
 
 from gateways.money import quantize
+from gateways.registry import ADAPTERS
 from payments.models import EventKind, Payment, PaymentEvent, Plan, Refund, RefundStatus
 from payments.states import PaymentStatus as S
 
@@ -150,10 +152,11 @@ class Command(BaseCommand):
             expiry_datetime=created + timedelta(hours=1),
             last_checked_at=paid_at,
             failure_reason={S.FAILED: "declined by issuer", S.EXPIRED: "payment window ended"}.get(status, ""),
-            crypto_currency="BTC" if gateway == "coinpayments" else "",
         )
         ref.date_created = created
-        if gateway == "coinpayments":
+        adapter = import_string(ADAPTERS[gateway])
+        if adapter.choices_field == "crypto_currency":
+            ref.crypto_currency = "BTC"
             ref.crypto_amount = (plan.price / Decimal("60000")).quantize(Decimal("1e-8"))
             ref.crypto_address = f"bc1q{rng.getrandbits(120):030x}"
         needs_review = status == S.COMPLETED and rng.random() < 0.03
@@ -191,7 +194,7 @@ class Command(BaseCommand):
         def make_refunds(payment):
             if not refunded:
                 return []
-            manual = gateway == "coinpayments"
+            manual = not adapter.supports_refunds
             return [Refund(payment=payment, amount=refunded, currency=plan.currency,
                            status=RefundStatus.MANUAL if manual else RefundStatus.SUCCEEDED,
                            reason="customer request", date_completed=paid_at + timedelta(days=2))]

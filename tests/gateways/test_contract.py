@@ -1,0 +1,197 @@
+"""One contract, run over every registered gateway.
+
+CoinPayments and MPGS talk real HTTP to the fake provider server on loopback;
+the sandbox keeps its ledger in the Django cache. A driver per gateway plays
+the payer and the provider; the assertions are the same for all.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import pytest
+
+from gateways import registry
+from gateways.base import (
+    CheckoutRequest,
+    CheckoutSession,
+    GatewayUnavailable,
+    NotSupported,
+    PaymentRef,
+    RefundRequest,
+    RefundStatus,
+    Status,
+    WebhookRejected,
+)
+
+pytestmark = pytest.mark.django_db
+
+
+class SandboxDriver:
+    def pay(self, fake, gateway, session, ref_id):
+        gateway.choose(session.session_id, "paid")
+
+    def decline(self, fake, gateway, session, ref_id):
+        gateway.choose(session.session_id, "declined")
+
+    def notification(self, fake, gateway, session, ref_id, *, secret=None):
+        body, headers = gateway.choose(session.session_id, "paid")
+        if secret:
+            from gateways.sandbox import SIGNATURE_HEADER, sign
+
+            headers = {**headers, SIGNATURE_HEADER: sign(secret, body)}
+        return body, headers
+
+    def break_transport(self, fake, gateway, kind):
+        gateway.fail = {"status"}
+
+
+class CoinPaymentsDriver:
+    def pay(self, fake, gateway, session, ref_id):
+        fake.cp_set_status(session.transaction_id, 100)
+
+    def decline(self, fake, gateway, session, ref_id):
+        fake.cp_set_status(session.transaction_id, -1)
+
+    def notification(self, fake, gateway, session, ref_id, *, secret=None):
+        return fake.cp_ipn(session.transaction_id, status=100, secret=secret)
+
+    def break_transport(self, fake, gateway, kind):
+        fake.add_fault("*", kind, times=5, seconds=1.0)
+
+
+class MPGSDriver:
+    def pay(self, fake, gateway, session, ref_id):
+        fake.mpgs_pay(ref_id)
+
+    def decline(self, fake, gateway, session, ref_id):
+        fake.mpgs_pay(ref_id, approve=False)
+
+    def notification(self, fake, gateway, session, ref_id, *, secret=None):
+        fake.mpgs_pay(ref_id)
+        return fake.mpgs_notification(ref_id, secret=secret)
+
+    def break_transport(self, fake, gateway, kind):
+        fake.add_fault("*", kind, times=5, seconds=1.0)
+
+
+DRIVERS = {"sandbox": SandboxDriver(), "coinpayments": CoinPaymentsDriver(), "mpgs": MPGSDriver()}
+
+
+def test_every_registered_gateway_has_a_contract_driver():
+    assert set(DRIVERS) == set(registry.ADAPTERS)
+
+
+@pytest.fixture(params=sorted(registry.ADAPTERS))
+def contract(request, providers, gateway_settings):
+    for code in ("coinpayments", "mpgs"):
+        gateway_settings[code]["read_timeout"] = 0.4
+    registry.reset()
+    code = request.param
+    return code, registry.get_gateway(code), DRIVERS[code], providers
+
+
+_counter = iter(range(10**6))
+
+
+def open_checkout(gateway) -> tuple[CheckoutSession, PaymentRef]:
+    ref_id = f"contract-{next(_counter):06d}-{datetime.now(UTC):%H%M%S%f}"
+    site = "http://127.0.0.1:9"
+    session = gateway.create_checkout(
+        CheckoutRequest(
+            ref_id=ref_id, amount=Decimal("19.00"), currency="USD", email="c@example.com",
+            description="Global 3 GB", return_url=f"{site}/checkout/return/{ref_id}/",
+            cancel_url=f"{site}/checkout/return/{ref_id}/?cancelled=1",
+            notify_url=f"{site}/api/webhooks/{gateway.code}/", site_url=site,
+        )
+    )
+    ref = PaymentRef(
+        ref_id=ref_id, transaction_id=session.transaction_id, session_id=session.session_id,
+        amount=Decimal("19.00"), currency="USD", expires_at=session.expires_at,
+        data={**session.data, "crypto_amount": str(session.crypto_amount or ""),
+              "crypto_currency": session.crypto_currency},
+    )
+    return session, ref
+
+
+def test_create_then_pending(contract):
+    code, gateway, driver, fake = contract
+    session, ref = open_checkout(gateway)
+    assert session.payment_url.startswith("http")
+    assert session.expires_at is not None
+    result = gateway.fetch_status(ref)
+    assert result.status == Status.PENDING
+
+
+def test_paid_is_completed_with_amount_and_currency(contract):
+    code, gateway, driver, fake = contract
+    session, ref = open_checkout(gateway)
+    driver.pay(fake, gateway, session, ref.ref_id)
+    result = gateway.fetch_status(ref)
+    assert result.status == Status.COMPLETED
+    assert (result.amount, result.currency) == (Decimal("19.00"), "USD")
+    many = gateway.fetch_status_many([ref])
+    assert many[ref.ref_id].status == Status.COMPLETED
+
+
+def test_declined_is_failed(contract):
+    code, gateway, driver, fake = contract
+    session, ref = open_checkout(gateway)
+    driver.decline(fake, gateway, session, ref.ref_id)
+    assert gateway.fetch_status(ref).status == Status.FAILED
+
+
+def test_refund_or_not_supported(contract):
+    code, gateway, driver, fake = contract
+    session, ref = open_checkout(gateway)
+    driver.pay(fake, gateway, session, ref.ref_id)
+    request = RefundRequest(
+        ref_id=ref.ref_id, refund_id=f"rf_{ref.ref_id[-12:]}", amount=Decimal("5.00"),
+        currency="USD", transaction_id=session.transaction_id,
+    )
+    if not gateway.supports_refunds:
+        with pytest.raises(NotSupported, match="refund"):
+            gateway.refund(request)
+        return
+    assert gateway.fetch_refund(request) is None
+    first = gateway.refund(request)
+    assert first.status == RefundStatus.SUCCEEDED
+    again = gateway.refund(request)  # same id: the provider must not refund twice
+    assert again.status == RefundStatus.SUCCEEDED
+    found = gateway.fetch_refund(request)
+    assert found is not None and found.status == RefundStatus.SUCCEEDED
+    assert gateway.fetch_status(ref).amount_refunded == Decimal("5.00")
+
+
+def test_notification_good_and_bad_signature(contract):
+    code, gateway, driver, fake = contract
+    session, ref = open_checkout(gateway)
+    body, headers = driver.notification(fake, gateway, session, ref.ref_id)
+    event = gateway.parse_webhook(body, headers)
+    assert event.event_id and event.ref_id == ref.ref_id
+    assert event.confirm or event.status == Status.COMPLETED
+    body, headers = driver.notification(fake, gateway, session, ref.ref_id, secret="wrong")
+    with pytest.raises(WebhookRejected):
+        gateway.parse_webhook(body, headers)
+    with pytest.raises(WebhookRejected):
+        gateway.parse_webhook(body, {})
+
+
+@pytest.mark.parametrize("kind", ["timeout", "garbage", "html", "503", "truncated"])
+def test_transport_faults_are_gateway_unavailable(contract, kind):
+    code, gateway, driver, fake = contract
+    session, ref = open_checkout(gateway)
+    driver.break_transport(fake, gateway, kind)
+    with pytest.raises(GatewayUnavailable):
+        gateway.fetch_status(ref)
+
+
+def test_notification_bodies_are_json_or_form(contract):
+    """What each provider posts is stored as text in WebhookDelivery.body."""
+    code, gateway, driver, fake = contract
+    session, ref = open_checkout(gateway)
+    body, _ = driver.notification(fake, gateway, session, ref.ref_id)
+    text = body.decode()
+    assert text.startswith("{") and json.loads(text) or "=" in text
