@@ -159,6 +159,8 @@ class FakeProviderServer:
 
         # Observations; guarded by _lock like all other state.
         self.calls: list[tuple[str, str]] = []
+        # Calls refused for an out-of-order nonce (concurrent clients retry).
+        self.cp_nonce_rejections = 0
         self.max_in_flight = 0
         self.connections_accepted = 0
         self.errors: list[str] = []
@@ -247,6 +249,7 @@ class FakeProviderServer:
         """Forget recorded calls and restart the concurrency/connection counters."""
         with self._lock:
             self.calls.clear()
+            self.cp_nonce_rejections = 0
             self.max_in_flight = self._in_flight
             self.connections_accepted = 0
 
@@ -562,6 +565,8 @@ class FakeProviderServer:
         if fields.get("version") != "1":
             return _cp_error("Invalid API version")
         if "nonce" in fields and not self._cp_accept_nonce(key, fields["nonce"]):
+            with self._lock:
+                self.cp_nonce_rejections += 1
             return _cp_error("Invalid nonce")
         if fields.get("format", "json") != "json":
             return _cp_error("Only format=json is supported")
