@@ -1,0 +1,105 @@
+"""A real `manage.py qcluster` process runs a queued reconciliation.
+
+The broker is whatever the environment configures: the ORM broker by default,
+Redis when REDIS_URL is set (.ci/run runs this file both ways).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.db import connection
+
+from payments import services
+from payments.models import Payment, ReconciliationRun
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+
+
+def database_url() -> str:
+    db = connection.settings_dict
+    if connection.vendor == "sqlite":
+        return f"sqlite:///{db['NAME']}"
+    host = db.get("HOST") or "127.0.0.1"
+    auth = db["USER"] + (f":{db['PASSWORD']}" if db.get("PASSWORD") else "")
+    return f"postgres://{auth}@{host}:{db.get('PORT') or 5432}/{db['NAME']}"
+
+
+def start_cluster() -> subprocess.Popen:
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url(),
+        "SECRET_KEY": settings.SECRET_KEY,
+        "DEBUG": "false",
+        "SANDBOX_ENABLED": "true",
+        "PAYMENT_GATEWAYS": "sandbox",
+        "Q_WORKERS": "1",
+        "DJANGO_SETTINGS_MODULE": "backoffice.settings",
+    }
+    # Its own process group: a qcluster may ignore SIGTERM, so the group is
+    # killed outright after a short grace period.
+    return subprocess.Popen(
+        [sys.executable, "manage.py", "qcluster"],
+        cwd=ROOT, env=env, start_new_session=True,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+
+
+def stop_cluster(process: subprocess.Popen) -> str:
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=3)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    output, _ = process.communicate(timeout=10)
+    return output.decode(errors="replace")
+
+
+def test_broker_follows_the_environment():
+    from django_q.brokers import get_broker
+
+    expected = "Redis" if os.environ.get("REDIS_URL") else "ORM"
+    assert type(get_broker()).__name__ == expected
+
+
+def test_update_pending_is_run_by_a_real_cluster(client, plan, sandbox, settings):
+    settings.RECONCILE_API_TOKEN = "cluster-test-token"
+    payment = services.payment_create(
+        plan=plan, gateway_code="sandbox", email="q@example.com", site_url="http://t"
+    )
+    # The payer paid at the provider, but its notification never arrived.
+    sandbox.choose(payment.gateway_session_id, "paid")
+    Payment.objects.filter(pk=payment.pk).update(next_check_at=None)
+    response = client.post(
+        "/api/payments/update-pending/",
+        headers={"Authorization": "Bearer cluster-test-token"},
+    )
+    assert response.status_code == 202
+    run_id = response.json()["run_id"]
+    cluster = start_cluster()
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            run = ReconciliationRun.objects.get(pk=run_id)
+            if run.finished_at:
+                break
+            time.sleep(0.3)
+    finally:
+        log = stop_cluster(cluster)
+    run = ReconciliationRun.objects.get(pk=run_id)
+    assert run.finished_at, f"the cluster never ran the task:\n{log[-3000:]}"
+    assert (run.checked, run.changed) == (1, 1)
+    payment.refresh_from_db()
+    assert payment.status == Payment.Status.COMPLETED
+    change = payment.events.get(kind="STATUS_CHANGE")
+    assert change.source == "reconcile"
