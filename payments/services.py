@@ -463,10 +463,9 @@ def payment_refresh(
     Return None when the provider could not be asked; the fault is recorded
     as an event for staff-initiated refreshes and the next check is backed off.
     """
-    gateway = get_gateway(payment.payment_gateway)
     now = timezone.now()
     try:
-        result = gateway.fetch_status(payment_ref(payment))
+        result = get_gateway(payment.payment_gateway).fetch_status(payment_ref(payment))
     except GatewayError as exc:
         _record_check(payment.pk, now, ok=False)
         if actor.user is not None or kind != EventKind.REFRESH:
@@ -810,7 +809,6 @@ def refund_submit(*, refund_id: int, actor: Actor = SYSTEM) -> Refund:
     if refund.status != RefundStatus.PENDING:
         return refund
     payment = refund.payment
-    gateway = get_gateway(payment.payment_gateway)
     request = RefundRequest(
         ref_id=payment.ref_id,
         refund_id=refund.idempotency_id,
@@ -820,6 +818,7 @@ def refund_submit(*, refund_id: int, actor: Actor = SYSTEM) -> Refund:
         reason=refund.reason,
     )
     try:
+        gateway = get_gateway(payment.payment_gateway)
         result = gateway.fetch_refund(request) if refund.attempts else None
         if result is None:
             Refund.objects.filter(pk=refund.pk).update(attempts=F("attempts") + 1)

@@ -42,6 +42,8 @@ class Command(BaseCommand):
                 ]
             )
         )
+        # Explicit handlers: a shell may start this with SIGINT ignored.
+        signal.signal(signal.SIGINT, _interrupt)
         signal.signal(signal.SIGTERM, _interrupt)
         manage = [sys.executable, "manage.py"]
         children = [
