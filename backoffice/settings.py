@@ -153,11 +153,14 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
 
 # --- payments -----------------------------------------------------------------------
 
-PAYMENT_GATEWAYS = config("PAYMENT_GATEWAYS", default="sandbox,coinpayments,mpgs", cast=Csv())
+PAYMENT_GATEWAYS = config(
+    "PAYMENT_GATEWAYS", default="sandbox,coinpayments,mpgs", cast=Csv()
+)
 SANDBOX_ENABLED = config("SANDBOX_ENABLED", default=DEBUG, cast=bool)
-SANDBOX_WEBHOOK_SECRET = config("SANDBOX_WEBHOOK_SECRET", default="") or hashlib.sha256(
-    f"sandbox-webhook:{SECRET_KEY}".encode()
-).hexdigest()
+SANDBOX_WEBHOOK_SECRET = (
+    config("SANDBOX_WEBHOOK_SECRET", default="")
+    or hashlib.sha256(f"sandbox-webhook:{SECRET_KEY}".encode()).hexdigest()
+)
 GATEWAY_CONNECT_TIMEOUT = config("GATEWAY_CONNECT_TIMEOUT", default=5.0, cast=float)
 GATEWAY_READ_TIMEOUT = config("GATEWAY_READ_TIMEOUT", default=20.0, cast=float)
 
@@ -238,7 +241,9 @@ UNFOLD = {
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}
+    },
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": config("LOG_LEVEL", default="INFO")},
     "loggers": {"urllib3": {"level": "WARNING"}},

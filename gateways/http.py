@@ -81,7 +81,9 @@ class GatewayHTTP:
             response = session.request(method, url, **kwargs)
         except requests.exceptions.ConnectTimeout as exc:
             self._log(op, method, where, "connect-timeout", started)
-            raise GatewayUnavailable(f"{self.name}: connect timeout", contacted=False) from exc
+            raise GatewayUnavailable(
+                f"{self.name}: connect timeout", contacted=False
+            ) from exc
         except requests.exceptions.ReadTimeout as exc:
             self._log(op, method, where, "read-timeout", started)
             raise GatewayUnavailable(f"{self.name}: read timeout") from exc
@@ -103,7 +105,12 @@ class GatewayHTTP:
     def _log(self, op: str, method: str, where: str, outcome: object, started: float):
         logger.info(
             "%s %s %s %s -> %s in %.0f ms",
-            self.name, op, method, where, outcome, (time.monotonic() - started) * 1000,
+            self.name,
+            op,
+            method,
+            where,
+            outcome,
+            (time.monotonic() - started) * 1000,
         )
 
 
@@ -127,5 +134,9 @@ def _never_sent(exc: Exception) -> bool:
     text = repr(exc)
     return any(
         marker in text
-        for marker in ("NewConnectionError", "NameResolutionError", "Connection refused")
+        for marker in (
+            "NewConnectionError",
+            "NameResolutionError",
+            "Connection refused",
+        )
     )

@@ -6,8 +6,24 @@ from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 
 # ISO 4217 currencies whose minor unit is not 2 decimal places.
 ZERO_DECIMAL = frozenset(
-    {"BIF", "CLP", "DJF", "GNF", "ISK", "JPY", "KMF", "KRW", "PYG", "RWF", "UGX",
-     "VND", "VUV", "XAF", "XOF", "XPF"}
+    {
+        "BIF",
+        "CLP",
+        "DJF",
+        "GNF",
+        "ISK",
+        "JPY",
+        "KMF",
+        "KRW",
+        "PYG",
+        "RWF",
+        "UGX",
+        "VND",
+        "VUV",
+        "XAF",
+        "XOF",
+        "XPF",
+    }
 )
 THREE_DECIMAL = frozenset({"BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND"})
 
@@ -51,8 +67,10 @@ def parse_amount(value: object) -> Decimal:
     if isinstance(value, bool) or value is None:
         raise ValueError(f"not an amount: {value!r}")
     try:
-        amount = Decimal(repr(value)) if isinstance(value, float) else Decimal(
-            str(value).strip()
+        amount = (
+            Decimal(repr(value))
+            if isinstance(value, float)
+            else Decimal(str(value).strip())
         )
     except (InvalidOperation, ValueError) as exc:
         raise ValueError(f"not an amount: {value!r}") from exc

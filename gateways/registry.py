@@ -66,11 +66,17 @@ def gateway_infos() -> list[GatewayInfo]:
         try:
             gateway = get_gateway(code)
         except GatewayConfigError as exc:
-            infos.append(GatewayInfo(code, cls.display_name, cls.logo, False, str(exc), ()))
+            infos.append(
+                GatewayInfo(code, cls.display_name, cls.logo, False, str(exc), ())
+            )
             continue
         infos.append(
             GatewayInfo(
-                code, cls.display_name, cls.logo, True, "",
+                code,
+                cls.display_name,
+                cls.logo,
+                True,
+                "",
                 tuple(gateway.checkout_options()),
             )
         )

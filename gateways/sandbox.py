@@ -102,7 +102,9 @@ class SandboxGateway(Gateway):
         self._maybe_fail("status")
         charge = self.charge(ref.session_id)
         if charge is None:
-            return StatusResult(ref.ref_id, Status.PENDING, message="no sandbox session")
+            return StatusResult(
+                ref.ref_id, Status.PENDING, message="no sandbox session"
+            )
         status = _OUTCOMES.get(charge["state"], Status.PENDING)
         refunded = Decimal(charge["refunded"])
         if status == Status.COMPLETED and refunded > 0:
@@ -125,13 +127,17 @@ class SandboxGateway(Gateway):
         token = request.transaction_id.removeprefix("SBX-")
         charge = self.charge(token)
         if charge is None or charge["state"] != "paid":
-            return RefundResult(request.refund_id, RefundStatus.FAILED, message="not paid")
+            return RefundResult(
+                request.refund_id, RefundStatus.FAILED, message="not paid"
+            )
         if request.refund_id in charge["refunds"]:
             return self._refund_result(request.refund_id, charge)
         refunded = Decimal(charge["refunded"]) + request.amount
         if refunded > Decimal(charge["amount"]):
             return RefundResult(
-                request.refund_id, RefundStatus.FAILED, message="exceeds captured amount"
+                request.refund_id,
+                RefundStatus.FAILED,
+                message="exceeds captured amount",
             )
         charge["refunded"] = str(refunded)
         charge["refunds"][request.refund_id] = str(request.amount)
@@ -181,13 +187,13 @@ class SandboxGateway(Gateway):
         charge = self.charge(token)
         if charge is None:
             raise LookupError("unknown or expired sandbox session")
-        if charge["state"] == "open" or choice == "abandoned":
-            if charge["state"] == "open":
-                charge["state"] = choice
-                self._save(token, charge)
-        if choice not in _OUTCOMES:
+        if charge["state"] == "open":
+            charge["state"] = choice
+            self._save(token, charge)
+        # Only the first button counts; later clicks re-send the current state.
+        if charge["state"] not in _OUTCOMES:
             return None
-        return self.notification(token, charge, choice)
+        return self.notification(token, charge, charge["state"])
 
     def notification(
         self, token: str, charge: Mapping[str, Any], choice: str
@@ -214,9 +220,7 @@ class SandboxGateway(Gateway):
     def _verify(self, body: bytes, signature: str) -> None:
         if not signature:
             raise WebhookRejected(f"missing {SIGNATURE_HEADER} header")
-        parts = dict(
-            item.split("=", 1) for item in signature.split(",") if "=" in item
-        )
+        parts = dict(item.split("=", 1) for item in signature.split(",") if "=" in item)
         try:
             stamp = int(parts.get("t", ""))
         except ValueError as exc:
@@ -229,7 +233,9 @@ class SandboxGateway(Gateway):
 
     def _refund_result(self, refund_id: str, charge: Mapping[str, Any]) -> RefundResult:
         return RefundResult(
-            refund_id, RefundStatus.SUCCEEDED, gateway_refund_id=f"SBXR-{refund_id}",
+            refund_id,
+            RefundStatus.SUCCEEDED,
+            gateway_refund_id=f"SBXR-{refund_id}",
             raw={"refunded": charge["refunded"]},
         )
 

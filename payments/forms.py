@@ -11,9 +11,20 @@ from .models import Plan
 
 # Fields the server sets; a client sending them is told so instead of ignored.
 SERVER_FIELDS = (
-    "amount", "currency", "status", "payment_url", "ref_id", "amount_paid",
-    "amount_refunded", "date_paid", "expiry_datetime", "gateway_transaction_id",
-    "gateway_session_id", "needs_review", "crypto_address", "crypto_amount",
+    "amount",
+    "currency",
+    "status",
+    "payment_url",
+    "ref_id",
+    "amount_paid",
+    "amount_refunded",
+    "date_paid",
+    "expiry_datetime",
+    "gateway_transaction_id",
+    "gateway_session_id",
+    "needs_review",
+    "crypto_address",
+    "crypto_amount",
 )
 
 
@@ -26,7 +37,9 @@ class PaymentCreateForm(forms.Form):
     def __init__(self, data, *args, **kwargs):
         self.raw = data if isinstance(data, dict) else {}
         super().__init__(
-            {k: v for k, v in self.raw.items() if k in self.base_fields}, *args, **kwargs
+            {k: v for k, v in self.raw.items() if k in self.base_fields},
+            *args,
+            **kwargs,
         )
 
     def clean(self):
@@ -43,6 +56,10 @@ class PaymentCreateForm(forms.Form):
                 cleaned.pop(name, None)
         return cleaned
 
+    def clean_email(self) -> str:
+        # Stored lower-case so the admin's prefix search can use the index.
+        return self.cleaned_data["email"].strip().lower()
+
     def clean_plan(self) -> Plan:
         code = self.cleaned_data["plan"].strip()
         plan = Plan.objects.filter(code=code, active=True).first()
@@ -57,14 +74,18 @@ class PaymentCreateForm(forms.Form):
         try:
             get_gateway(code)
         except GatewayConfigError as exc:
-            raise forms.ValidationError(f"gateway {code!r} is not available: {exc}") from exc
+            raise forms.ValidationError(
+                f"gateway {code!r} is not available: {exc}"
+            ) from exc
         return code
 
     def clean_crypto_currency(self) -> str:
         coin = (self.cleaned_data.get("crypto_currency") or "").strip().upper()
-        code = (self.raw.get("payment_gateway") or "") if isinstance(
-            self.raw.get("payment_gateway"), str
-        ) else ""
+        code = (
+            (self.raw.get("payment_gateway") or "")
+            if isinstance(self.raw.get("payment_gateway"), str)
+            else ""
+        )
         if not coin:
             return ""
         try:
@@ -79,5 +100,7 @@ class PaymentCreateForm(forms.Form):
 
     def error_dict(self) -> dict[str, list[str]]:
         """Return errors keyed by field, as the API reports them."""
-        errors = {k: [str(m) for m in v] for k, v in self.errors.items() if k != "__all__"}
+        errors = {
+            k: [str(m) for m in v] for k, v in self.errors.items() if k != "__all__"
+        }
         return errors or {"__all__": [str(m) for m in self.non_field_errors()]}

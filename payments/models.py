@@ -51,7 +51,9 @@ class Plan(models.Model):
 class Payment(models.Model):
     Status = PaymentStatus
 
-    ref_id = models.CharField(max_length=40, unique=True, default=new_ref_id, editable=False)
+    ref_id = models.CharField(
+        max_length=40, unique=True, default=new_ref_id, editable=False
+    )
     plan = models.ForeignKey(Plan, null=True, blank=True, on_delete=models.PROTECT)
     email = models.EmailField(db_index=True)
     amount = models.DecimalField(**MONEY)
@@ -66,7 +68,9 @@ class Payment(models.Model):
     # Provider values never shown to clients (e.g. MPGS successIndicator).
     gateway_data = models.JSONField(default=dict, blank=True)
     crypto_address = models.CharField(max_length=255, blank=True)
-    crypto_amount = models.DecimalField(max_digits=30, decimal_places=10, null=True, blank=True)
+    crypto_amount = models.DecimalField(
+        max_digits=30, decimal_places=10, null=True, blank=True
+    )
     crypto_currency = models.CharField(max_length=16, blank=True)
     amount_paid = models.DecimalField(**MONEY, default=ZERO)
     amount_refunded = models.DecimalField(**MONEY, default=ZERO)
@@ -148,7 +152,9 @@ class PaymentEvent(models.Model):
 
     Kind = EventKind
 
-    payment = models.ForeignKey(Payment, on_delete=models.CASCADE, related_name="events")
+    payment = models.ForeignKey(
+        Payment, on_delete=models.CASCADE, related_name="events"
+    )
     kind = models.CharField(max_length=24, choices=EventKind.choices)
     from_status = models.CharField(max_length=24, blank=True)
     to_status = models.CharField(max_length=24, blank=True)
@@ -162,7 +168,9 @@ class PaymentEvent(models.Model):
 
     class Meta:
         ordering = ["created_at", "id"]
-        indexes = [models.Index(fields=["payment", "created_at"], name="event_payment_time")]
+        indexes = [
+            models.Index(fields=["payment", "created_at"], name="event_payment_time")
+        ]
 
     def __str__(self) -> str:
         return f"{self.payment_id} {self.kind}"
@@ -178,7 +186,9 @@ class RefundStatus(models.TextChoices):
 class Refund(models.Model):
     Status = RefundStatus
 
-    payment = models.ForeignKey(Payment, on_delete=models.PROTECT, related_name="refunds")
+    payment = models.ForeignKey(
+        Payment, on_delete=models.PROTECT, related_name="refunds"
+    )
     amount = models.DecimalField(**MONEY)
     currency = models.CharField(max_length=3)
     status = models.CharField(
@@ -206,7 +216,9 @@ class Refund(models.Model):
             )
         ]
         constraints = [
-            models.CheckConstraint(condition=Q(amount__gt=0), name="refund_amount_positive")
+            models.CheckConstraint(
+                condition=Q(amount__gt=0), name="refund_amount_positive"
+            )
         ]
 
     def __str__(self) -> str:
@@ -234,13 +246,18 @@ class WebhookDelivery(models.Model):
     body = models.TextField(blank=True)
     remote_addr = models.GenericIPAddressField(null=True, blank=True)
     signature_valid = models.BooleanField(null=True)
-    provider_event_id = models.CharField(max_length=255, null=True, blank=True)
+    # NULL, not "", when absent: the unique constraint applies only to real ids.
+    provider_event_id = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001
     outcome = models.CharField(
         max_length=16, choices=DeliveryOutcome.choices, default=DeliveryOutcome.RECEIVED
     )
     error = models.TextField(blank=True)
     payment = models.ForeignKey(
-        Payment, null=True, blank=True, on_delete=models.SET_NULL, related_name="deliveries"
+        Payment,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="deliveries",
     )
     received_at = models.DateTimeField(auto_now_add=True, db_index=True)
     processed_at = models.DateTimeField(null=True, blank=True)
@@ -271,6 +288,9 @@ class IdempotencyRecord(models.Model):
     response_body = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
+    def __str__(self) -> str:
+        return self.key
+
 
 class ReconciliationRun(models.Model):
     """One sweep of open payments against the providers."""
@@ -287,3 +307,6 @@ class ReconciliationRun(models.Model):
 
     class Meta:
         ordering = ["-started_at"]
+
+    def __str__(self) -> str:
+        return f"reconciliation #{self.pk} ({self.trigger})"

@@ -35,7 +35,7 @@ from gateways.base import (
     WebhookRejected,
 )
 from gateways.base import RefundStatus as GatewayRefundStatus
-from gateways.money import quantize
+from gateways.money import quantize, to_provider
 from gateways.registry import get_gateway
 
 from .models import (
@@ -63,7 +63,13 @@ CHECK_BACKOFF = (
     timedelta(hours=6),
 )
 SECRET_MARKERS = (
-    "secret", "password", "hmac", "signature", "authorization", "private", "indicator",
+    "secret",
+    "password",
+    "hmac",
+    "signature",
+    "authorization",
+    "private",
+    "indicator",
 )
 
 
@@ -96,6 +102,10 @@ SYSTEM = Actor()
 
 
 # --- the guarded state machine ------------------------------------------------------
+
+
+def _money(amount: Decimal, currency: str) -> str:
+    return f"{to_provider(amount, currency)} {currency}"
 
 
 def _lock(payment_id: int) -> Payment:
@@ -145,8 +155,13 @@ def _move(
         fields.append("next_check_at")
     payment.save(update_fields=fields)
     return _event(
-        payment, EventKind.STATUS_CHANGE, actor, message, data,
-        from_status=from_status, to_status=to_status,
+        payment,
+        EventKind.STATUS_CHANGE,
+        actor,
+        message,
+        data,
+        from_status=from_status,
+        to_status=to_status,
     )
 
 
@@ -229,10 +244,18 @@ def payment_apply_status(
         event_data = {**(data or {}), "provider": dict(result.raw)}
         changed = flagged = ignored = False
         if kind != EventKind.REFRESH:
-            _event(payment, kind, actor, result.message or f"reported {reported}", event_data)
+            _event(
+                payment,
+                kind,
+                actor,
+                result.message or f"reported {reported}",
+                event_data,
+            )
 
-        if reported is None or reported == current and reported not in (
-            S.PARTIALLY_REFUNDED,
+        if (
+            reported is None
+            or reported == current
+            and reported not in (S.PARTIALLY_REFUNDED,)
         ):
             pass
         elif reported == S.COMPLETED and current in (S.PENDING, *LATE_COMPLETION):
@@ -260,7 +283,9 @@ def payment_apply_status(
             S.COMPLETED,
             S.PARTIALLY_REFUNDED,
         ):
-            changed, flagged = _apply_provider_refunds(payment, result, actor, event_data)
+            changed, flagged = _apply_provider_refunds(
+                payment, result, actor, event_data
+            )
         elif reported == S.COMPLETED and current in PAID_STATUSES:
             pass  # already paid; refunds are applied by their own reports
         else:
@@ -276,7 +301,9 @@ def payment_apply_status(
             )
             if reported in (S.PARTIALLY_REFUNDED, S.REFUNDED):
                 flagged = _flag(
-                    payment, f"provider reports {reported} but payment is {current}", actor
+                    payment,
+                    f"provider reports {reported} but payment is {current}",
+                    actor,
                 )
     return Applied(payment, changed, flagged, ignored)
 
@@ -292,7 +319,8 @@ def _apply_provider_refunds(
     if reported > payment.amount_paid:
         flagged = _flag(
             payment,
-            f"provider reports {reported} refunded of {payment.amount_paid} paid",
+            f"provider reports {_money(reported, payment.currency)} refunded of "
+            f"{_money(payment.amount_paid, payment.currency)} paid",
             actor,
         )
         reported = payment.amount_paid
@@ -301,7 +329,13 @@ def _apply_provider_refunds(
     payment.amount_refunded = reported
     payment.save(update_fields=["amount_refunded"])
     target = S.REFUNDED if reported >= payment.amount_paid else S.PARTIALLY_REFUNDED
-    _move(payment, target, actor, f"provider reports {reported} refunded", data)
+    _move(
+        payment,
+        target,
+        actor,
+        f"provider reports {_money(reported, payment.currency)} refunded",
+        data,
+    )
     return True, flagged
 
 
@@ -358,7 +392,7 @@ def payment_create(
             payment,
             EventKind.CREATED,
             actor,
-            f"{plan.name} for {quantize(plan.price, plan.currency)} {plan.currency} "
+            f"{plan.name} for {_money(plan.price, plan.currency)} "
             f"via {gateway.display_name}",
         )
     site = site_url.rstrip("/")
@@ -502,7 +536,9 @@ def _record_check(payment_id: int, now, *, ok: bool) -> None:
     Payment.objects.filter(pk=payment_id).update(
         last_checked_at=now,
         check_attempts=F("check_attempts") + 1,
-        next_check_at=now + _next_check(attempts) if payment.status == S.PENDING else None,
+        next_check_at=now + _next_check(attempts)
+        if payment.status == S.PENDING
+        else None,
     )
 
 
@@ -582,7 +618,11 @@ def redact_headers(headers: Mapping[str, str], secret_headers: tuple[str, ...]) 
 
 
 def webhook_ingest(
-    *, gateway_code: str, body: bytes, headers: Mapping[str, str], remote_addr: str | None
+    *,
+    gateway_code: str,
+    body: bytes,
+    headers: Mapping[str, str],
+    remote_addr: str | None,
 ) -> WebhookOutcome:
     """Store a provider notification raw, verify it, then apply it once."""
     try:
@@ -608,7 +648,9 @@ def webhook_ingest(
         event = gateway.parse_webhook(body, headers)
     except WebhookRejected as exc:
         _finish(delivery, WebhookDelivery.Outcome.REJECTED, error=str(exc), valid=False)
-        logger.warning("rejected %s notification #%s: %s", gateway_code, delivery.pk, exc)
+        logger.warning(
+            "rejected %s notification #%s: %s", gateway_code, delivery.pk, exc
+        )
         return _reply(delivery, 403, f"rejected: {exc}")
     return webhook_process(delivery=delivery, event=event)
 
@@ -617,13 +659,19 @@ def webhook_reprocess(*, delivery_id: int) -> WebhookOutcome:
     """Apply a stored, verified delivery again (from the admin)."""
     delivery = WebhookDelivery.objects.get(pk=delivery_id)
     if not delivery.signature_valid:
-        raise WebhookRejected("only deliveries with a valid signature can be re-processed")
+        raise WebhookRejected(
+            "only deliveries with a valid signature can be re-processed"
+        )
     gateway = get_gateway(delivery.gateway)
-    event = gateway.parse_webhook(delivery.body.encode(), delivery.headers, verified=True)
+    event = gateway.parse_webhook(
+        delivery.body.encode(), delivery.headers, verified=True
+    )
     return webhook_process(delivery=delivery, event=event)
 
 
-def webhook_process(*, delivery: WebhookDelivery, event: WebhookEvent) -> WebhookOutcome:
+def webhook_process(
+    *, delivery: WebhookDelivery, event: WebhookEvent
+) -> WebhookOutcome:
     """Apply a verified notification to its payment, at most once per event id."""
     gateway = get_gateway(delivery.gateway)
     reply = gateway.webhook_reply(event)
@@ -635,7 +683,9 @@ def webhook_process(*, delivery: WebhookDelivery, event: WebhookEvent) -> Webhoo
         return _reply(delivery, reply.status, reply.body, reply.content_type)
     payment = _find_payment(delivery.gateway, event)
     if payment is None:
-        _finish(delivery, Outcome.UNMATCHED, error="no payment matches this notification")
+        _finish(
+            delivery, Outcome.UNMATCHED, error="no payment matches this notification"
+        )
         return _reply(delivery, 404, "unknown payment")
     source = Actor(f"webhook:{delivery.gateway}")
     data = {"delivery": delivery.pk, "event_id": event.event_id}
@@ -646,16 +696,28 @@ def webhook_process(*, delivery: WebhookDelivery, event: WebhookEvent) -> Webhoo
     ):
         with transaction.atomic():
             locked = _lock(payment.pk)
-            _flag(locked, "notification transaction id does not match the payment", source, data)
+            _flag(
+                locked,
+                "notification transaction id does not match the payment",
+                source,
+                data,
+            )
         _finish(delivery, Outcome.REVIEW, payment=payment, event_id=event.event_id)
         return _reply(delivery, reply.status, reply.body, reply.content_type)
     if event.confirm:
         try:
             result = gateway.fetch_status(payment_ref(payment))
         except GatewayError as exc:
-            _finish(delivery, Outcome.ERROR, payment=payment, error=f"confirmation failed: {exc}")
+            _finish(
+                delivery,
+                Outcome.ERROR,
+                payment=payment,
+                error=f"confirmation failed: {exc}",
+            )
             return _reply(delivery, 503, "provider unavailable, retry later")
-        result = replace(result, message=f"{event.message}; confirmed: {result.message}")
+        result = replace(
+            result, message=f"{event.message}; confirmed: {result.message}"
+        )
     else:
         result = StatusResult(
             ref_id=payment.ref_id,
@@ -669,12 +731,17 @@ def webhook_process(*, delivery: WebhookDelivery, event: WebhookEvent) -> Webhoo
     try:
         with transaction.atomic():
             applied = payment_apply_status(
-                payment_id=payment.pk, result=result, actor=source,
-                kind=EventKind.WEBHOOK, data=data,
+                payment_id=payment.pk,
+                result=result,
+                actor=source,
+                kind=EventKind.WEBHOOK,
+                data=data,
             )
             outcome = (
-                Outcome.REVIEW if applied.flagged
-                else Outcome.IGNORED if applied.ignored or event.status is None and not event.confirm
+                Outcome.REVIEW
+                if applied.flagged
+                else Outcome.IGNORED
+                if applied.ignored or event.status is None and not event.confirm
                 else Outcome.APPLIED
             )
             _finish(delivery, outcome, payment=payment, event_id=event.event_id)
@@ -687,7 +754,9 @@ def webhook_process(*, delivery: WebhookDelivery, event: WebhookEvent) -> Webhoo
 
 def _already_applied(delivery: WebhookDelivery, event_id: str) -> bool:
     return bool(event_id) and (
-        WebhookDelivery.objects.filter(gateway=delivery.gateway, provider_event_id=event_id)
+        WebhookDelivery.objects.filter(
+            gateway=delivery.gateway, provider_event_id=event_id
+        )
         .exclude(pk=delivery.pk)
         .exists()
     )
@@ -727,7 +796,9 @@ def _finish(
     delivery.save(update_fields=fields)
 
 
-def _reply(delivery, status: int, body: str, content_type: str = "text/plain") -> WebhookOutcome:
+def _reply(
+    delivery, status: int, body: str, content_type: str = "text/plain"
+) -> WebhookOutcome:
     return WebhookOutcome(status, body, content_type, delivery)
 
 
@@ -737,7 +808,9 @@ def _reply(delivery, status: int, body: str, content_type: str = "text/plain") -
 def refundable_amount(payment: Payment) -> Decimal:
     """Return paid minus refunded minus refunds still pending."""
     totals = payment.refunds.aggregate(
-        done=Sum("amount", filter=Q(status__in=[RefundStatus.SUCCEEDED, RefundStatus.MANUAL])),
+        done=Sum(
+            "amount", filter=Q(status__in=[RefundStatus.SUCCEEDED, RefundStatus.MANUAL])
+        ),
         pending=Sum("amount", filter=Q(status=RefundStatus.PENDING)),
     )
     refunded = max(payment.amount_refunded, totals["done"] or ZERO)
@@ -762,14 +835,16 @@ def refund_request(
     with transaction.atomic():
         payment = _lock(payment_id)
         if payment.status not in (S.COMPLETED, S.PARTIALLY_REFUNDED):
-            raise RefundNotAllowed(f"a {payment.get_status_display().lower()} payment cannot be refunded")
+            raise RefundNotAllowed(
+                f"a {payment.get_status_display().lower()} payment cannot be refunded"
+            )
         amount = quantize(Decimal(amount), payment.currency)
         available = refundable_amount(payment)
         if amount <= 0:
             raise RefundNotAllowed("the refund amount must be positive")
         if amount > available:
             raise RefundNotAllowed(
-                f"at most {available} {payment.currency} can be refunded"
+                f"at most {_money(available, payment.currency)} can be refunded"
             )
         gateway = get_gateway(payment.payment_gateway)
         if not manual and not gateway.supports_refunds:
@@ -789,7 +864,7 @@ def refund_request(
             payment,
             EventKind.REFUND_REQUESTED,
             actor,
-            f"{'manual ' if manual else ''}refund of {amount} {payment.currency}"
+            f"{'manual ' if manual else ''}refund of {_money(amount, payment.currency)}"
             + (f": {reason}" if reason else ""),
             {"refund": refund.idempotency_id},
         )
@@ -824,23 +899,34 @@ def refund_submit(*, refund_id: int, actor: Actor = SYSTEM) -> Refund:
             Refund.objects.filter(pk=refund.pk).update(attempts=F("attempts") + 1)
             result = gateway.refund(request)
     except NotSupported as exc:
-        result = RefundResult(refund.idempotency_id, GatewayRefundStatus.FAILED, message=str(exc))
+        result = RefundResult(
+            refund.idempotency_id, GatewayRefundStatus.FAILED, message=str(exc)
+        )
     except GatewayError as exc:
         with transaction.atomic():
-            _event(_lock(payment.pk), EventKind.GATEWAY_ERROR, actor,
-                   f"refund {refund.idempotency_id} not confirmed: {exc}; will retry")
+            _event(
+                _lock(payment.pk),
+                EventKind.GATEWAY_ERROR,
+                actor,
+                f"refund {refund.idempotency_id} not confirmed: {exc}; will retry",
+            )
         refund.refresh_from_db()
         return refund
     return refund_finish(refund_id=refund.pk, result=result, actor=actor)
 
 
-def refund_finish(*, refund_id: int, result: RefundResult, actor: Actor = SYSTEM) -> Refund:
+def refund_finish(
+    *, refund_id: int, result: RefundResult, actor: Actor = SYSTEM
+) -> Refund:
     """Record a provider's refund answer once."""
     with transaction.atomic():
         refund = Refund.objects.select_related("payment").get(pk=refund_id)
         payment = _lock(refund.payment_id)
         refund = Refund.objects.select_for_update().get(pk=refund_id)
-        if refund.status != RefundStatus.PENDING or result.status == GatewayRefundStatus.PENDING:
+        if (
+            refund.status != RefundStatus.PENDING
+            or result.status == GatewayRefundStatus.PENDING
+        ):
             return refund
         now = timezone.now()
         if result.status == GatewayRefundStatus.SUCCEEDED:
@@ -850,34 +936,52 @@ def refund_finish(*, refund_id: int, result: RefundResult, actor: Actor = SYSTEM
                 date_completed=now,
             )
             refund.refresh_from_db()
-            _event(payment, EventKind.REFUND_SUCCEEDED, actor,
-                   f"refund of {refund.amount} {refund.currency} succeeded",
-                   {"refund": refund.idempotency_id, "provider": dict(result.raw)})
+            _event(
+                payment,
+                EventKind.REFUND_SUCCEEDED,
+                actor,
+                f"refund of {_money(refund.amount, refund.currency)} succeeded",
+                {"refund": refund.idempotency_id, "provider": dict(result.raw)},
+            )
             _book_refund(payment, refund, actor)
         else:
             Refund.objects.filter(pk=refund.pk).update(
-                status=RefundStatus.FAILED, failure_reason=result.message, date_completed=now
+                status=RefundStatus.FAILED,
+                failure_reason=result.message,
+                date_completed=now,
             )
             refund.refresh_from_db()
-            _event(payment, EventKind.REFUND_FAILED, actor,
-                   f"refund of {refund.amount} {refund.currency} failed: {result.message}",
-                   {"refund": refund.idempotency_id, "provider": dict(result.raw)})
+            _event(
+                payment,
+                EventKind.REFUND_FAILED,
+                actor,
+                f"refund of {_money(refund.amount, refund.currency)} failed: {result.message}",
+                {"refund": refund.idempotency_id, "provider": dict(result.raw)},
+            )
     return refund
 
 
 def _book_refund(payment: Payment, refund: Refund, actor: Actor) -> None:
     """Add a finished refund to a locked payment's totals and status."""
-    done = payment.refunds.filter(
-        status__in=[RefundStatus.SUCCEEDED, RefundStatus.MANUAL]
-    ).aggregate(total=Sum("amount"))["total"] or ZERO
+    done = (
+        payment.refunds.filter(
+            status__in=[RefundStatus.SUCCEEDED, RefundStatus.MANUAL]
+        ).aggregate(total=Sum("amount"))["total"]
+        or ZERO
+    )
     refunded = min(max(payment.amount_refunded, done), payment.amount_paid)
     if refunded == payment.amount_refunded:
         return  # the provider's own report already counted it
     payment.amount_refunded = refunded
     payment.save(update_fields=["amount_refunded", "date_updated"])
     target = S.REFUNDED if refunded >= payment.amount_paid else S.PARTIALLY_REFUNDED
-    _move(payment, target, actor, f"{refunded} {payment.currency} refunded in total",
-          {"refund": refund.idempotency_id})
+    _move(
+        payment,
+        target,
+        actor,
+        f"{_money(refunded, payment.currency)} refunded in total",
+        {"refund": refund.idempotency_id},
+    )
 
 
 # --- staff actions ------------------------------------------------------------------------
@@ -897,6 +1001,11 @@ def payment_resolve_review(*, payment_id: int, actor: Actor, message: str) -> Pa
             return payment
         payment.needs_review = False
         payment.save(update_fields=["needs_review", "date_updated"])
-        _event(payment, EventKind.REVIEW_RESOLVED, actor, message,
-               {"review_reason": payment.review_reason})
+        _event(
+            payment,
+            EventKind.REVIEW_RESOLVED,
+            actor,
+            message,
+            {"review_reason": payment.review_reason},
+        )
     return payment

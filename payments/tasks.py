@@ -72,7 +72,9 @@ def _fetch(code: str, payments: list[Payment]) -> tuple[dict[str, StatusResult],
             return {}, len(batch)
 
     workers = max(1, min(settings.RECONCILE_CONCURRENCY, len(batches)))
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"rec-{code}") as pool:
+    with ThreadPoolExecutor(
+        max_workers=workers, thread_name_prefix=f"rec-{code}"
+    ) as pool:
         for found, failed in pool.map(one, batches):
             results.update(found)
             errors += failed
@@ -138,9 +140,13 @@ def expire_overdue() -> int:
 def reconcile_refunds(min_age_seconds: int = 60) -> int:
     """Resolve refunds left pending by a lost provider answer."""
     cutoff = timezone.now() - timedelta(seconds=min_age_seconds)
-    pending = Refund.objects.filter(status=RefundStatus.PENDING, date_created__lt=cutoff)
+    pending = Refund.objects.filter(
+        status=RefundStatus.PENDING, date_created__lt=cutoff
+    )
     done = 0
     for refund_id in pending.values_list("pk", flat=True)[:1000]:
-        refund = services.refund_submit(refund_id=refund_id, actor=services.Actor("reconcile"))
+        refund = services.refund_submit(
+            refund_id=refund_id, actor=services.Actor("reconcile")
+        )
         done += refund.status != RefundStatus.PENDING
     return done

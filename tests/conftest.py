@@ -40,7 +40,9 @@ def sandbox(gateway_settings, settings):
 def plan(db):
     from tests.factories import PlanFactory
 
-    return PlanFactory(code="eu-5gb", name="Europe 5 GB", price=Decimal("24.00"), currency="EUR")
+    return PlanFactory(
+        code="eu-5gb", name="Europe 5 GB", price=Decimal("24.00"), currency="EUR"
+    )
 
 
 def is_postgres() -> bool:

@@ -19,7 +19,10 @@ BRANCH = re.compile(
 def app_files():
     for folder in APP_DIRS:
         for path in (ROOT / folder).rglob("*"):
-            if path.suffix in {".py", ".html", ".js"} and "migrations" not in path.parts:
+            if (
+                path.suffix in {".py", ".html", ".js"}
+                and "migrations" not in path.parts
+            ):
                 yield path
 
 

@@ -35,7 +35,9 @@ def _read_payload(request) -> tuple[dict, bool]:
     except ValueError:
         length = 0
     if length > settings.API_MAX_BODY_BYTES:
-        raise BadRequest(413, f"request body is over {settings.API_MAX_BODY_BYTES} bytes")
+        raise BadRequest(
+            413, f"request body is over {settings.API_MAX_BODY_BYTES} bytes"
+        )
     content_type = request.content_type or ""
     if not request.body.strip():
         raise BadRequest(400, "empty request body: send a JSON object or a form")
@@ -78,11 +80,10 @@ def payment_create(request):
         data, is_form = _read_payload(request)
     except BadRequest as exc:
         return json_error(exc.http_status, str(exc), exc.fields)
-    if is_form:
-        # The checkout page posts a form with Django's CSRF token; JSON clients
-        # are anonymous API callers with no cookie to ride on.
-        if _csrf_rejects(request):
-            return json_error(403, "CSRF check failed: reload the checkout page")
+    # The checkout page posts a form with Django's CSRF token; JSON clients are
+    # anonymous API callers with no cookie to ride on.
+    if is_form and _csrf_rejects(request):
+        return json_error(403, "CSRF check failed: reload the checkout page")
     wants_json = _wants_json(request, is_form)
     form = PaymentCreateForm(data)
     if not form.is_valid():
@@ -111,7 +112,11 @@ def payment_create(request):
     key = request.headers.get("Idempotency-Key", "").strip()
     if key:
         if len(key) > 255:
-            return json_error(400, "Idempotency-Key is too long", {"Idempotency-Key": ["at most 255 characters"]})
+            return json_error(
+                400,
+                "Idempotency-Key is too long",
+                {"Idempotency-Key": ["at most 255 characters"]},
+            )
         fingerprint = services.request_fingerprint(
             {k: str(v) for k, v in form.cleaned_data.items() if k != "plan"}
             | {"plan": form.cleaned_data["plan"].code}
@@ -132,7 +137,9 @@ def payment_create(request):
 def _checkout_page(request, form, status: int):
     from .pages import checkout_context
 
-    return render(request, "payments/checkout.html", checkout_context(form), status=status)
+    return render(
+        request, "payments/checkout.html", checkout_context(form), status=status
+    )
 
 
 @require_GET

@@ -41,13 +41,17 @@ def pay_page(request, ref_id: str):
     if payment.status != Payment.Status.PENDING:
         return HttpResponseRedirect(return_url)
     try:
-        page = get_gateway(payment.payment_gateway).pay_page(services.payment_ref(payment))
+        page = get_gateway(payment.payment_gateway).pay_page(
+            services.payment_ref(payment)
+        )
     except GatewayConfigError as exc:
         raise Http404("gateway not available") from exc
     if page is None:
         raise Http404("this gateway has no pay page")
     template, context = page
-    return render(request, template, {**context, "payment": payment, "return_url": return_url})
+    return render(
+        request, template, {**context, "payment": payment, "return_url": return_url}
+    )
 
 
 @require_GET

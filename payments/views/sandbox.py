@@ -30,12 +30,19 @@ def sandbox_pay(request, token: str):
     if charge is None:
         raise Http404("unknown or expired sandbox session")
     if request.method == "GET":
-        return render(request, "payments/sandbox_pay.html", {"charge": charge, "token": token})
+        return render(
+            request, "payments/sandbox_pay.html", {"charge": charge, "token": token}
+        )
     choice = CHOICES.get(request.POST.get("choice", ""))
     if choice is None:
         return render(
-            request, "payments/sandbox_pay.html",
-            {"charge": charge, "token": token, "error": "choose Pay, Decline or Abandon"},
+            request,
+            "payments/sandbox_pay.html",
+            {
+                "charge": charge,
+                "token": token,
+                "error": "choose Pay, Decline or Abandon",
+            },
             status=400,
         )
     notification = gateway.choose(token, choice)

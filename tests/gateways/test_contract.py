@@ -77,7 +77,11 @@ class MPGSDriver:
         fake.add_fault("*", kind, times=5, seconds=1.0)
 
 
-DRIVERS = {"sandbox": SandboxDriver(), "coinpayments": CoinPaymentsDriver(), "mpgs": MPGSDriver()}
+DRIVERS = {
+    "sandbox": SandboxDriver(),
+    "coinpayments": CoinPaymentsDriver(),
+    "mpgs": MPGSDriver(),
+}
 
 
 def test_every_registered_gateway_has_a_contract_driver():
@@ -101,17 +105,29 @@ def open_checkout(gateway) -> tuple[CheckoutSession, PaymentRef]:
     site = "http://127.0.0.1:9"
     session = gateway.create_checkout(
         CheckoutRequest(
-            ref_id=ref_id, amount=Decimal("19.00"), currency="USD", email="c@example.com",
-            description="Global 3 GB", return_url=f"{site}/checkout/return/{ref_id}/",
+            ref_id=ref_id,
+            amount=Decimal("19.00"),
+            currency="USD",
+            email="c@example.com",
+            description="Global 3 GB",
+            return_url=f"{site}/checkout/return/{ref_id}/",
             cancel_url=f"{site}/checkout/return/{ref_id}/?cancelled=1",
-            notify_url=f"{site}/api/webhooks/{gateway.code}/", site_url=site,
+            notify_url=f"{site}/api/webhooks/{gateway.code}/",
+            site_url=site,
         )
     )
     ref = PaymentRef(
-        ref_id=ref_id, transaction_id=session.transaction_id, session_id=session.session_id,
-        amount=Decimal("19.00"), currency="USD", expires_at=session.expires_at,
-        data={**session.data, "crypto_amount": str(session.crypto_amount or ""),
-              "crypto_currency": session.crypto_currency},
+        ref_id=ref_id,
+        transaction_id=session.transaction_id,
+        session_id=session.session_id,
+        amount=Decimal("19.00"),
+        currency="USD",
+        expires_at=session.expires_at,
+        data={
+            **session.data,
+            "crypto_amount": str(session.crypto_amount or ""),
+            "crypto_currency": session.crypto_currency,
+        },
     )
     return session, ref
 
@@ -148,8 +164,11 @@ def test_refund_or_not_supported(contract):
     session, ref = open_checkout(gateway)
     driver.pay(fake, gateway, session, ref.ref_id)
     request = RefundRequest(
-        ref_id=ref.ref_id, refund_id=f"rf_{ref.ref_id[-12:]}", amount=Decimal("5.00"),
-        currency="USD", transaction_id=session.transaction_id,
+        ref_id=ref.ref_id,
+        refund_id=f"rf_{ref.ref_id[-12:]}",
+        amount=Decimal("5.00"),
+        currency="USD",
+        transaction_id=session.transaction_id,
     )
     if not gateway.supports_refunds:
         with pytest.raises(NotSupported, match="refund"):
@@ -172,7 +191,9 @@ def test_notification_good_and_bad_signature(contract):
     event = gateway.parse_webhook(body, headers)
     assert event.event_id and event.ref_id == ref.ref_id
     assert event.confirm or event.status == Status.COMPLETED
-    body, headers = driver.notification(fake, gateway, session, ref.ref_id, secret="wrong")
+    body, headers = driver.notification(
+        fake, gateway, session, ref.ref_id, secret="wrong"
+    )
     with pytest.raises(WebhookRejected):
         gateway.parse_webhook(body, headers)
     with pytest.raises(WebhookRejected):

@@ -85,7 +85,9 @@ def test_bad_input_is_400_naming_the_field(client, valid, change, field, reason)
         (b"{" + b" " * (1024 * 1024) + b"}", "application/json", 413, "bytes"),
     ],
 )
-def test_malformed_bodies_get_json_errors(client, valid, body, content_type, status, message):
+def test_malformed_bodies_get_json_errors(
+    client, valid, body, content_type, status, message
+):
     response = client.post(URL, body, content_type=content_type)
     assert response.status_code == status
     assert response["Content-Type"] == "application/json"
@@ -102,7 +104,9 @@ def test_wrong_method_and_missing_content_type(client, valid):
 
 
 @pytest.mark.django_db
-def test_gateway_down_is_503_and_keeps_a_failed_payment(client, valid, gateway_settings):
+def test_gateway_down_is_503_and_keeps_a_failed_payment(
+    client, valid, gateway_settings
+):
     from gateways import registry
 
     gateway_settings["sandbox"]["fail"] = "create"
@@ -116,7 +120,11 @@ def test_gateway_down_is_503_and_keeps_a_failed_payment(client, valid, gateway_s
     assert "forced create failure" in payment.failure_reason
     assert body["ref_id"] == payment.ref_id
     kinds = set(payment.events.values_list("kind", flat=True))
-    assert {EventKind.CREATED, EventKind.GATEWAY_ERROR, EventKind.STATUS_CHANGE} <= kinds
+    assert {
+        EventKind.CREATED,
+        EventKind.GATEWAY_ERROR,
+        EventKind.STATUS_CHANGE,
+    } <= kinds
 
 
 @pytest.mark.django_db
@@ -132,7 +140,9 @@ def test_same_idempotency_key_gives_one_payment_and_same_body(client, valid):
 @pytest.mark.django_db
 def test_idempotency_key_reused_with_other_params_is_refused(client, valid):
     post_json(client, valid, **{"Idempotency-Key": "k1"})
-    response = post_json(client, {**valid, "email": "bob@example.com"}, **{"Idempotency-Key": "k1"})
+    response = post_json(
+        client, {**valid, "email": "bob@example.com"}, **{"Idempotency-Key": "k1"}
+    )
     assert response.status_code == 422
     assert "Idempotency-Key" in response.json()["fields"]
     assert Payment.objects.count() == 1
@@ -145,8 +155,14 @@ def test_status_endpoint_shows_public_fields_only(client, valid):
     assert response.status_code == 200
     body = response.json()
     assert set(body) == {
-        "ref_id", "status", "amount", "currency", "payment_gateway",
-        "payment_url", "expiry_datetime", "date_paid",
+        "ref_id",
+        "status",
+        "amount",
+        "currency",
+        "payment_gateway",
+        "payment_url",
+        "expiry_datetime",
+        "date_paid",
     }
     assert body["amount"] == "24.00"
     assert body["date_paid"] is None
@@ -180,7 +196,9 @@ def test_update_pending_needs_staff_or_token(client, settings, admin_client):
     settings.RECONCILE_API_TOKEN = "s3cret-token"
     url = "/api/payments/update-pending/"
     assert client.post(url).status_code == 401
-    assert client.post(url, headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert (
+        client.post(url, headers={"Authorization": "Bearer wrong"}).status_code == 401
+    )
     response = client.post(url, headers={"Authorization": "Bearer s3cret-token"})
     assert response.status_code == 202
     assert response.json()["status"] == "queued"

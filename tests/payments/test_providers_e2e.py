@@ -19,8 +19,12 @@ Status = Payment.Status
 def create(live_server, plan, gateway, **extra) -> dict:
     response = requests.post(
         f"{live_server.url}/api/payments/",
-        json={"plan": plan.code, "payment_gateway": gateway, "email": "buyer@example.com",
-              **extra},
+        json={
+            "plan": plan.code,
+            "payment_gateway": gateway,
+            "email": "buyer@example.com",
+            **extra,
+        },
         timeout=10,
     )
     assert response.status_code == 201, response.text
@@ -54,10 +58,14 @@ def test_coinpayments_checkout_ipn_completes(live_server, plan, providers):
 
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
-def test_mpgs_hosted_page_return_and_notification_complete(live_server, plan, providers):
+def test_mpgs_hosted_page_return_and_notification_complete(
+    live_server, plan, providers
+):
     fake = providers
     created = create(live_server, plan, "mpgs")
-    assert created["payment_url"] == f"{live_server.url}/checkout/pay/{created['ref_id']}/"
+    assert (
+        created["payment_url"] == f"{live_server.url}/checkout/pay/{created['ref_id']}/"
+    )
     http = requests.Session()
     page = http.get(created["payment_url"], timeout=10)
     payment = Payment.objects.get(ref_id=created["ref_id"])
@@ -111,14 +119,18 @@ def test_mpgs_return_alone_confirms_by_retrieve_order(
 @pytest.fixture
 def cp_payment(plan, providers):
     return services.payment_create(
-        plan=plan, gateway_code="coinpayments", email="b@example.com",
-        site_url="http://testserver", crypto_currency="BTC",
+        plan=plan,
+        gateway_code="coinpayments",
+        email="b@example.com",
+        site_url="http://testserver",
+        crypto_currency="BTC",
     )
 
 
 def post_ipn(client, body, headers):
     return client.post(
-        "/api/webhooks/coinpayments/", body,
+        "/api/webhooks/coinpayments/",
+        body,
         content_type="application/x-www-form-urlencoded",
         headers={k: v for k, v in headers.items() if k.lower() != "content-type"},
     )
@@ -129,14 +141,33 @@ def post_ipn(client, body, headers):
     ("label", "kwargs", "status", "outcome"),
     [
         ("bad HMAC", {"secret": "not-the-ipn-secret"}, 403, "REJECTED"),
-        ("wrong merchant", {"overrides": {"merchant": "someone-else"}}, 403, "REJECTED"),
-        ("cheaper coin as currency1", {"overrides": {"currency1": "LTC"}}, 200, "REVIEW"),
+        (
+            "wrong merchant",
+            {"overrides": {"merchant": "someone-else"}},
+            403,
+            "REJECTED",
+        ),
+        (
+            "cheaper coin as currency1",
+            {"overrides": {"currency1": "LTC"}},
+            200,
+            "REVIEW",
+        ),
         ("amount1 lowered", {"overrides": {"amount1": "1.00"}}, 200, "REVIEW"),
-        ("unknown invoice", {"overrides": {"invoice": "no-such-invoice-0000"}}, 404, "UNMATCHED"),
+        (
+            "unknown invoice",
+            {"overrides": {"invoice": "no-such-invoice-0000"}},
+            404,
+            "UNMATCHED",
+        ),
     ],
 )
-def test_tampered_ipn_never_completes(client, cp_payment, providers, label, kwargs, status, outcome):
-    body, headers = providers.cp_ipn(cp_payment.gateway_transaction_id, status=100, **kwargs)
+def test_tampered_ipn_never_completes(
+    client, cp_payment, providers, label, kwargs, status, outcome
+):
+    body, headers = providers.cp_ipn(
+        cp_payment.gateway_transaction_id, status=100, **kwargs
+    )
     response = post_ipn(client, body, headers)
     assert response.status_code == status, label
     cp_payment.refresh_from_db()
@@ -164,13 +195,18 @@ def test_out_of_order_ipns_leave_payment_completed(client, cp_payment, providers
 @pytest.fixture
 def mpgs_payment(plan, providers):
     return services.payment_create(
-        plan=plan, gateway_code="mpgs", email="b@example.com", site_url="http://testserver"
+        plan=plan,
+        gateway_code="mpgs",
+        email="b@example.com",
+        site_url="http://testserver",
     )
 
 
 def post_notification(client, body, headers):
     return client.post(
-        "/api/webhooks/mpgs/", body, content_type="application/json",
+        "/api/webhooks/mpgs/",
+        body,
+        content_type="application/json",
         headers={k: v for k, v in headers.items() if k.lower() != "content-type"},
     )
 
@@ -178,7 +214,9 @@ def post_notification(client, body, headers):
 @pytest.mark.django_db
 def test_mpgs_repeated_notification_id_does_nothing(client, mpgs_payment, providers):
     providers.mpgs_pay(mpgs_payment.ref_id)
-    body, headers = providers.mpgs_notification(mpgs_payment.ref_id, notification_id="n-1")
+    body, headers = providers.mpgs_notification(
+        mpgs_payment.ref_id, notification_id="n-1"
+    )
     assert post_notification(client, body, headers).status_code == 200
     orders = providers.count("mpgs:order")
     assert post_notification(client, body, headers).status_code == 200
@@ -219,7 +257,9 @@ def test_mpgs_refund_through_the_service_is_sent_once(mpgs_payment, providers):
     services.payment_refresh(payment=mpgs_payment)
     applied = providers.mpgs_refunds_applied
     refund = services.refund_request(
-        payment_id=mpgs_payment.pk, amount=Decimal("4.00"), actor=services.Actor("admin")
+        payment_id=mpgs_payment.pk,
+        amount=Decimal("4.00"),
+        actor=services.Actor("admin"),
     )
     assert refund.status == "SUCCEEDED"
     assert providers.mpgs_refunds_applied == applied + 1
@@ -250,15 +290,23 @@ def _mpgs_notify(fake, payment, secret):
     return fake.mpgs_notification(payment.ref_id, secret=secret)
 
 
-NOTIFIERS = {"coinpayments": (_cp_notify, post_ipn), "mpgs": (_mpgs_notify, post_notification)}
+NOTIFIERS = {
+    "coinpayments": (_cp_notify, post_ipn),
+    "mpgs": (_mpgs_notify, post_notification),
+}
 
 
 @pytest.mark.django_db
 @pytest.mark.parametrize("code", sorted(SECRETS))
-def test_secrets_never_reach_logs_deliveries_or_events(client, plan, providers, caplog, code):
+def test_secrets_never_reach_logs_deliveries_or_events(
+    client, plan, providers, caplog, code
+):
     caplog.set_level(logging.DEBUG)
     payment = services.payment_create(
-        plan=plan, gateway_code=code, email="s@example.com", site_url="http://testserver"
+        plan=plan,
+        gateway_code=code,
+        email="s@example.com",
+        site_url="http://testserver",
     )
     notify, post = NOTIFIERS[code]
     body, headers = notify(providers, payment, None)
@@ -268,8 +316,12 @@ def test_secrets_never_reach_logs_deliveries_or_events(client, plan, providers, 
     providers.add_fault("*", "500")
     services.payment_refresh(payment=payment, actor=services.Actor("admin", user=None))
     stored = json.dumps(list(WebhookDelivery.objects.values("headers", "error")))
-    events = json.dumps(list(PaymentEvent.objects.values("data", "message")), default=str)
-    signatures = [v for k, v in headers.items() if k.lower() in ("hmac", "x-notification-secret")]
+    events = json.dumps(
+        list(PaymentEvent.objects.values("data", "message")), default=str
+    )
+    signatures = [
+        v for k, v in headers.items() if k.lower() in ("hmac", "x-notification-secret")
+    ]
     for secret in SECRETS[code] + signatures:
         assert secret not in caplog.text, f"{secret} in logs"
         assert secret not in stored, f"{secret} in deliveries"

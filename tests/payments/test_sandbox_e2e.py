@@ -16,7 +16,11 @@ def start_payment(live_server, plan) -> tuple[requests.Session, dict]:
     http = requests.Session()
     response = http.post(
         f"{live_server.url}/api/payments/",
-        json={"plan": plan.code, "payment_gateway": "sandbox", "email": "e2e@example.com"},
+        json={
+            "plan": plan.code,
+            "payment_gateway": "sandbox",
+            "email": "e2e@example.com",
+        },
         timeout=10,
     )
     assert response.status_code == 201, response.text

@@ -6,13 +6,15 @@ import itertools
 from decimal import Decimal
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from hypothesis.extra.django import TestCase as HypothesisTestCase
 
 from gateways.base import StatusResult
 from payments import services
 from payments.models import EventKind, Payment
-from payments.states import TRANSITIONS, PaymentStatus as S, can_transition
+from payments.states import TRANSITIONS, can_transition
+from payments.states import PaymentStatus as S
 from tests.factories import PaymentFactory, PlanFactory
 
 ALL = [s.value for s in S]
@@ -20,7 +22,8 @@ ALL = [s.value for s in S]
 
 def report(status, amount="10.00", currency="USD", refunded=None):
     return StatusResult(
-        ref_id="x", status=status,
+        ref_id="x",
+        status=status,
         amount=None if amount is None else Decimal(amount),
         currency=currency,
         amount_refunded=None if refunded is None else Decimal(refunded),
@@ -30,7 +33,9 @@ def report(status, amount="10.00", currency="USD", refunded=None):
 
 def apply(payment, *args, **kwargs):
     return services.payment_apply_status(
-        payment_id=payment.pk, result=report(*args, **kwargs), actor=services.SYSTEM,
+        payment_id=payment.pk,
+        result=report(*args, **kwargs),
+        actor=services.SYSTEM,
         kind=EventKind.WEBHOOK,
     )
 
@@ -38,10 +43,15 @@ def apply(payment, *args, **kwargs):
 @pytest.mark.parametrize(("frm", "to"), list(itertools.product(ALL, ALL)))
 def test_table_matches_the_design(frm, to):
     allowed = {
-        ("PENDING", "COMPLETED"), ("PENDING", "FAILED"), ("PENDING", "EXPIRED"),
-        ("EXPIRED", "COMPLETED"), ("FAILED", "COMPLETED"),
-        ("COMPLETED", "PARTIALLY_REFUNDED"), ("COMPLETED", "REFUNDED"),
-        ("PARTIALLY_REFUNDED", "PARTIALLY_REFUNDED"), ("PARTIALLY_REFUNDED", "REFUNDED"),
+        ("PENDING", "COMPLETED"),
+        ("PENDING", "FAILED"),
+        ("PENDING", "EXPIRED"),
+        ("EXPIRED", "COMPLETED"),
+        ("FAILED", "COMPLETED"),
+        ("COMPLETED", "PARTIALLY_REFUNDED"),
+        ("COMPLETED", "REFUNDED"),
+        ("PARTIALLY_REFUNDED", "PARTIALLY_REFUNDED"),
+        ("PARTIALLY_REFUNDED", "REFUNDED"),
     }
     assert can_transition(frm, to) == ((frm, to) in allowed)
     assert set(TRANSITIONS) == set(ALL)
@@ -77,10 +87,15 @@ def test_completion_sets_paid_fields_and_one_event():
 @pytest.mark.django_db
 @pytest.mark.parametrize(
     ("amount", "currency", "reason"),
-    [("9.99", "USD", "underpaid"), ("10.00", "EUR", "currency mismatch"),
-     (None, "USD", "without an amount")],
+    [
+        ("9.99", "USD", "underpaid"),
+        ("10.00", "EUR", "currency mismatch"),
+        (None, "USD", "without an amount"),
+    ],
 )
-def test_amount_or_currency_mismatch_flags_review_without_completing(amount, currency, reason):
+def test_amount_or_currency_mismatch_flags_review_without_completing(
+    amount, currency, reason
+):
     payment = PaymentFactory()
     applied = apply(payment, "COMPLETED", amount=amount, currency=currency)
     payment.refresh_from_db()
@@ -98,7 +113,11 @@ def test_backwards_reports_are_recorded_as_ignored():
     payment.refresh_from_db()
     assert payment.status == S.COMPLETED
     ignored = payment.events.filter(kind=EventKind.IGNORED_TRANSITION)
-    assert sorted(ignored.values_list("to_status", flat=True)) == ["EXPIRED", "FAILED", "PENDING"]
+    assert sorted(ignored.values_list("to_status", flat=True)) == [
+        "EXPIRED",
+        "FAILED",
+        "PENDING",
+    ]
 
 
 @pytest.mark.django_db
@@ -117,7 +136,10 @@ def test_provider_refund_totals_move_to_partial_then_full():
     apply(payment, "COMPLETED")
     apply(payment, "PARTIALLY_REFUNDED", refunded="4.00")
     payment.refresh_from_db()
-    assert (payment.status, payment.amount_refunded) == (S.PARTIALLY_REFUNDED, Decimal("4"))
+    assert (payment.status, payment.amount_refunded) == (
+        S.PARTIALLY_REFUNDED,
+        Decimal("4"),
+    )
     apply(payment, "REFUNDED", refunded="10.00")
     payment.refresh_from_db()
     assert (payment.status, payment.amount_refunded) == (S.REFUNDED, Decimal("10"))
@@ -126,7 +148,9 @@ def test_provider_refund_totals_move_to_partial_then_full():
 class TestProviderReportSequences(HypothesisTestCase):
     """Any sequence of provider reports keeps the invariants."""
 
-    @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @settings(
+        max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+    )
     @given(
         st.lists(
             st.tuples(
@@ -146,7 +170,11 @@ class TestProviderReportSequences(HypothesisTestCase):
             before = Payment.objects.get(pk=payment.pk).status
             apply(payment, status, amount=amount, currency=currency, refunded=refunded)
             now = Payment.objects.get(pk=payment.pk)
-            ever_paid = ever_paid or now.status in (S.COMPLETED, S.PARTIALLY_REFUNDED, S.REFUNDED)
+            ever_paid = ever_paid or now.status in (
+                S.COMPLETED,
+                S.PARTIALLY_REFUNDED,
+                S.REFUNDED,
+            )
             if before in (S.COMPLETED, S.PARTIALLY_REFUNDED, S.REFUNDED):
                 assert now.status not in (S.PENDING, S.FAILED, S.EXPIRED)
             assert before == now.status or can_transition(before, now.status)

@@ -19,7 +19,9 @@ Status = Payment.Status
 def make_cp_payments(plan, count: int) -> list[Payment]:
     payments = [
         services.payment_create(
-            plan=plan, gateway_code="coinpayments", email=f"r{i}@example.com",
+            plan=plan,
+            gateway_code="coinpayments",
+            email=f"r{i}@example.com",
             site_url="http://testserver",
         )
         for i in range(count)
@@ -42,14 +44,14 @@ def test_reconcile_batches_25_ids_and_applies_changes(plan, providers):
         providers.cp_set_status(payment.gateway_transaction_id, -1)
     providers.reset_calls()
     summary = tasks.reconcile_pending()
-    assert summary["checked"] == 60 and summary["changed"] == 30 and summary["errors"] == 0
+    assert (
+        summary["checked"] == 60 and summary["changed"] == 30 and summary["errors"] == 0
+    )
     # Concurrent calls may reach the provider out of nonce order; those are
     # refused and retried, so count the answered ones.
     assert providers.count("cp:get_tx_info_multi") - providers.cp_nonce_rejections == 3
     assert providers.count("cp:get_tx_info") == 0
-    counts = dict(
-        Payment.objects.values_list("status").annotate(n=Count("id"))
-    )
+    counts = dict(Payment.objects.values_list("status").annotate(n=Count("id")))
     assert counts == {"COMPLETED": 20, "FAILED": 10, "PENDING": 30}
     assert status_changes() == 30
     run = ReconciliationRun.objects.get()
@@ -138,5 +140,7 @@ def test_setup_schedules_is_idempotent():
     call_command("setup_schedules")
     assert dict(Schedule.objects.values_list("name", "next_run")) == first
     assert set(first) == {
-        "reconcile-pending-payments", "reconcile-pending-refunds", "expire-overdue-payments",
+        "reconcile-pending-payments",
+        "reconcile-pending-refunds",
+        "expire-overdue-payments",
     }

@@ -16,7 +16,9 @@ URL = "/api/webhooks/sandbox/"
 @pytest.fixture
 def payment(plan, sandbox):
     return services.payment_create(
-        plan=plan, gateway_code="sandbox", email="ana@example.com",
+        plan=plan,
+        gateway_code="sandbox",
+        email="ana@example.com",
         site_url="http://testserver",
     )
 
@@ -51,7 +53,9 @@ def test_duplicate_notification_is_2xx_with_one_transition(client, sandbox, paym
     body, headers = notification(sandbox, payment)
     assert post(client, body, headers).status_code == 200
     assert post(client, body, headers).status_code == 200
-    outcomes = list(WebhookDelivery.objects.order_by("pk").values_list("outcome", flat=True))
+    outcomes = list(
+        WebhookDelivery.objects.order_by("pk").values_list("outcome", flat=True)
+    )
     assert outcomes == ["APPLIED", "DUPLICATE"]
     assert payment.events.filter(kind=EventKind.STATUS_CHANGE).count() == 1
     assert payment.events.filter(kind=EventKind.WEBHOOK).count() == 1
@@ -61,10 +65,18 @@ def _tampered(sandbox, payment):
     body, headers = notification(sandbox, payment)
     changed = json.loads(body) | {"amount": "0.01"}
     yield "body changed after signing", json.dumps(changed).encode(), headers
-    yield "wrong secret", body, {**headers, SIGNATURE_HEADER: sign("not-the-secret", body)}
+    yield (
+        "wrong secret",
+        body,
+        {**headers, SIGNATURE_HEADER: sign("not-the-secret", body)},
+    )
     yield "missing header", body, {"Content-Type": "application/json"}
     yield "garbage header", body, {SIGNATURE_HEADER: "t=abc,v1=zz"}
-    yield "old timestamp", body, {SIGNATURE_HEADER: sign(sandbox.secret, body, 1_000_000)}
+    yield (
+        "old timestamp",
+        body,
+        {SIGNATURE_HEADER: sign(sandbox.secret, body, 1_000_000)},
+    )
 
 
 @pytest.mark.django_db
@@ -93,8 +105,16 @@ def test_malformed_signed_body_is_4xx_not_500(client, sandbox):
 
 @pytest.mark.django_db
 def test_unknown_payment_is_404_and_kept(client, sandbox):
-    body = json.dumps({"event_id": "e1", "ref_id": "unknown-ref-000000", "token": "t",
-                       "status": "paid", "amount": "1.00", "currency": "USD"}).encode()
+    body = json.dumps(
+        {
+            "event_id": "e1",
+            "ref_id": "unknown-ref-000000",
+            "token": "t",
+            "status": "paid",
+            "amount": "1.00",
+            "currency": "USD",
+        }
+    ).encode()
     response = post(client, body, {SIGNATURE_HEADER: sign(sandbox.secret, body)})
     assert response.status_code == 404
     assert WebhookDelivery.objects.get().outcome == WebhookDelivery.Outcome.UNMATCHED
@@ -102,7 +122,9 @@ def test_unknown_payment_is_404_and_kept(client, sandbox):
 
 @pytest.mark.django_db
 def test_unconfigured_gateway_webhook_is_404_and_stored(client, sandbox):
-    response = client.post("/api/webhooks/mpgs/", b"{}", content_type="application/json")
+    response = client.post(
+        "/api/webhooks/mpgs/", b"{}", content_type="application/json"
+    )
     assert response.status_code == 404
     delivery = WebhookDelivery.objects.get()
     assert delivery.gateway == "mpgs" and delivery.outcome == "REJECTED"

@@ -49,8 +49,10 @@ class Command(BaseCommand):
         children = [
             # Each child leads its own process group so the whole tree can be
             # killed: a qcluster may not exit on SIGTERM alone.
-            subprocess.Popen([*manage, "runserver", f"{host}:{port}"], start_new_session=True),
-            subprocess.Popen([*manage, "qcluster"], start_new_session=True),
+            subprocess.Popen(  # noqa: S603 - fixed argv, no shell
+                [*manage, "runserver", f"{host}:{port}"], start_new_session=True
+            ),
+            subprocess.Popen([*manage, "qcluster"], start_new_session=True),  # noqa: S603
         ]
         try:
             while all(child.poll() is None for child in children):

@@ -36,11 +36,26 @@ STAFF = (
     ("finance", "demo-finance-2026"),
 )
 STATUS_WEIGHTS = (
-    (S.COMPLETED, 62), (S.PENDING, 6), (S.FAILED, 12), (S.EXPIRED, 10),
-    (S.PARTIALLY_REFUNDED, 4), (S.REFUNDED, 6),
+    (S.COMPLETED, 62),
+    (S.PENDING, 6),
+    (S.FAILED, 12),
+    (S.EXPIRED, 10),
+    (S.PARTIALLY_REFUNDED, 4),
+    (S.REFUNDED, 6),
 )
 GATEWAYS = (("mpgs", 55), ("coinpayments", 25), ("sandbox", 20))
-FIRST = ("amira", "li", "jonas", "sara", "omar", "lucia", "noah", "fatima", "mateo", "yuki")
+FIRST = (
+    "amira",
+    "li",
+    "jonas",
+    "sara",
+    "omar",
+    "lucia",
+    "noah",
+    "fatima",
+    "mateo",
+    "yuki",
+)
 LAST = ("haddad", "chen", "muller", "rossi", "khan", "garcia", "smith", "sato", "silva")
 
 
@@ -59,12 +74,16 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--payments", type=int, default=2000)
-        parser.add_argument("--if-empty", action="store_true", help="skip if any payment exists")
+        parser.add_argument(
+            "--if-empty", action="store_true", help="skip if any payment exists"
+        )
         parser.add_argument("--seed", type=int, default=2026)
 
     def handle(self, *args, payments: int, if_empty: bool, seed: int, **options):
         if not settings.DEBUG:
-            raise CommandError("seed_demo creates known passwords: it runs only with DEBUG on")
+            raise CommandError(
+                "seed_demo creates known passwords: it runs only with DEBUG on"
+            )
         plans = self._plans()
         self._staff()
         if Payment.objects.filter(email__endswith=f"@{DEMO_DOMAIN}").exists() or (
@@ -79,8 +98,13 @@ class Command(BaseCommand):
         for order, (code, name, price, currency) in enumerate(PLANS):
             plan, _ = Plan.objects.update_or_create(
                 code=code,
-                defaults={"name": name, "price": Decimal(price), "currency": currency,
-                          "sort_order": order, "active": True},
+                defaults={
+                    "name": name,
+                    "price": Decimal(price),
+                    "currency": currency,
+                    "sort_order": order,
+                    "active": True,
+                },
             )
             plans.append(plan)
         self.stdout.write(f"{len(plans)} plans ready")
@@ -107,13 +131,19 @@ class Command(BaseCommand):
         for start in range(0, total, batch):
             rows = []
             for _ in range(min(batch, total - start)):
-                rows.append(self._one(plans, rng, now, rng.choice(statuses), rng.choice(gateways)))
+                rows.append(
+                    self._one(
+                        plans, rng, now, rng.choice(statuses), rng.choice(gateways)
+                    )
+                )
             created = Payment.objects.bulk_create([p for p, _, _ in rows])
             for payment, (p, _, _) in zip(created, rows, strict=True):
                 payment.date_created = p.date_created
             Payment.objects.bulk_update(created, ["date_created", "date_updated"])
             events, refunds = [], []
-            for payment, (_, make_events, make_refunds) in zip(created, rows, strict=True):
+            for payment, (_, make_events, make_refunds) in zip(
+                created, rows, strict=True
+            ):
                 events += make_events(payment)
                 refunds += make_refunds(payment)
             made = PaymentEvent.objects.bulk_create([e for e, _ in events])
@@ -136,7 +166,9 @@ class Command(BaseCommand):
         if status == S.REFUNDED:
             refunded = plan.price
         elif status == S.PARTIALLY_REFUNDED:
-            refunded = quantize(plan.price * Decimal(rng.choice(("0.25", "0.5"))), plan.currency)
+            refunded = quantize(
+                plan.price * Decimal(rng.choice(("0.25", "0.5"))), plan.currency
+            )
         ref = Payment(
             plan=plan,
             email=f"{name}@{DEMO_DOMAIN}",
@@ -151,13 +183,18 @@ class Command(BaseCommand):
             date_paid=paid_at if is_paid else None,
             expiry_datetime=created + timedelta(hours=1),
             last_checked_at=paid_at,
-            failure_reason={S.FAILED: "declined by issuer", S.EXPIRED: "payment window ended"}.get(status, ""),
+            failure_reason={
+                S.FAILED: "declined by issuer",
+                S.EXPIRED: "payment window ended",
+            }.get(status, ""),
         )
         ref.date_created = created
         adapter = import_string(ADAPTERS[gateway])
         if adapter.choices_field == "crypto_currency":
             ref.crypto_currency = "BTC"
-            ref.crypto_amount = (plan.price / Decimal("60000")).quantize(Decimal("1e-8"))
+            ref.crypto_amount = (plan.price / Decimal("60000")).quantize(
+                Decimal("1e-8")
+            )
             ref.crypto_address = f"bc1q{rng.getrandbits(120):030x}"
         needs_review = status == S.COMPLETED and rng.random() < 0.03
         if needs_review:
@@ -167,36 +204,104 @@ class Command(BaseCommand):
         def make_events(payment):
             source = f"webhook:{gateway}"
             out = [
-                (PaymentEvent(payment=payment, kind=EventKind.CREATED, source="api",
-                              message=f"{plan.name} via {gateway}"), created),
-                (PaymentEvent(payment=payment, kind=EventKind.CHECKOUT, source="api",
-                              message="checkout opened"), created + timedelta(seconds=1)),
+                (
+                    PaymentEvent(
+                        payment=payment,
+                        kind=EventKind.CREATED,
+                        source="api",
+                        message=f"{plan.name} via {gateway}",
+                    ),
+                    created,
+                ),
+                (
+                    PaymentEvent(
+                        payment=payment,
+                        kind=EventKind.CHECKOUT,
+                        source="api",
+                        message="checkout opened",
+                    ),
+                    created + timedelta(seconds=1),
+                ),
             ]
             if status == S.PENDING:
                 return out
             final = S.COMPLETED if is_paid else status
             when = paid_at if is_paid else created + timedelta(hours=1, minutes=2)
-            out.append((PaymentEvent(payment=payment, kind=EventKind.WEBHOOK, source=source,
-                                     message=f"reported {final}"), when))
-            out.append((PaymentEvent(payment=payment, kind=EventKind.STATUS_CHANGE, source=source,
-                                     from_status=S.PENDING, to_status=final), when))
+            out.append(
+                (
+                    PaymentEvent(
+                        payment=payment,
+                        kind=EventKind.WEBHOOK,
+                        source=source,
+                        message=f"reported {final}",
+                    ),
+                    when,
+                )
+            )
+            out.append(
+                (
+                    PaymentEvent(
+                        payment=payment,
+                        kind=EventKind.STATUS_CHANGE,
+                        source=source,
+                        from_status=S.PENDING,
+                        to_status=final,
+                    ),
+                    when,
+                )
+            )
             if needs_review:
-                out.append((PaymentEvent(payment=payment, kind=EventKind.REVIEW_FLAGGED,
-                                         source=source, message=payment.review_reason), when))
+                out.append(
+                    (
+                        PaymentEvent(
+                            payment=payment,
+                            kind=EventKind.REVIEW_FLAGGED,
+                            source=source,
+                            message=payment.review_reason,
+                        ),
+                        when,
+                    )
+                )
             if refunded:
                 later = when + timedelta(days=rng.randint(1, 5))
-                out.append((PaymentEvent(payment=payment, kind=EventKind.REFUND_SUCCEEDED,
-                                         source="admin", message=f"refund of {refunded} {plan.currency} succeeded"), later))
-                out.append((PaymentEvent(payment=payment, kind=EventKind.STATUS_CHANGE, source="admin",
-                                         from_status=S.COMPLETED, to_status=status), later))
+                out.append(
+                    (
+                        PaymentEvent(
+                            payment=payment,
+                            kind=EventKind.REFUND_SUCCEEDED,
+                            source="admin",
+                            message=f"refund of {refunded} {plan.currency} succeeded",
+                        ),
+                        later,
+                    )
+                )
+                out.append(
+                    (
+                        PaymentEvent(
+                            payment=payment,
+                            kind=EventKind.STATUS_CHANGE,
+                            source="admin",
+                            from_status=S.COMPLETED,
+                            to_status=status,
+                        ),
+                        later,
+                    )
+                )
             return out
 
         def make_refunds(payment):
             if not refunded:
                 return []
             manual = not adapter.supports_refunds
-            return [Refund(payment=payment, amount=refunded, currency=plan.currency,
-                           status=RefundStatus.MANUAL if manual else RefundStatus.SUCCEEDED,
-                           reason="customer request", date_completed=paid_at + timedelta(days=2))]
+            return [
+                Refund(
+                    payment=payment,
+                    amount=refunded,
+                    currency=plan.currency,
+                    status=RefundStatus.MANUAL if manual else RefundStatus.SUCCEEDED,
+                    reason="customer request",
+                    date_completed=paid_at + timedelta(days=2),
+                )
+            ]
 
         return ref, make_events, make_refunds

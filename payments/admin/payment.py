@@ -1,0 +1,364 @@
+"""Admin of payments: the read-only payment page with its dialog actions.
+
+Payments are read-only here: every change goes through a dialog action (a
+POST) that calls one service; the services alone write status and money.
+"""
+
+from __future__ import annotations
+
+from django.contrib import admin, messages
+from django.contrib.admin.utils import flatten_fieldsets
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.urls import reverse
+from django.utils.translation import gettext_lazy as _
+from unfold.admin import ModelAdmin
+from unfold.contrib.filters.admin import BooleanRadioFilter, ChoicesDropdownFilter
+from unfold.decorators import action, display
+from unfold.enums import ActionVariant
+from unfold.paginator import InfinitePaginator
+
+from gateways.base import GatewayError
+
+from .. import services
+from ..models import Payment, RefundStatus
+from .common import (
+    PAYMENT_STATUS_COLOURS,
+    DateRangeFilter,
+    GatewayFilter,
+    ReadOnlyAdminMixin,
+    admin_actor,
+    back_to,
+    can_operate,
+    can_support,
+    find,
+    label,
+    money,
+)
+from .forms import (
+    ManualRefundForm,
+    NoteForm,
+    PaymentDialogForm,
+    RefundForm,
+    ResolveReviewForm,
+)
+from .timeline import PaymentEventInline, RefundInline
+
+NOTE_DIALOG = {
+    "title": _("Add a note"),
+    "description": _("The note is added to the payment's timeline."),
+    "form_class": NoteForm,
+    "form_submit_text": _("Add note"),
+}
+REFUND_DIALOG = {
+    "title": _("Refund through the gateway"),
+    "description": _("The money goes back to the payer through the provider."),
+    "form_class": RefundForm,
+    "form_submit_text": _("Refund"),
+}
+MANUAL_REFUND_DIALOG = {
+    "title": _("Record a manual refund"),
+    "description": _(
+        "For money already returned outside the gateway (e.g. a crypto "
+        "payment): nothing is sent to the provider."
+    ),
+    "form_class": ManualRefundForm,
+    "form_submit_text": _("Record refund"),
+}
+
+
+@admin.register(Payment)
+class PaymentAdmin(ReadOnlyAdminMixin, ModelAdmin):
+    list_display = (
+        "ref_id",
+        "email",
+        "plan",
+        "amount_display",
+        "payment_gateway",
+        "status_label",
+        "needs_review",
+        "date_created",
+    )
+    list_filter = (
+        ("status", ChoicesDropdownFilter),
+        GatewayFilter,
+        ("needs_review", BooleanRadioFilter),
+        ("date_created", DateRangeFilter),
+    )
+    list_filter_submit = True
+    # Explicit case-sensitive lookups: `=`/`^` would compile to UPPER(...) on
+    # PostgreSQL, which the plain b-tree indexes cannot serve, and one
+    # unindexable branch of the OR makes the whole search a sequential scan.
+    search_fields = (
+        "ref_id__exact",
+        "gateway_transaction_id__exact",
+        "crypto_address__exact",
+        "email__startswith",
+    )
+    search_help_text = _(
+        "Exact reference, gateway transaction id or crypto address; "
+        "or the start of the e-mail address (case-sensitive)."
+    )
+    show_full_result_count = False
+    show_facets = admin.ShowFacets.NEVER
+    paginator = InfinitePaginator
+    list_per_page = 50
+    list_select_related = ("plan",)
+    fieldsets = (
+        (
+            None,
+            {
+                "fields": (
+                    "ref_id",
+                    "status_badge",
+                    "plan",
+                    "email",
+                    "amount_display",
+                    "amount_paid_display",
+                    "amount_refunded_display",
+                    "refundable_display",
+                )
+            },
+        ),
+        (_("Review"), {"fields": ("needs_review", "review_reason", "failure_reason")}),
+        (
+            _("Gateway"),
+            {
+                "fields": (
+                    "payment_gateway",
+                    "gateway_transaction_id",
+                    "gateway_session_id",
+                    "payment_url",
+                )
+            },
+        ),
+        (
+            _("Crypto"),
+            {"fields": ("crypto_address", "crypto_amount", "crypto_currency")},
+        ),
+        (
+            _("Dates"),
+            {
+                "fields": (
+                    "date_created",
+                    "date_updated",
+                    "date_paid",
+                    "expiry_datetime",
+                    "last_checked_at",
+                    "next_check_at",
+                    "check_attempts",
+                )
+            },
+        ),
+    )
+    # Never shown: it holds provider secrets (e.g. the MPGS successIndicator).
+    exclude = ("gateway_data",)
+    readonly_fields = flatten_fieldsets(fieldsets)
+    inlines = (PaymentEventInline, RefundInline)
+    actions_detail = (
+        "refresh_from_gateway",
+        "add_note",
+        "refund",
+        "record_manual_refund",
+        "resolve_review",
+    )
+
+    # columns and read-only fields -------------------------------------------------
+
+    @display(description=_("amount"), ordering="amount", formatting="price")
+    def amount_display(self, obj: Payment) -> str:
+        return money(obj.amount, obj.currency)
+
+    @display(description=_("status"), ordering="status", label=PAYMENT_STATUS_COLOURS)
+    def status_label(self, obj: Payment):
+        return obj.status, obj.get_status_display()
+
+    @display(description=_("status"))
+    def status_badge(self, obj: Payment):
+        return label(obj.status, obj.get_status_display(), PAYMENT_STATUS_COLOURS)
+
+    @display(description=_("amount paid"))
+    def amount_paid_display(self, obj: Payment) -> str:
+        return money(obj.amount_paid, obj.currency)
+
+    @display(description=_("amount refunded"))
+    def amount_refunded_display(self, obj: Payment) -> str:
+        return money(obj.amount_refunded, obj.currency)
+
+    @display(description=_("refundable now"))
+    def refundable_display(self, obj: Payment) -> str:
+        return money(services.refundable_amount(obj), obj.currency)
+
+    # permissions of the actions (methods, not dotted names: see stack.md §1.4) ----
+
+    def has_support_permission(self, request: HttpRequest, object_id=None) -> bool:
+        return can_support(request.user)
+
+    def has_refund_permission(self, request: HttpRequest, object_id=None) -> bool:
+        return can_operate(request.user)
+
+    def has_resolve_review_permission(
+        self, request: HttpRequest, object_id=None
+    ) -> bool:
+        if not can_operate(request.user):
+            return False
+        if object_id is None:
+            return True
+        payment = find(Payment, object_id)
+        return payment is not None and payment.needs_review
+
+    # actions: dialogs, so they run only on a POST with the form -----------------------
+
+    @action(
+        description=_("Refresh from gateway"),
+        icon="sync",
+        permissions=["support"],
+        dialog={
+            "title": _("Refresh from gateway"),
+            "description": _("Ask the provider for this payment's current status."),
+            "form_class": PaymentDialogForm,
+            "form_submit_text": _("Refresh"),
+        },
+    )
+    def refresh_from_gateway(
+        self, request: HttpRequest, form: PaymentDialogForm, object_id
+    ) -> HttpResponse:
+        try:
+            applied = services.payment_refresh(
+                payment=form.payment, actor=admin_actor(request)
+            )
+        except GatewayError as exc:
+            messages.error(request, _("Could not ask the gateway: %s") % exc)
+            return self._back(request, object_id)
+        if applied is None:
+            messages.error(
+                request,
+                _("The gateway could not be reached; the error is on the timeline."),
+            )
+            return self._back(request, object_id)
+        status = applied.payment.get_status_display()
+        if applied.changed:
+            text = _("Refreshed: the payment is now %s.") % status
+        else:
+            text = _("Refreshed: no change, the payment is %s.") % status
+        if applied.flagged:
+            messages.warning(request, f"{text} {_('It was flagged for review.')}")
+        elif applied.ignored:
+            messages.warning(
+                request, f"{text} {_('The gateway report was ignored (see timeline).')}"
+            )
+        else:
+            messages.success(request, text)
+        return self._back(request, object_id)
+
+    @action(
+        description=_("Add note"),
+        icon="edit_note",
+        permissions=["support"],
+        dialog=NOTE_DIALOG,
+    )
+    def add_note(self, request: HttpRequest, form: NoteForm, object_id) -> HttpResponse:
+        services.payment_add_note(
+            payment_id=form.payment.pk,
+            actor=admin_actor(request),
+            message=form.cleaned_data["message"],
+        )
+        messages.success(request, _("Note added."))
+        return self._back(request, object_id)
+
+    @action(
+        description=_("Refund"),
+        icon="undo",
+        variant=ActionVariant.DANGER,
+        permissions=["refund"],
+        dialog=REFUND_DIALOG,
+    )
+    def refund(self, request: HttpRequest, form: RefundForm, object_id) -> HttpResponse:
+        return self._refund(request, form, object_id, REFUND_DIALOG, manual=False)
+
+    @action(
+        description=_("Record manual refund"),
+        icon="receipt_long",
+        permissions=["refund"],
+        dialog=MANUAL_REFUND_DIALOG,
+    )
+    def record_manual_refund(
+        self, request: HttpRequest, form: ManualRefundForm, object_id
+    ) -> HttpResponse:
+        return self._refund(request, form, object_id, MANUAL_REFUND_DIALOG, manual=True)
+
+    @action(
+        description=_("Resolve review"),
+        icon="task_alt",
+        variant=ActionVariant.SUCCESS,
+        permissions=["resolve_review"],
+        dialog={
+            "title": _("Resolve review"),
+            "description": _("Clear the review flag; say what was checked or done."),
+            "form_class": ResolveReviewForm,
+            "form_submit_text": _("Resolve"),
+        },
+    )
+    def resolve_review(
+        self, request: HttpRequest, form: ResolveReviewForm, object_id
+    ) -> HttpResponse:
+        services.payment_resolve_review(
+            payment_id=form.payment.pk,
+            actor=admin_actor(request),
+            message=form.cleaned_data["message"],
+        )
+        messages.success(request, _("Review resolved."))
+        return self._back(request, object_id)
+
+    # helpers ---------------------------------------------------------------------------
+
+    def _refund(
+        self, request: HttpRequest, form: RefundForm, object_id, dialog, *, manual: bool
+    ) -> HttpResponse:
+        payment = form.payment
+        try:
+            refund = services.refund_request(
+                payment_id=payment.pk,
+                amount=form.cleaned_data["amount"],
+                actor=admin_actor(request),
+                reason=form.cleaned_data["reason"],
+                manual=manual,
+            )
+        except (services.RefundNotAllowed, GatewayError) as exc:
+            # Nothing was written: show the reason in the dialog, kept open.
+            form.add_error("amount", str(exc))
+            return render(
+                request,
+                "unfold/helpers/dialog.html",
+                {
+                    "dialog": dialog,
+                    "form": form,
+                    "form_submit_text": dialog.get("form_submit_text", ""),
+                },
+            )
+        amount = money(refund.amount, refund.currency)
+        if refund.status == RefundStatus.SUCCEEDED:
+            messages.success(request, _("Refunded %s.") % amount)
+        elif refund.status == RefundStatus.MANUAL:
+            messages.success(request, _("Recorded a manual refund of %s.") % amount)
+        elif refund.status == RefundStatus.FAILED:
+            messages.error(
+                request,
+                _("The gateway refused the refund of %(amount)s: %(reason)s")
+                % {"amount": amount, "reason": refund.failure_reason or _("no reason")},
+            )
+        else:
+            messages.warning(
+                request,
+                _(
+                    "The refund of %s is pending: the gateway has not confirmed it "
+                    "yet; it will be checked again."
+                )
+                % amount,
+            )
+        return self._back(request, object_id)
+
+    def _back(self, request: HttpRequest, object_id) -> HttpResponse:
+        return back_to(
+            request, reverse("admin:payments_payment_change", args=[object_id])
+        )
