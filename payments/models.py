@@ -12,8 +12,6 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
-from gateways.money import quantize
-
 from .states import PaymentStatus
 
 MONEY = {"max_digits": 16, "decimal_places": 3}
@@ -45,7 +43,7 @@ class Plan(models.Model):
         ordering = ["sort_order", "price"]
 
     def __str__(self) -> str:
-        return f"{self.name} ({quantize(self.price, self.currency)} {self.currency})"
+        return self.name
 
 
 class Payment(models.Model):

@@ -136,9 +136,12 @@ class Command(BaseCommand):
                         plans, rng, now, rng.choice(statuses), rng.choice(gateways)
                     )
                 )
+            # bulk_create stamps auto_now_add fields with now: keep the intended
+            # dates aside and write them back afterwards.
+            when = [p.date_created for p, _, _ in rows]
             created = Payment.objects.bulk_create([p for p, _, _ in rows])
-            for payment, (p, _, _) in zip(created, rows, strict=True):
-                payment.date_created = p.date_created
+            for payment, date in zip(created, when, strict=True):
+                payment.date_created = payment.date_updated = date
             Payment.objects.bulk_update(created, ["date_created", "date_updated"])
             events, refunds = [], []
             for payment, (_, make_events, make_refunds) in zip(
