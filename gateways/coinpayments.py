@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import random
 import re
 import threading
 import time
@@ -40,7 +41,9 @@ logger = logging.getLogger(__name__)
 NAME = "coinpayments"
 DEFAULT_API_URL = "https://www.coinpayments.net/api.php"
 SIGNATURE_HEADER = "HMAC"
-NONCE_RETRIES = 3
+# Concurrent workers' calls can arrive out of nonce order; a refused call did
+# nothing, so it is sent again with a fresh nonce after a short random pause.
+NONCE_RETRIES = 8
 REQUIRED_SETTINGS = {
     "public_key": "COINPAYMENTS_PUBLIC_KEY",
     "private_key": "COINPAYMENTS_PRIVATE_KEY",
@@ -376,6 +379,7 @@ class CoinPaymentsGateway(Gateway):
                     f"{NAME}: {cmd} refused: {self._redact(error)}"
                 )
             retries += 1
+            time.sleep(random.uniform(0, 0.005 * retries))
             logger.info(
                 "%s %s: nonce refused, retrying (%d/%d)",
                 NAME,

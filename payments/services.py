@@ -140,20 +140,27 @@ def _move(
     actor: Actor,
     message: str = "",
     data: Mapping[str, Any] | None = None,
+    also: list[str] | None = None,
 ) -> PaymentEvent:
-    """Change the status of a payment locked by the caller; the only writer."""
+    """Change the status of a payment locked by the caller; the only writer.
+
+    `also` names other fields the caller changed, saved in the same UPDATE
+    (the list is emptied once they are written).
+    """
     from_status = payment.status
     if not can_transition(from_status, to_status):
         raise IllegalTransition(f"{from_status} -> {to_status} is not allowed")
     payment.status = to_status
-    fields = ["status", "date_updated"]
+    fields = ["status", "date_updated", *(also or [])]
+    if also:
+        also.clear()
     if to_status in PAID_STATUSES and payment.date_paid is None:
         payment.date_paid = timezone.now()
         fields.append("date_paid")
     if to_status != S.PENDING:
         payment.next_check_at = None
         fields.append("next_check_at")
-    payment.save(update_fields=fields)
+    payment.save(update_fields=list(dict.fromkeys(fields)))
     return _event(
         payment,
         EventKind.STATUS_CHANGE,
@@ -229,6 +236,7 @@ def payment_apply_status(
     actor: Actor,
     kind: str = EventKind.REFRESH,
     data: Mapping[str, Any] | None = None,
+    checked_at=None,
 ) -> Applied:
     """Apply a provider's report to a payment, never moving it backwards.
 
@@ -236,13 +244,24 @@ def payment_apply_status(
     mismatch leaves the status alone and flags the payment for review. A
     report that contradicts a later state is kept as an ignored event.
     `kind` WEBHOOK and RETURN always leave an event; a refresh only when
-    something happened.
+    something happened. `checked_at` also records the provider check (and
+    the next one's back-off) in the same UPDATE.
     """
     with transaction.atomic():
         payment = _lock(payment_id)
         current, reported = payment.status, result.status
         event_data = {**(data or {}), "provider": dict(result.raw)}
         changed = flagged = ignored = False
+        dirty: list[str] = []
+        if checked_at is not None:
+            payment.last_checked_at = checked_at
+            payment.check_attempts += 1
+            payment.next_check_at = (
+                checked_at + _next_check(payment.check_attempts)
+                if current == S.PENDING
+                else None
+            )
+            dirty += ["last_checked_at", "check_attempts", "next_check_at"]
         if kind != EventKind.REFRESH:
             _event(
                 payment,
@@ -265,8 +284,8 @@ def payment_apply_status(
             else:
                 payment.amount_paid = result.amount
                 payment.failure_reason = ""
-                payment.save(update_fields=["amount_paid", "failure_reason"])
-                _move(payment, S.COMPLETED, actor, result.message, event_data)
+                dirty += ["amount_paid", "failure_reason"]
+                _move(payment, S.COMPLETED, actor, result.message, event_data, dirty)
                 changed = True
                 if current in LATE_COMPLETION:
                     flagged = _flag(
@@ -276,8 +295,8 @@ def payment_apply_status(
                     )
         elif reported in (S.FAILED, S.EXPIRED) and current == S.PENDING:
             payment.failure_reason = result.message or reported.lower()
-            payment.save(update_fields=["failure_reason"])
-            _move(payment, reported, actor, result.message, event_data)
+            dirty.append("failure_reason")
+            _move(payment, reported, actor, result.message, event_data, dirty)
             changed = True
         elif reported in (S.PARTIALLY_REFUNDED, S.REFUNDED) and current in (
             S.COMPLETED,
@@ -305,6 +324,8 @@ def payment_apply_status(
                     f"provider reports {reported} but payment is {current}",
                     actor,
                 )
+        if dirty:
+            payment.save(update_fields=[*dirty, "date_updated"])
     return Applied(payment, changed, flagged, ignored)
 
 
@@ -501,7 +522,7 @@ def payment_refresh(
     try:
         result = get_gateway(payment.payment_gateway).fetch_status(payment_ref(payment))
     except GatewayError as exc:
-        _record_check(payment.pk, now, ok=False)
+        _record_failed_check(payment.pk, now)
         if actor.user is not None or kind != EventKind.REFRESH:
             with transaction.atomic():
                 _event(_lock(payment.pk), EventKind.GATEWAY_ERROR, actor, str(exc))
@@ -522,15 +543,18 @@ def payment_apply_result(
     now=None,
 ) -> Applied:
     """Apply a fetched status and note when the payment was last checked."""
-    applied = payment_apply_status(
-        payment_id=payment_id, result=result, actor=actor, kind=kind, data=data
+    return payment_apply_status(
+        payment_id=payment_id,
+        result=result,
+        actor=actor,
+        kind=kind,
+        data=data,
+        checked_at=now or timezone.now(),
     )
-    _record_check(payment_id, now or timezone.now(), ok=True)
-    return applied
 
 
-def _record_check(payment_id: int, now, *, ok: bool) -> None:
-    # One UPDATE, no lock: the status itself is never touched here.
+def _record_failed_check(payment_id: int, now) -> None:
+    # No lock: the status itself is never touched here.
     payment = Payment.objects.only("check_attempts", "status").get(pk=payment_id)
     attempts = payment.check_attempts + 1
     Payment.objects.filter(pk=payment_id).update(
