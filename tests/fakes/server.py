@@ -161,6 +161,7 @@ class FakeProviderServer:
         self.calls: list[tuple[str, str]] = []
         # Calls refused for an out-of-order nonce (concurrent clients retry).
         self.cp_nonce_rejections = 0
+        self._blackholes: list[socket.socket] = []
         self.max_in_flight = 0
         self.connections_accepted = 0
         self.errors: list[str] = []
@@ -216,6 +217,30 @@ class FakeProviderServer:
             self._thread.join(timeout=5)
         self._thread = None
         self._url = None
+        for sock in self._blackholes:
+            sock.close()
+        self._blackholes.clear()
+
+    def blackhole_url(self) -> str:
+        """Return a loopback URL whose connections never complete (connect timeout).
+
+        A listening socket with a backlog of one, already filled and never
+        accepted: the kernel drops further SYNs, so clients time out while
+        connecting, as with a provider host that is unreachable.
+        """
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        port = listener.getsockname()[1]
+        self._blackholes.append(listener)
+        for _ in range(3):
+            filler = socket.socket()
+            filler.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                filler.connect(("127.0.0.1", port))
+            self._blackholes.append(filler)
+        time.sleep(0.05)
+        return f"http://127.0.0.1:{port}"
 
     def __enter__(self) -> Self:
         if self._httpd is None:

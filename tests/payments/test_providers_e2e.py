@@ -6,6 +6,7 @@ import base64
 import json
 import logging
 import re
+import time
 
 import pytest
 import requests
@@ -326,3 +327,43 @@ def test_secrets_never_reach_logs_deliveries_or_events(
         assert secret not in caplog.text, f"{secret} in logs"
         assert secret not in stored, f"{secret} in deliveries"
         assert secret not in events, f"{secret} in events"
+
+
+# --- provider down while a payment is created ------------------------------------
+
+PROVIDER_URL_SETTING = {
+    "coinpayments": ("api_url", "/api.php"),
+    "mpgs": ("api_base_url", ""),
+}
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("code", sorted(PROVIDER_URL_SETTING))
+@pytest.mark.parametrize(
+    "fault", ["connect-timeout", "timeout", "500", "garbage", "html"]
+)
+def test_provider_down_at_checkout_is_503_with_a_failed_payment(
+    client, plan, providers, gateway_settings, code, fault
+):
+    from gateways import registry
+
+    key, suffix = PROVIDER_URL_SETTING[code]
+    gateway_settings[code].update(connect_timeout=0.3, read_timeout=0.5)
+    if fault == "connect-timeout":
+        gateway_settings[code][key] = providers.blackhole_url() + suffix
+    else:
+        providers.add_fault("*", fault, times=3, seconds=1.0)
+    registry.reset()
+    started = time.monotonic()
+    response = client.post(
+        "/api/payments/",
+        {"plan": plan.code, "payment_gateway": code, "email": "d@example.com"},
+        content_type="application/json",
+    )
+    assert response.status_code == 503
+    assert "unavailable" in response.json()["error"]
+    assert time.monotonic() - started < 5
+    payment = Payment.objects.get()
+    assert payment.status == Status.FAILED
+    assert payment.failure_reason
+    assert payment.events.filter(kind=EventKind.GATEWAY_ERROR).exists()
