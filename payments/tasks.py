@@ -118,7 +118,7 @@ def reconcile_pending(run_id: int | None = None, limit: int = 20000) -> dict:
         Payment.objects.filter(pk__in=ids, status=PaymentStatus.PENDING).update(
             last_checked_at=now,
             check_attempts=F("check_attempts") + 1,
-            next_check_at=now + services._next_check(attempts),
+            next_check_at=now + services.next_check_delay(attempts),
         )
     ReconciliationRun.objects.filter(pk=run.pk).update(
         finished_at=timezone.now(),

@@ -63,4 +63,4 @@ def test_only_one_place_assigns_a_payment_status():
         for number, line in enumerate(path.read_text().splitlines(), 1)
         if assignment.search(line)
     ]
-    assert len(hits) == 1 and hits[0].startswith("payments/services.py"), hits
+    assert len(hits) == 1 and hits[0].startswith("payments/services/core.py"), hits
