@@ -215,3 +215,41 @@ def test_checkout_page_lists_gateways_with_unconfigured_disabled(client, plan, s
     # CoinPayments and MPGS have no credentials in tests: shown, but disabled.
     mpgs = html.split('value="mpgs"')[1].split(">")[0]
     assert "disabled" in mpgs
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_requests_with_one_key_create_one_payment(
+    live_server, plan, sandbox
+):
+    import threading
+
+    import requests
+
+    barrier = threading.Barrier(6)
+    answers = []
+
+    def send():
+        barrier.wait()
+        response = requests.post(
+            f"{live_server.url}{URL}",
+            json={
+                "plan": plan.code,
+                "payment_gateway": "sandbox",
+                "email": "c@example.com",
+            },
+            headers={"Idempotency-Key": "same-key"},
+            timeout=20,
+        )
+        answers.append((response.status_code, response.json()))
+
+    threads = [threading.Thread(target=send) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert Payment.objects.count() == 1
+    ref_id = Payment.objects.get().ref_id
+    codes = sorted(code for code, _ in answers)
+    assert len(answers) == 6 and set(codes) <= {201, 409}
+    assert all(body["ref_id"] == ref_id for code, body in answers if code == 201)
+    assert all("in progress" in body["error"] for code, body in answers if code == 409)

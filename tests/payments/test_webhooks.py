@@ -138,3 +138,46 @@ def test_reprocess_of_a_stored_delivery_is_a_duplicate(client, sandbox, payment)
     outcome = services.webhook_reprocess(delivery_id=delivery.pk)
     assert outcome.http_status == 200
     assert payment.events.filter(kind=EventKind.STATUS_CHANGE).count() == 1
+
+
+@pytest.mark.django_db
+def test_garbage_to_every_webhook_url_is_4xx_never_500(client, providers):
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    header_names = st.sampled_from(
+        [
+            "HMAC",
+            "X-Notification-Secret",
+            "X-Notification-Id",
+            "X-Sandbox-Signature",
+            "X-Other",
+        ]
+    )
+
+    @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(
+        code=st.sampled_from(["sandbox", "coinpayments", "mpgs", "nope"]),
+        body=st.binary(max_size=300),
+        headers=st.dictionaries(header_names, st.text(max_size=40), max_size=3),
+        content_type=st.sampled_from(
+            ["application/json", "application/x-www-form-urlencoded", "text/plain"]
+        ),
+    )
+    def check(code, body, headers, content_type):
+        safe = {
+            k: v.encode("latin-1", "replace").decode("latin-1")
+            for k, v in headers.items()
+        }
+        response = client.post(
+            f"/api/webhooks/{code}/", body, content_type=content_type, headers=safe
+        )
+        assert 400 <= response.status_code < 500, response.content
+        assert response.json()["error"]
+
+    check()
+    assert not Payment.objects.filter(status=Payment.Status.COMPLETED).exists()
+    assert (
+        WebhookDelivery.objects.exclude(outcome__in=["REJECTED", "UNMATCHED"]).count()
+        == 0
+    )
