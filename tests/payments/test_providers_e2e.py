@@ -367,3 +367,50 @@ def test_provider_down_at_checkout_is_503_with_a_failed_payment(
     assert payment.status == Status.FAILED
     assert payment.failure_reason
     assert payment.events.filter(kind=EventKind.GATEWAY_ERROR).exists()
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_duplicate_notifications_apply_once(live_server, plan, providers):
+    """Six copies of one MPGS notification at once: one transition, one event."""
+    import threading
+
+    # The fake's own notification on payment goes nowhere (closed port), so
+    # the six copies below are the only ones.
+    payment = services.payment_create(
+        plan=plan,
+        gateway_code="mpgs",
+        email="c@example.com",
+        site_url="http://127.0.0.1:9",
+    )
+    providers.mpgs_pay(payment.ref_id)
+    orders_before = providers.count("mpgs:order")
+    body, headers = providers.mpgs_notification(payment.ref_id, notification_id="dup-1")
+    barrier = threading.Barrier(6)
+    codes = []
+
+    def deliver():
+        barrier.wait()
+        response = requests.post(
+            f"{live_server.url}/api/webhooks/mpgs/",
+            data=body,
+            headers=headers,
+            timeout=20,
+        )
+        codes.append(response.status_code)
+
+    threads = [threading.Thread(target=deliver) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert codes == [200] * 6
+    payment.refresh_from_db()
+    assert payment.status == Status.COMPLETED
+    assert payment.events.filter(kind=EventKind.STATUS_CHANGE).count() == 1
+    assert payment.events.filter(kind=EventKind.WEBHOOK).count() == 1
+    outcomes = sorted(WebhookDelivery.objects.values_list("outcome", flat=True))
+    assert outcomes == ["APPLIED"] + ["DUPLICATE"] * 5
+    # At most one Retrieve Order per copy; copies arriving after the first was
+    # applied are recognised before asking.
+    assert 1 <= providers.count("mpgs:order") - orders_before <= 6
