@@ -1,0 +1,53 @@
+"""Settings read from the environment, checked in fresh interpreters."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PROBE = (
+    "import django; django.setup(); from django.conf import settings as s; "
+    "from gateways.registry import gateway_infos; "
+    "print(s.DATABASES['default']['OPTIONS'].get('transaction_mode'), s.SECURE_SSL_REDIRECT, "
+    "s.SESSION_COOKIE_SECURE, s.SECURE_HSTS_SECONDS, "
+    "[(g.code, g.configured) for g in gateway_infos()], 'redis' in s.Q_CLUSTER)"
+)
+
+
+def run(env: dict[str, str]) -> subprocess.CompletedProcess:
+    clean = {
+        k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL"}
+    }
+    return subprocess.run(
+        [sys.executable, "-c", PROBE],
+        cwd=ROOT,
+        env={**clean, "DJANGO_SETTINGS_MODULE": "backoffice.settings", **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_secret_key_is_required_without_debug():
+    result = run({"DEBUG": "false", "SECRET_KEY": ""})
+    assert result.returncode != 0
+    assert "SECRET_KEY is required when DEBUG is off" in result.stderr
+
+
+def test_production_defaults_are_secure_and_sandbox_off():
+    result = run({"DEBUG": "false", "SECRET_KEY": "x" * 50})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == (
+        "IMMEDIATE True True 31536000 "
+        "[('sandbox', False), ('coinpayments', False), ('mpgs', False)] False"
+    )
+
+
+def test_debug_enables_the_sandbox_and_redis_switches_the_broker():
+    result = run({"DEBUG": "true", "REDIS_URL": "redis://127.0.0.1:6379/15"})
+    assert result.returncode == 0, result.stderr
+    assert "('sandbox', True)" in result.stdout
+    assert result.stdout.strip().endswith("True")
