@@ -135,6 +135,7 @@ STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = BASE_DIR / "staticfiles"
 MEDIA_ROOT = config("MEDIA_ROOT", default=str(BASE_DIR / "var" / "media"))
 LOGIN_URL = "admin:login"
+LOGIN_REDIRECT_URL = "admin:index"
 
 # --- security behind a TLS-terminating proxy ---------------------------------------
 
