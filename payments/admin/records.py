@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.contrib import admin, messages
+from django.contrib.admin.utils import flatten_fieldsets
 from django.http import Http404, HttpRequest, HttpResponse
 from django.template.defaultfilters import truncatechars
 from django.urls import reverse
@@ -191,19 +192,7 @@ class WebhookDeliveryAdmin(RecordAdmin):
         # Headers were redacted when stored (signatures, authorization, cookies).
         (_("Request"), {"fields": ("headers_display", "body_display")}),
     )
-    readonly_fields = (
-        "gateway",
-        "outcome_badge",
-        "error",
-        "signature_valid",
-        "provider_event_id",
-        "payment",
-        "remote_addr",
-        "received_at",
-        "processed_at",
-        "headers_display",
-        "body_display",
-    )
+    readonly_fields = flatten_fieldsets(fieldsets)
     actions_detail = ("reprocess",)
 
     @display(
