@@ -102,3 +102,13 @@ def providers(fake, sandbox, gateway_settings):
     registry.reset()
     yield fake
     fake.clear_faults()
+
+
+def subprocess_database_url() -> str:
+    """Return a DATABASE_URL that reaches the test database from a subprocess."""
+    db = connection.settings_dict
+    if connection.vendor == "sqlite":
+        return f"sqlite:///{db['NAME']}"
+    host = db.get("HOST") or "127.0.0.1"
+    auth = db["USER"] + (f":{db['PASSWORD']}" if db.get("PASSWORD") else "")
+    return f"postgres://{auth}@{host}:{db.get('PORT') or 5432}/{db['NAME']}"

@@ -15,28 +15,19 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings
-from django.db import connection
 
 from payments import services
 from payments.models import Payment, ReconciliationRun
+from tests.conftest import subprocess_database_url
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 
-def database_url() -> str:
-    db = connection.settings_dict
-    if connection.vendor == "sqlite":
-        return f"sqlite:///{db['NAME']}"
-    host = db.get("HOST") or "127.0.0.1"
-    auth = db["USER"] + (f":{db['PASSWORD']}" if db.get("PASSWORD") else "")
-    return f"postgres://{auth}@{host}:{db.get('PORT') or 5432}/{db['NAME']}"
-
-
 def start_cluster() -> subprocess.Popen:
     env = {
         **os.environ,
-        "DATABASE_URL": database_url(),
+        "DATABASE_URL": subprocess_database_url(),
         "SECRET_KEY": settings.SECRET_KEY,
         "DEBUG": "false",
         "SANDBOX_ENABLED": "true",
