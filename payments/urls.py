@@ -1,4 +1,4 @@
-from django.urls import path
+from django.urls import path, re_path
 from django.views.generic import RedirectView
 
 from .views import api, pages, sandbox, webhooks
@@ -8,11 +8,13 @@ app_name = "payments"
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="payments:checkout"), name="home"),
     path("checkout/", pages.checkout, name="checkout"),
-    path("checkout/pay/<str:ref_id>/", pages.pay_page, name="pay"),
-    path("checkout/return/<str:ref_id>/", pages.checkout_return, name="return"),
+    path("checkout/pay/<slug:ref_id>/", pages.pay_page, name="pay"),
+    path("checkout/return/<slug:ref_id>/", pages.checkout_return, name="return"),
     path("api/payments/", api.payment_create, name="create"),
-    path("api/payments/status/<str:ref_id>/", api.payment_status, name="status"),
+    path("api/payments/status/<slug:ref_id>/", api.payment_status, name="status"),
     path("api/payments/update-pending/", api.update_pending, name="update_pending"),
-    path("api/webhooks/<str:code>/", webhooks.webhook, name="webhook"),
-    path("sandbox/pay/<str:token>/", sandbox.sandbox_pay, name="sandbox_pay"),
+    path("api/webhooks/<slug:code>/", webhooks.webhook, name="webhook"),
+    path("sandbox/pay/<slug:token>/", sandbox.sandbox_pay, name="sandbox_pay"),
+    # Anything else under /api/ (including malformed references) is a JSON 404.
+    re_path(r"^api/", api.not_found),
 ]

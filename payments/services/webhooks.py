@@ -42,11 +42,18 @@ class WebhookOutcome:
     delivery: WebhookDelivery
 
 
+def storable(text: str) -> str:
+    """Make text storable in any database (PostgreSQL refuses NUL characters)."""
+    return text.replace("\x00", "\ufffd")
+
+
 def redact_headers(headers: Mapping[str, str], secret_headers: tuple[str, ...]) -> dict:
     """Keep headers for the audit trail, minus secrets and cookies."""
     secret = {h.lower() for h in secret_headers} | {"authorization", "cookie"}
     return {
-        k: "[redacted]" if k.lower() in secret or "secret" in k.lower() else v
+        storable(k): "[redacted]"
+        if k.lower() in secret or "secret" in k.lower()
+        else storable(v)
         for k, v in headers.items()
     }
 
@@ -65,7 +72,7 @@ def webhook_ingest(
         delivery = WebhookDelivery.objects.create(
             gateway=gateway_code[:32],
             headers=redact_headers(headers, ()),
-            body=body.decode("utf-8", "replace"),
+            body=storable(body.decode("utf-8", "replace")),
             remote_addr=remote_addr,
             outcome=WebhookDelivery.Outcome.REJECTED,
             error=f"gateway not configured: {exc}",
@@ -75,7 +82,7 @@ def webhook_ingest(
     delivery = WebhookDelivery.objects.create(
         gateway=gateway_code,
         headers=redact_headers(headers, gateway.secret_headers),
-        body=body.decode("utf-8", "replace"),
+        body=storable(body.decode("utf-8", "replace")),
         remote_addr=remote_addr,
     )
     try:
@@ -215,7 +222,7 @@ def _finish(
     event_id: str | None = None,
 ) -> None:
     delivery.outcome = outcome
-    delivery.error = error
+    delivery.error = storable(error)
     delivery.processed_at = timezone.now()
     fields = ["outcome", "error", "processed_at"]
     if valid is not None:
@@ -225,7 +232,7 @@ def _finish(
         delivery.payment = payment
         fields.append("payment")
     if event_id:
-        delivery.provider_event_id = event_id
+        delivery.provider_event_id = storable(event_id)[:255]
         fields.append("provider_event_id")
     delivery.save(update_fields=fields)
 

@@ -172,3 +172,11 @@ def update_pending(request):
             return json_error(403, "CSRF check failed")
     run = tasks.enqueue_reconciliation(trigger="api")
     return JsonResponse({"run_id": run.pk, "status": "queued"}, status=202)
+
+
+@csrf_exempt
+def not_found(request):
+    """Answer unknown API paths and malformed references in JSON."""
+    if request.path.startswith("/api/payments/status/"):
+        return json_error(404, "unknown payment reference")
+    return json_error(404, "no such API endpoint")

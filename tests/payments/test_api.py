@@ -253,3 +253,37 @@ def test_concurrent_requests_with_one_key_create_one_payment(
     assert len(answers) == 6 and set(codes) <= {201, 409}
     assert all(body["ref_id"] == ref_id for code, body in answers if code == 201)
     assert all("in progress" in body["error"] for code, body in answers if code == 409)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/payments/status/%00abcdefabcdefabcdef/",
+        "/checkout/return/a%00b/",
+        "/checkout/pay/x%00y/",
+        "/sandbox/pay/t%00t/",
+    ],
+)
+def test_nul_and_odd_characters_in_urls_are_404_not_500(client, path):
+    response = client.get(path)
+    assert response.status_code == 404
+    if path.startswith("/api/"):
+        assert response.json()["error"] == "unknown payment reference"
+
+
+@pytest.mark.django_db
+def test_nul_in_fields_is_a_400(client, valid):
+    response = post_json(
+        client, {**valid, "plan": "eu\u00005gb", "email": "a\u0000@b.c"}
+    )
+    assert response.status_code == 400
+    assert {"plan", "email"} <= set(response.json()["fields"])
+
+
+@pytest.mark.django_db
+def test_unknown_api_paths_are_json_404_for_any_method(client):
+    for method in (client.get, client.post):
+        response = method("/api/nothing/here/")
+        assert response.status_code == 404
+        assert response.json()["error"] == "no such API endpoint"

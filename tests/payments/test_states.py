@@ -149,7 +149,10 @@ class TestProviderReportSequences(HypothesisTestCase):
     """Any sequence of provider reports keeps the invariants."""
 
     @settings(
-        max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+        max_examples=60,
+        deadline=None,
+        derandomize=True,
+        suppress_health_check=[HealthCheck.too_slow],
     )
     @given(
         st.lists(
