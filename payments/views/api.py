@@ -111,11 +111,11 @@ def payment_create(request):
 
     key = request.headers.get("Idempotency-Key", "").strip()
     if key:
-        if len(key) > 255:
+        if len(key) > 255 or not (key.isascii() and key.isprintable()):
             return json_error(
                 400,
-                "Idempotency-Key is too long",
-                {"Idempotency-Key": ["at most 255 characters"]},
+                "invalid Idempotency-Key",
+                {"Idempotency-Key": ["at most 255 printable ASCII characters"]},
             )
         fingerprint = services.request_fingerprint(
             {k: str(v) for k, v in form.cleaned_data.items() if k != "plan"}

@@ -287,3 +287,12 @@ def test_unknown_api_paths_are_json_404_for_any_method(client):
         response = method("/api/nothing/here/")
         assert response.status_code == 404
         assert response.json()["error"] == "no such API endpoint"
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("key", ["x" * 256, "bad\u0000key", "caf\u00e9"])
+def test_malformed_idempotency_key_is_400(client, valid, key):
+    response = post_json(client, valid, **{"Idempotency-Key": key})
+    assert response.status_code == 400
+    assert "Idempotency-Key" in response.json()["fields"]
+    assert Payment.objects.count() == 0
