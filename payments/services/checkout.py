@@ -98,8 +98,7 @@ def payment_create(
             locked = _lock(payment.pk)
             _event(locked, EventKind.GATEWAY_ERROR, actor, reason)
             locked.failure_reason = reason
-            locked.save(update_fields=["failure_reason"])
-            _move(locked, S.FAILED, actor, reason)
+            _move(locked, S.FAILED, actor, reason, also=["failure_reason"])
         raise GatewayDown(locked, reason) from exc
     with transaction.atomic():
         payment = _lock(payment.pk)

@@ -302,23 +302,36 @@ def payment_claim_refresh(*, payment: Payment, min_age_seconds: int) -> bool:
 
 
 def payment_expire_overdue(*, now=None, limit: int = 500) -> int:
-    """Expire pending payments past their expiry, after one last provider check."""
+    """Expire pending payments past their expiry, after one last provider check.
+
+    The least recently checked go first, so payments whose provider cannot be
+    reached (they stay pending) never starve the others.
+    """
     now = now or timezone.now()
     overdue = list(
         Payment.objects.filter(status=S.PENDING, expiry_datetime__lt=now).order_by(
-            "expiry_datetime"
+            F("last_checked_at").asc(nulls_first=True), "expiry_datetime"
         )[:limit]
     )
+    actor = Actor("expiry")
     expired = 0
     for payment in overdue:
-        applied = payment_refresh(payment=payment, actor=Actor("expiry"))
-        if applied is None or applied.payment.status != S.PENDING:
+        applied = payment_refresh(payment=payment, actor=actor)
+        if applied is None:
             continue  # provider unreachable: keep it pending, try again later
+        if applied.payment.status != S.PENDING:
+            expired += applied.payment.status == S.EXPIRED
+            continue
         with transaction.atomic():
             locked = _lock(payment.pk)
             if locked.status == S.PENDING:
                 locked.failure_reason = "payment window ended without payment"
-                locked.save(update_fields=["failure_reason"])
-                _move(locked, S.EXPIRED, Actor("expiry"), locked.failure_reason)
+                _move(
+                    locked,
+                    S.EXPIRED,
+                    actor,
+                    locked.failure_reason,
+                    also=["failure_reason"],
+                )
                 expired += 1
     return expired

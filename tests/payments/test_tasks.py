@@ -144,3 +144,19 @@ def test_setup_schedules_is_idempotent():
         "reconcile-pending-refunds",
         "expire-overdue-payments",
     }
+
+
+@pytest.mark.django_db
+def test_expiry_rotates_past_payments_it_cannot_check(plan, providers):
+    """Unreachable payments stay pending but do not starve the others."""
+    stuck, fine = make_cp_payments(plan, 2)
+    past = timezone.now() - timedelta(minutes=1)
+    Payment.objects.filter(pk__in=[stuck.pk, fine.pk]).update(expiry_datetime=past)
+    Payment.objects.filter(pk=stuck.pk).update(last_checked_at=None)
+    Payment.objects.filter(pk=fine.pk).update(last_checked_at=past)
+    providers.add_fault("*", "503", times=1)  # the first (stuck) check fails
+    assert services.payment_expire_overdue(limit=1) == 0
+    assert services.payment_expire_overdue(limit=1) == 1
+    fine.refresh_from_db()
+    stuck.refresh_from_db()
+    assert (fine.status, stuck.status) == (Status.EXPIRED, Status.PENDING)
