@@ -84,11 +84,9 @@ def _fetch(code: str, payments: list[Payment]) -> tuple[dict[str, StatusResult],
 def reconcile_pending(run_id: int | None = None, limit: int = 20000) -> dict:
     """Check due pending payments with their providers; apply what changed."""
     started = time.monotonic()
-    run = (
-        ReconciliationRun.objects.filter(pk=run_id).first()
-        if run_id
-        else ReconciliationRun.objects.create(trigger="schedule")
-    ) or ReconciliationRun.objects.create(trigger="schedule")
+    run = ReconciliationRun.objects.filter(pk=run_id).first() if run_id else None
+    if run is None:
+        run = ReconciliationRun.objects.create(trigger="schedule")
     now = timezone.now()
     due = _claim_due(now, limit)
     by_gateway: dict[str, list[Payment]] = defaultdict(list)

@@ -17,6 +17,7 @@ from .. import services, tasks
 from ..forms import PaymentCreateForm
 from ..models import Payment
 from .common import json_error, payment_public, site_url
+from .pages import checkout_context
 
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 
@@ -135,8 +136,6 @@ def payment_create(request):
 
 
 def _checkout_page(request, form, status: int):
-    from .pages import checkout_context
-
     return render(
         request, "payments/checkout.html", checkout_context(form), status=status
     )
