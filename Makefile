@@ -31,7 +31,7 @@ venv: $(VENV)/.runtime
 venv-dev: $(VENV)/.dev
 
 migrate: venv
-	DEBUG=$${DEBUG:-true} $(PY) manage.py migrate --no-input
+	DEBUG=$${DEBUG:-true} $(PY) manage.py migrate --no-input -v 1
 	DEBUG=$${DEBUG:-true} $(PY) manage.py createcachetable
 
 run: migrate

@@ -33,9 +33,9 @@ class Command(BaseCommand):
                     "",
                     f"  Checkout:    {base}/checkout/",
                     f"  Back office: {base}/admin/",
-                    "  Logins:      admin / demo-admin-2026 (superuser)",
-                    "               support / demo-support-2026, operator / "
-                    "demo-operator-2026, finance / demo-finance-2026",
+                    "  Logins:      admin / demo-admin-2026, support / demo-support-2026,",
+                    "               operator / demo-operator-2026, finance / "
+                    "demo-finance-2026 (demo data only)",
                     f"  Broker:      {'redis' if 'redis' in settings.Q_CLUSTER else 'ORM (database)'}",
                     "  Ctrl-C stops the web server and the job cluster.",
                     "",
