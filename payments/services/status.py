@@ -90,7 +90,8 @@ def payment_apply_status(
     something happened. `checked_at` also records the provider check (and
     the next one's back-off) in the same UPDATE.
     """
-    with transaction.atomic():
+    # No savepoint when nested: any error must undo the caller's whole unit.
+    with transaction.atomic(savepoint=False):
         payment = _lock(payment_id)
         current, reported = payment.status, result.status
         event_data = {**(data or {}), "provider": dict(result.raw)}

@@ -117,8 +117,7 @@ def webhook_process(
     gateway = get_gateway(delivery.gateway)
     reply = gateway.webhook_reply(event)
     Outcome = WebhookDelivery.Outcome
-    WebhookDelivery.objects.filter(pk=delivery.pk).update(signature_valid=True)
-    delivery.signature_valid = True
+    delivery.signature_valid = True  # written with the outcome by _finish
     if _already_applied(delivery, event.event_id):
         _finish(delivery, Outcome.DUPLICATE)
         return _reply(delivery, reply.status, reply.body, reply.content_type)
@@ -224,10 +223,9 @@ def _finish(
     delivery.outcome = outcome
     delivery.error = storable(error)
     delivery.processed_at = timezone.now()
-    fields = ["outcome", "error", "processed_at"]
+    fields = ["outcome", "error", "processed_at", "signature_valid"]
     if valid is not None:
         delivery.signature_valid = valid
-        fields.append("signature_valid")
     if payment is not None:
         delivery.payment = payment
         fields.append("payment")
