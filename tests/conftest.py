@@ -45,22 +45,6 @@ def plan(db):
     )
 
 
-def is_postgres() -> bool:
-    return connection.vendor == "postgresql"
-
-
-def pytest_collection_modifyitems(config, items):
-    for item in items:
-        if item.get_closest_marker("postgres") and not _db_is_postgres():
-            item.add_marker(pytest.mark.skip(reason="needs PostgreSQL row locks"))
-
-
-def _db_is_postgres() -> bool:
-    from django.conf import settings
-
-    return settings.DATABASES["default"]["ENGINE"].endswith("postgresql")
-
-
 @pytest.fixture(scope="session")
 def fake():
     """The fake CoinPayments + MPGS server on loopback, shared by a session."""
