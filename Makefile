@@ -35,6 +35,7 @@ migrate: venv
 	DEBUG=$${DEBUG:-true} $(PY) manage.py createcachetable
 
 run: migrate
+	DEBUG=$${DEBUG:-true} $(PY) manage.py setup_roles
 	DEBUG=$${DEBUG:-true} $(PY) manage.py seed_demo --if-empty
 	DEBUG=$${DEBUG:-true} $(PY) manage.py setup_schedules
 	DEBUG=$${DEBUG:-true} $(PY) manage.py devserver --host $(HOST) --port $(PORT)

@@ -1,7 +1,29 @@
 from django.apps import AppConfig
+from django.db.models.signals import pre_save
 
 
 class PaymentsConfig(AppConfig):
     name = "payments"
     verbose_name = "Payments"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from django_q.models import Schedule
+
+        # At the model level too, superusers and code included: the admin form
+        # is only one way to write a schedule.
+        pre_save.connect(
+            _check_schedule, sender=Schedule, dispatch_uid="payments-schedule-guard"
+        )
+
+
+def _check_schedule(sender, instance, **kwargs) -> None:
+    from .services.schedules import schedule_validate
+
+    schedule_validate(
+        func=instance.func,
+        hook=instance.hook,
+        args=instance.args,
+        kwargs=instance.kwargs,
+        intended_date_kwarg=instance.intended_date_kwarg,
+    )

@@ -65,6 +65,9 @@ class PaymentCreateForm(forms.Form):
         plan = Plan.objects.filter(code=code, active=True).first()
         if plan is None:
             raise forms.ValidationError(f"unknown plan {code!r}")
+        if not plan.sellable:
+            # E.g. a price stored before plans were validated.
+            raise forms.ValidationError(f"plan {code!r} cannot be sold right now")
         return plan
 
     def clean_payment_gateway(self) -> str:

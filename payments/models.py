@@ -9,8 +9,11 @@ import secrets
 from decimal import Decimal
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
+
+from gateways.money import currency_problem, precision_problem, to_provider
 
 from .states import PaymentStatus
 
@@ -41,9 +44,66 @@ class Plan(models.Model):
 
     class Meta:
         ordering = ["sort_order", "price"]
+        constraints = [
+            models.CheckConstraint(condition=Q(price__gt=0), name="plan_price_positive")
+        ]
 
     def __str__(self) -> str:
         return self.name
+
+    def clean(self) -> None:
+        """Refuse a price a customer could not be charged in its currency."""
+        errors = {}
+        if self.currency:
+            self.currency = self.currency.strip().upper()
+            problem = currency_problem(self.currency)
+            if problem:
+                errors["currency"] = problem
+        if self.price is not None:
+            if self.price <= 0:
+                errors["price"] = "must be greater than zero"
+            elif "currency" not in errors and self.currency:
+                problem = precision_problem(self.price, self.currency)
+                if problem:
+                    errors["price"] = problem
+        if errors:
+            raise ValidationError(errors)
+
+    @property
+    def price_text(self) -> str:
+        """Format the price at its currency's precision, e.g. "1500 JPY"."""
+        return f"{to_provider(self.price, self.currency)} {self.currency}"
+
+    @property
+    def sellable(self) -> bool:
+        """Tell whether checkout can charge this plan's price."""
+        try:
+            self.clean()
+        except ValidationError:
+            return False
+        return self.active
+
+
+class PlanPriceChange(models.Model):
+    """Who changed a plan's price, when, from what to what (append-only)."""
+
+    plan = models.ForeignKey(
+        Plan, on_delete=models.CASCADE, related_name="price_changes"
+    )
+    old_price = models.DecimalField(**MONEY, null=True, blank=True)
+    old_currency = models.CharField(max_length=3, blank=True)
+    new_price = models.DecimalField(**MONEY)
+    new_currency = models.CharField(max_length=3)
+    changed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT
+    )
+    changed_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-changed_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.plan_id}: {self.old_price} -> {self.new_price}"
 
 
 class Payment(models.Model):
@@ -75,7 +135,7 @@ class Payment(models.Model):
     needs_review = models.BooleanField(default=False)
     review_reason = models.TextField(blank=True)
     failure_reason = models.TextField(blank=True)
-    date_created = models.DateTimeField(auto_now_add=True, db_index=True)
+    date_created = models.DateTimeField(auto_now_add=True)
     date_updated = models.DateTimeField(auto_now=True)
     date_paid = models.DateTimeField(null=True, blank=True)
     expiry_datetime = models.DateTimeField(null=True, blank=True)
@@ -108,6 +168,30 @@ class Payment(models.Model):
                 name="pay_needs_review",
             ),
             models.Index(fields=["crypto_address"], name="pay_crypto_address"),
+            # The dashboard's paid-volume figures read only this index.
+            models.Index(
+                fields=["date_paid"],
+                include=["currency", "amount_paid"],
+                condition=Q(date_paid__isnull=False),
+                name="pay_paid_volume",
+            ),
+            # Date ranges and the default ordering; the dashboard's per-gateway
+            # status counts read only this index.
+            models.Index(
+                fields=["date_created"],
+                include=["payment_gateway", "status"],
+                name="pay_created_gateway_status",
+            ),
+        ]
+        # Custom permissions: what each back-office role may do to a payment
+        # (granted to groups by `manage.py setup_roles`).
+        permissions = [
+            ("refresh_payment", "Can refresh a payment from its gateway"),
+            ("note_payment", "Can add a note to a payment's timeline"),
+            ("refund_payment", "Can refund a payment or record a manual refund"),
+            ("resolve_review_payment", "Can resolve a payment flagged for review"),
+            ("export_payment", "Can export payments"),
+            ("view_settlement", "Can view settlement reports"),
         ]
         constraints = [
             models.CheckConstraint(
@@ -211,7 +295,8 @@ class Refund(models.Model):
                 fields=["date_created"],
                 condition=Q(status="PENDING"),
                 name="refund_pending",
-            )
+            ),
+            models.Index(fields=["date_completed"], name="refund_completed"),
         ]
         constraints = [
             models.CheckConstraint(
@@ -263,6 +348,9 @@ class WebhookDelivery(models.Model):
     class Meta:
         ordering = ["-received_at"]
         verbose_name_plural = "webhook deliveries"
+        permissions = [
+            ("reprocess_webhookdelivery", "Can re-process a webhook delivery")
+        ]
         constraints = [
             models.UniqueConstraint(
                 fields=["gateway", "provider_event_id"],

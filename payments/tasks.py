@@ -148,3 +148,8 @@ def reconcile_refunds(min_age_seconds: int = 60) -> int:
         )
         done += refund.status != RefundStatus.PENDING
     return done
+
+
+# The only functions a django-q2 Schedule may name (see services.schedules):
+# the cluster imports and runs whatever dotted path a schedule holds.
+SCHEDULABLE_TASKS = (reconcile_pending, reconcile_refunds, expire_overdue)

@@ -76,6 +76,23 @@ def money(amount: Decimal | None, currency: str) -> str:
     return f"{to_provider(amount, currency)} {currency}"
 
 
+def nowrap(text: str) -> SafeString:
+    """Keep a list cell on one line (references, amounts, dates)."""
+    return format_html('<span class="whitespace-nowrap">{}</span>', text)
+
+
+def truncated(text: str) -> SafeString:
+    """Show a long value on one line, cut with an ellipsis; hovering shows it all."""
+    return format_html(
+        '<span class="block truncate max-w-40" title="{}">{}</span>', text, text
+    )
+
+
+def search_term_of(raw: str | None) -> str:
+    """Return a pasted search term without any white space (ids and e-mails have none)."""
+    return "".join((raw or "").split())
+
+
 def label(value: str, text: Any, variants: dict[str, str]) -> SafeString:
     """Render an unfold label, for change forms (lists use @display(label=))."""
     return display_for_label((value, text), "-", variants)
@@ -99,18 +116,15 @@ def admin_actor(request: HttpRequest) -> Actor:
     return Actor("admin", user=request.user)
 
 
-def can_operate(user) -> bool:
-    """Tell whether a user may move money or clear reviews (payments operator)."""
-    return user.is_active and (
-        user.is_superuser or user.has_perm("payments.change_payment")
-    )
+def has_perm(request: HttpRequest, permission: str) -> bool:
+    """Tell whether the user holds a permission (superusers hold them all)."""
+    user = request.user
+    return user.is_active and user.has_perm(permission)
 
 
-def can_support(user) -> bool:
-    """Tell whether a user may refresh payments and add notes (support staff)."""
-    return can_operate(user) or (
-        user.is_active and user.has_perm("payments.view_payment")
-    )
+def superuser_only(request: HttpRequest) -> bool:
+    """Users, groups, plan edits and schedules belong to superusers alone."""
+    return request.user.is_active and request.user.is_superuser
 
 
 def find(model: type[Model], object_id: Any) -> Any:

@@ -1,14 +1,43 @@
-"""Admin of the checkout catalogue."""
+"""Admin of the checkout catalogue: superusers edit, Finance reads.
+
+Every save goes through `services.plan_save`, which validates the price for
+its currency and records who changed a price, shown on the plan's page.
+"""
 
 from __future__ import annotations
 
 from django.contrib import admin
+from django.http import HttpRequest
 from django.utils.translation import gettext_lazy as _
-from unfold.admin import ModelAdmin
+from unfold.admin import ModelAdmin, TabularInline
 from unfold.decorators import display
 
-from ..models import Plan
-from .common import money
+from .. import services
+from ..models import Plan, PlanPriceChange
+from .common import ReadOnlyAdminMixin, money, superuser_only
+
+
+class PriceChangeInline(ReadOnlyAdminMixin, TabularInline):
+    model = PlanPriceChange
+    verbose_name = _("price change")
+    verbose_name_plural = _("price history")
+    fields = ("changed_at", "changed_by", "old", "new")
+    readonly_fields = fields
+    extra = 0
+    show_title = False
+
+    def get_queryset(self, request: HttpRequest):
+        return super().get_queryset(request).select_related("changed_by")
+
+    @display(description=_("from"))
+    def old(self, obj: PlanPriceChange) -> str:
+        if obj.old_price is None:
+            return "-"
+        return money(obj.old_price, obj.old_currency)
+
+    @display(description=_("to"))
+    def new(self, obj: PlanPriceChange) -> str:
+        return money(obj.new_price, obj.new_currency)
 
 
 @admin.register(Plan)
@@ -26,6 +55,20 @@ class PlanAdmin(ModelAdmin):
         "active",
         "sort_order",
     )
+    inlines = (PriceChangeInline,)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return superuser_only(request)
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return superuser_only(request)
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        return superuser_only(request)
+
+    def save_model(self, request: HttpRequest, obj: Plan, form, change) -> None:
+        # The form ran Plan.clean already: the service's check passes again.
+        services.plan_save(plan=obj, user=request.user)
 
     @display(description=_("price"), ordering="price", formatting="price")
     def price_display(self, obj: Plan) -> str:

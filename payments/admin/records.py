@@ -33,8 +33,8 @@ from .common import (
     DeliveryGatewayFilter,
     ReadOnlyAdminMixin,
     back_to,
-    can_operate,
     find,
+    has_perm,
     label,
     money,
     preformatted,
@@ -214,7 +214,7 @@ class WebhookDeliveryAdmin(RecordAdmin):
         return preformatted(obj.body)
 
     def has_reprocess_permission(self, request: HttpRequest, object_id=None) -> bool:
-        if not can_operate(request.user):
+        if not has_perm(request, "payments.reprocess_webhookdelivery"):
             return False
         if object_id is None:
             return True

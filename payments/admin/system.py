@@ -1,19 +1,27 @@
-"""Unfold styling for admins of other apps: users, groups and django-q2's tasks.
+"""Admins of other apps: users, groups and django-q2's schedules and tasks.
 
 Those apps register plain Django admins; they are swapped for unfold ones
-here (the `payments` app comes after them in INSTALLED_APPS).
+here (the `payments` app comes after them in INSTALLED_APPS). They belong to
+superusers alone, whatever permissions a group is given; schedules may only
+name the project's own tasks; task records are read-only for everyone.
 """
 
 from __future__ import annotations
 
+from django import forms
 from django.contrib import admin
 from django.contrib.auth.admin import GroupAdmin as BaseGroupAdmin
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 from django.contrib.auth.models import Group, User
+from django.core.exceptions import ValidationError
+from django.http import HttpRequest
 from django_q.admin import FailAdmin, QueueAdmin, ScheduleAdmin, TaskAdmin
 from django_q.models import Failure, OrmQ, Schedule, Success
 from unfold.admin import ModelAdmin
 from unfold.forms import AdminPasswordChangeForm, UserChangeForm, UserCreationForm
+
+from ..services import schedulable_tasks, schedule_validate
+from .common import ReadOnlyAdminMixin, superuser_only
 
 
 def _replace(model, admin_class) -> None:
@@ -22,29 +30,85 @@ def _replace(model, admin_class) -> None:
     admin.site.register(model, admin_class)
 
 
-class UserAdmin(BaseUserAdmin, ModelAdmin):
+class SuperuserOnlyMixin:
+    """Only superusers see or change these records, whatever a group grants."""
+
+    def has_module_permission(self, request: HttpRequest) -> bool:
+        return superuser_only(request)
+
+    def has_view_permission(self, request: HttpRequest, obj=None) -> bool:
+        return superuser_only(request)
+
+    def has_add_permission(self, request: HttpRequest, *args) -> bool:
+        return superuser_only(request)
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return superuser_only(request)
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        return superuser_only(request)
+
+
+class ReadOnlyTasksMixin(ReadOnlyAdminMixin):
+    """Task records, queued or done: superusers look; nobody edits or resubmits."""
+
+    actions = None
+
+    def has_module_permission(self, request: HttpRequest) -> bool:
+        return superuser_only(request)
+
+    def has_view_permission(self, request: HttpRequest, obj=None) -> bool:
+        return superuser_only(request)
+
+
+class UserAdmin(SuperuserOnlyMixin, BaseUserAdmin, ModelAdmin):
     form = UserChangeForm
     add_form = UserCreationForm
     change_password_form = AdminPasswordChangeForm
 
 
-class GroupAdmin(BaseGroupAdmin, ModelAdmin):
+class GroupAdmin(SuperuserOnlyMixin, BaseGroupAdmin, ModelAdmin):
     pass
 
 
-class UnfoldScheduleAdmin(ScheduleAdmin, ModelAdmin):
+class ScheduleForm(forms.ModelForm):
+    """Refuse any function but the project's own tasks (see services.schedules)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["func"].help_text = "One of: " + ", ".join(
+            sorted(schedulable_tasks())
+        )
+
+    def clean(self):
+        cleaned = super().clean()
+        try:
+            schedule_validate(
+                func=cleaned.get("func") or "",
+                hook=cleaned.get("hook"),
+                args=cleaned.get("args"),
+                kwargs=cleaned.get("kwargs"),
+                intended_date_kwarg=cleaned.get("intended_date_kwarg"),
+            )
+        except ValidationError as exc:
+            for field, errors in exc.message_dict.items():
+                self.add_error(field if field in self.fields else None, errors)
+        return cleaned
+
+
+class UnfoldScheduleAdmin(SuperuserOnlyMixin, ScheduleAdmin, ModelAdmin):
+    form = ScheduleForm
+
+
+class UnfoldSuccessAdmin(ReadOnlyTasksMixin, TaskAdmin, ModelAdmin):
     pass
 
 
-class UnfoldSuccessAdmin(TaskAdmin, ModelAdmin):
+class UnfoldFailureAdmin(ReadOnlyTasksMixin, FailAdmin, ModelAdmin):
     pass
 
 
-class UnfoldFailureAdmin(FailAdmin, ModelAdmin):
-    pass
-
-
-class UnfoldQueueAdmin(QueueAdmin, ModelAdmin):
+class UnfoldQueueAdmin(ReadOnlyTasksMixin, QueueAdmin, ModelAdmin):
     pass
 
 

@@ -15,7 +15,9 @@ from .core import (
     payment_transition,
     redact,
 )
+from .plans import plan_save
 from .refunds import refund_finish, refund_request, refund_submit, refundable_amount
+from .schedules import schedulable_tasks, schedule_validate
 from .staff import payment_add_note, payment_resolve_review
 from .status import (
     CHECK_BACKOFF,
@@ -27,6 +29,7 @@ from .status import (
     payment_expire_overdue,
     payment_ref,
     payment_refresh,
+    payment_return,
 )
 from .webhooks import (
     WebhookOutcome,
@@ -56,7 +59,9 @@ __all__ = [
     "payment_ref",
     "payment_refresh",
     "payment_resolve_review",
+    "payment_return",
     "payment_transition",
+    "plan_save",
     "redact",
     "redact_headers",
     "refund_finish",
@@ -64,6 +69,8 @@ __all__ = [
     "refund_submit",
     "refundable_amount",
     "request_fingerprint",
+    "schedulable_tasks",
+    "schedule_validate",
     "webhook_ingest",
     "webhook_process",
     "webhook_reprocess",

@@ -12,6 +12,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from gateways.base import (
+    GatewayConfigError,
     GatewayError,
     PaymentRef,
     StatusResult,
@@ -22,6 +23,7 @@ from gateways.registry import get_gateway
 from ..models import (
     EventKind,
     Payment,
+    PaymentEvent,
 )
 from ..states import LATE_COMPLETION, PAID_STATUSES
 from .core import (
@@ -284,6 +286,42 @@ def _record_failed_check(payment_id: int, now) -> None:
         if payment.status == S.PENDING
         else None,
     )
+
+
+RETURN_ACTOR = Actor("return")
+
+
+def payment_return(*, payment: Payment, params: Mapping[str, str]) -> Payment:
+    """Confirm server-to-server where a returning payer landed; return the payment.
+
+    Throttled like the status endpoint. The payer's return goes on the
+    timeline once per status it was seen in: reloading the result page adds
+    nothing unless the provider reports something new.
+    """
+    if payment.status != S.PENDING or not payment_claim_refresh(
+        payment=payment, min_age_seconds=2
+    ):
+        return payment
+    try:
+        gateway = get_gateway(payment.payment_gateway)
+        note = gateway.return_message(payment_ref(payment), params)
+    except GatewayConfigError:
+        note = ""
+    seen = PaymentEvent.objects.filter(
+        payment=payment, kind=EventKind.RETURN, data__status=payment.status
+    ).exists()
+    payment_refresh(
+        payment=payment,
+        actor=RETURN_ACTOR,
+        kind=EventKind.REFRESH if seen else EventKind.RETURN,
+        data={
+            "note": note,
+            "cancelled": "cancelled" in params,
+            "status": payment.status,
+        },
+    )
+    payment.refresh_from_db()
+    return payment
 
 
 def payment_claim_refresh(*, payment: Payment, min_age_seconds: int) -> bool:

@@ -11,15 +11,15 @@ from django.views.decorators.http import require_GET
 from gateways.base import GatewayConfigError
 from gateways.registry import gateway_infos, get_gateway
 
-from .. import services
+from .. import selectors, services
 from ..forms import PaymentCreateForm
-from ..models import EventKind, Payment, Plan
+from ..models import Payment
 
 
 def checkout_context(form: PaymentCreateForm | None = None) -> dict:
     gateways = gateway_infos()
     return {
-        "plans": Plan.objects.filter(active=True),
+        "plans": selectors.sellable_plans(),
         "gateways": gateways,
         "form": form,
         "selected_gateway": (form.data.get("payment_gateway") if form else None)
@@ -57,22 +57,9 @@ def pay_page(request, ref_id: str):
 @require_GET
 def checkout_return(request, ref_id: str):
     """Confirm server-to-server where the payer landed, then show the result."""
-    payment = get_object_or_404(Payment, ref_id=ref_id)
-    if payment.status == Payment.Status.PENDING and services.payment_claim_refresh(
-        payment=payment, min_age_seconds=2
-    ):
-        try:
-            gateway = get_gateway(payment.payment_gateway)
-            note = gateway.return_message(services.payment_ref(payment), request.GET)
-        except GatewayConfigError:
-            note = ""
-        services.payment_refresh(
-            payment=payment,
-            actor=services.Actor("return"),
-            kind=EventKind.RETURN,
-            data={"note": note, "cancelled": "cancelled" in request.GET},
-        )
-        payment.refresh_from_db()
+    payment = services.payment_return(
+        payment=get_object_or_404(Payment, ref_id=ref_id), params=request.GET
+    )
     return render(
         request,
         "payments/result.html",

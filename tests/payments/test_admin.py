@@ -9,7 +9,7 @@ from decimal import Decimal
 
 import pytest
 from django.contrib import admin
-from django.contrib.auth.models import Group, Permission, User
+from django.contrib.auth.models import Group, User
 from django.urls import reverse
 from django.utils import timezone
 from django_q.models import Schedule, Task
@@ -29,6 +29,7 @@ from payments.models import (
     RefundStatus,
     WebhookDelivery,
 )
+from payments.roles import roles_setup
 from payments.states import PaymentStatus
 from tests.factories import PlanFactory
 
@@ -222,25 +223,54 @@ def listed(response, *payments: Payment) -> list[bool]:
     return [change_url(payment) in content for payment in payments]
 
 
-def test_search_by_ref_id_and_email(admin_client, pending, completed):
+def opened(response) -> str | None:
+    """Return the page a search redirected to, or None if it listed results."""
+    return response.headers["Location"] if response.status_code == 302 else None
+
+
+def test_search_that_finds_one_payment_opens_it(admin_client, pending, completed):
     url = reverse("admin:payments_payment_changelist")
-    assert listed(admin_client.get(url, {"q": pending.ref_id}), pending, completed) == [
-        True,
-        False,
-    ]
-    assert listed(admin_client.get(url, {"q": "bob@exam"}), pending, completed) == [
-        False,
-        True,
-    ]
+    assert opened(admin_client.get(url, {"q": pending.ref_id})) == change_url(pending)
     transaction_id = completed.gateway_transaction_id
-    assert listed(admin_client.get(url, {"q": transaction_id}), pending, completed) == [
-        False,
-        True,
-    ]
+    assert opened(admin_client.get(url, {"q": transaction_id})) == change_url(completed)
+    # E-mails in any case, pasted with spaces around or inside.
+    for typed in ("bob@exam", "BOB@Example.COM", "  bob@example.com\t", "bob @ex"):
+        assert opened(admin_client.get(url, {"q": typed})) == change_url(completed)
+    assert opened(
+        admin_client.get(url, {"q": f" {pending.ref_id[:12]} {pending.ref_id[12:]} "})
+    ) == change_url(pending)
+
+
+def test_search_that_finds_several_lists_them(admin_client, pending, completed):
+    url = reverse("admin:payments_payment_changelist")
+    Payment.objects.filter(pk=pending.pk).update(email="bobby@example.com")
+    response = admin_client.get(url, {"q": "BOB"})
+    assert response.status_code == 200
+    assert listed(response, pending, completed) == [True, True]
     # A fragment of a reference is not a match: references are searched exactly.
-    assert listed(
-        admin_client.get(url, {"q": pending.ref_id[:8]}), pending, completed
-    ) == [False, False]
+    response = admin_client.get(url, {"q": pending.ref_id[:8]})
+    assert response.status_code == 200
+    assert listed(response, pending, completed) == [False, False]
+
+
+def test_search_stays_on_indexed_lookups(admin_client, pending):
+    """No UPPER()/ILIKE and no infix LIKE: each branch can use a b-tree index."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    url = reverse("admin:payments_payment_changelist")
+    with CaptureQueriesContext(connection) as queries:
+        admin_client.get(url, {"q": "ALICE@EXAMPLE"})
+    search = [
+        q["sql"]
+        for q in queries
+        if "payments_payment" in q["sql"] and "LIKE" in q["sql"]
+    ]
+    assert search
+    for sql in search:
+        assert "UPPER(" not in sql and "ILIKE" not in sql
+        assert "'%alice" not in sql.lower()
+        assert "alice@example%" in sql
 
 
 def test_filter_by_status_gateway_review_and_date(admin_client, pending, completed):
@@ -466,23 +496,23 @@ def test_payments_and_events_cannot_be_added_changed_or_deleted(
     assert PaymentEvent.objects.filter(pk=event.pk).exists()
 
 
-def staff_client(client, django_user_model, codename: str):
-    user = django_user_model.objects.create_user(codename, is_staff=True)
-    user.user_permissions.add(
-        Permission.objects.get(codename=codename, content_type__app_label="payments")
-    )
+def role_client(client, django_user_model, role: str):
+    """A client logged in as a non-superuser member of one role group."""
+    roles_setup()
+    user = django_user_model.objects.create_user(role.lower(), is_staff=True)
+    user.groups.add(Group.objects.get(name=role))
     client.force_login(user)
     return client
 
 
 @pytest.fixture
 def support_client(client, django_user_model):
-    return staff_client(client, django_user_model, "view_payment")
+    return role_client(client, django_user_model, "Support")
 
 
 @pytest.fixture
 def operator_client(client, django_user_model):
-    return staff_client(client, django_user_model, "change_payment")
+    return role_client(client, django_user_model, "Operator")
 
 
 def test_support_staff_can_refresh_and_note_but_not_refund(support_client, completed):

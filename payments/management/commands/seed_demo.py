@@ -8,6 +8,7 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 from django.utils import timezone
@@ -16,6 +17,7 @@ from django.utils.module_loading import import_string
 from gateways.money import quantize
 from gateways.registry import ADAPTERS
 from payments.models import EventKind, Payment, PaymentEvent, Plan, Refund, RefundStatus
+from payments.roles import roles_setup
 from payments.states import PaymentStatus as S
 
 DEMO_DOMAIN = "demo.magic-esim.test"
@@ -28,12 +30,13 @@ PLANS = (
     ("gcc-5gb-30d", "Gulf 5 GB / 30 days", "75.00", "SAR"),
     ("uae-3gb-15d", "UAE 3 GB / 15 days", "55.00", "AED"),
 )
-# Documented in README.md: demo only, refused when DEBUG is off.
+# Documented in README.md: demo only, refused when DEBUG is off. Only `admin`
+# is a superuser; the others hold their role's group and nothing else.
 STAFF = (
-    ("admin", "demo-admin-2026"),
-    ("support", "demo-support-2026"),
-    ("operator", "demo-operator-2026"),
-    ("finance", "demo-finance-2026"),
+    ("admin", "demo-admin-2026", None),
+    ("support", "demo-support-2026", "Support"),
+    ("operator", "demo-operator-2026", "Operator"),
+    ("finance", "demo-finance-2026", "Finance"),
 )
 STATUS_WEIGHTS = (
     (S.COMPLETED, 62),
@@ -112,15 +115,21 @@ class Command(BaseCommand):
 
     def _staff(self) -> None:
         User = get_user_model()
-        for username, password in STAFF:
+        roles_setup()
+        for username, password, role in STAFF:
             user, created = User.objects.get_or_create(
                 username=username, defaults={"email": f"{username}@{DEMO_DOMAIN}"}
             )
-            user.is_staff = user.is_superuser = True
+            user.is_staff = True
+            user.is_superuser = role is None
             if created:
                 user.set_password(password)
             user.save()
-        self.stdout.write(f"staff accounts: {', '.join(u for u, _ in STAFF)}")
+            user.groups.set(Group.objects.filter(name=role) if role else [])
+        self.stdout.write(
+            "staff accounts: "
+            + ", ".join(f"{u} ({role or 'superuser'})" for u, _, role in STAFF)
+        )
 
     @transaction.atomic
     def _payments(self, plans: list[Plan], total: int, rng: random.Random) -> None:

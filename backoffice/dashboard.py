@@ -1,0 +1,223 @@
+"""The admin dashboard: figures from payments.selectors, shown by permission.
+
+Each block is computed only for a user who may open what it links to, so a
+role never sees (or pays for) figures it cannot follow up on.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, time, timedelta
+
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.dateformat import format as date_format
+from django.utils.html import format_html
+from django.utils.http import urlencode
+from django.utils.timezone import localtime
+
+from payments import selectors
+from payments.admin.common import money, nowrap
+from payments.states import PaymentStatus
+
+# Chart colours by status, from unfold's palette (CSS variables it defines).
+STATUS_COLOURS = {
+    PaymentStatus.COMPLETED: "var(--color-green-500)",
+    PaymentStatus.PENDING: "var(--color-blue-400)",
+    PaymentStatus.FAILED: "var(--color-red-500)",
+    PaymentStatus.EXPIRED: "var(--color-base-400)",
+    PaymentStatus.PARTIALLY_REFUNDED: "var(--color-orange-400)",
+    PaymentStatus.REFUNDED: "var(--color-primary-600)",
+}
+CURRENCY_COLOURS = (
+    "var(--color-primary-600)",
+    "var(--color-green-500)",
+    "var(--color-orange-400)",
+    "var(--color-blue-400)",
+    "var(--color-red-500)",
+    "var(--color-base-400)",
+)
+
+
+# Unfold replaces its chart defaults with these (JSON only, no functions).
+_LEGEND = {
+    "display": True,
+    "position": "bottom",
+    "labels": {"boxWidth": 8, "boxHeight": 8, "color": "#9ca3af"},
+}
+_TICKS = {"color": "#9ca3af"}
+LINE_OPTIONS = json.dumps(
+    {
+        "animation": False,
+        "responsive": True,
+        "maintainAspectRatio": False,
+        "plugins": {"legend": _LEGEND},
+        "datasets": {"line": {"borderWidth": 2, "pointStyle": False}},
+        "scales": {
+            "x": {"ticks": {**_TICKS, "maxTicksLimit": 10}, "grid": {"display": False}},
+            "y": {"ticks": _TICKS, "beginAtZero": True},
+        },
+    }
+)
+BAR_OPTIONS = json.dumps(
+    {
+        "animation": False,
+        "responsive": True,
+        "maintainAspectRatio": False,
+        "plugins": {"legend": _LEGEND},
+        "datasets": {"bar": {"maxBarThickness": 36, "borderRadius": 4}},
+        "scales": {
+            "x": {"stacked": True, "ticks": _TICKS, "grid": {"display": False}},
+            "y": {"stacked": True, "ticks": _TICKS},
+        },
+    }
+)
+
+
+def dashboard_callback(request, context: dict) -> dict:
+    """Add the dashboard's blocks that this user may follow up on."""
+    user = request.user
+    now = timezone.now()
+    blocks: dict = {
+        "title": "Dashboard",
+        "line_options": LINE_OPTIONS,
+        "bar_options": BAR_OPTIONS,
+    }
+    if user.has_perm("payments.view_payment"):
+        blocks.update(_payment_blocks(now))
+    if user.has_perm("payments.view_refund"):
+        blocks["refunds"] = _volumes(
+            selectors.refund_volume(since=now - _days(30)), "refund"
+        )
+        blocks["refunds_url"] = reverse("admin:payments_refund_changelist")
+    if user.has_perm("payments.view_reconciliationrun"):
+        blocks["last_run"] = selectors.last_reconciliation_run()
+        blocks["runs_url"] = reverse("admin:payments_reconciliationrun_changelist")
+    if user.has_perm("payments.view_webhookdelivery"):
+        blocks["deliveries"] = _deliveries(now)
+    context.update(blocks)
+    return context
+
+
+def review_badge(request) -> str:
+    """Count payments flagged for review, for the sidebar ("" when none)."""
+    if not request.user.has_perm("payments.view_payment"):
+        return ""
+    count = selectors.needs_review_count()
+    return str(count) if count else ""
+
+
+def _days(n: int) -> timedelta:
+    return timedelta(days=n)
+
+
+def _payment_blocks(now) -> dict:
+    today = timezone.make_aware(datetime.combine(timezone.localdate(now), time.min))
+    pending, stuck = selectors.pending_counts(now=now)
+    changelist = reverse("admin:payments_payment_changelist")
+    stats = selectors.gateway_stats(since=now - _days(30), recent_since=now - _days(7))
+    return {
+        "paid_today": _volumes(selectors.paid_volume(since=today)),
+        "paid_30d": _volumes(selectors.paid_volume(since=now - _days(30))),
+        "pending": pending,
+        "pending_url": f"{changelist}?{urlencode({'status__exact': 'PENDING'})}",
+        "stuck": stuck,
+        "review": selectors.needs_review_count(),
+        "review_url": f"{changelist}?{urlencode({'needs_review__exact': '1'})}",
+        "success_rates": [_success_rate(s) for s in stats],
+        "volume_chart": _volume_chart(now),
+        "status_chart": _status_chart(stats),
+        "attention": _attention_table(now),
+    }
+
+
+def _success_rate(stats: selectors.GatewayStats) -> dict:
+    if stats.success_rate is None:
+        return {"gateway": stats.gateway, "rate": 0, "description": "none ended"}
+    rate = round(stats.success_rate * 100)
+    return {
+        "gateway": stats.gateway,
+        "rate": rate,
+        "description": f"{rate} % of {stats.recent_ended} ended",
+    }
+
+
+def _volumes(volumes: list[selectors.Volume], noun: str = "payment") -> list[dict]:
+    return [
+        {
+            "amount": money(v.amount, v.currency),
+            "count": f"{v.count} {noun}{'' if v.count == 1 else 's'}",
+        }
+        for v in volumes
+    ]
+
+
+def _volume_chart(now) -> str:
+    dates, series = selectors.daily_paid_volume(days=30, now=now)
+    datasets = [
+        {
+            "label": currency,
+            "data": [float(amount) for amount in amounts],
+            "borderColor": CURRENCY_COLOURS[i % len(CURRENCY_COLOURS)],
+            "backgroundColor": CURRENCY_COLOURS[i % len(CURRENCY_COLOURS)],
+        }
+        for i, (currency, amounts) in enumerate(series.items())
+    ]
+    labels = [day.strftime("%d %b") for day in dates]
+    return json.dumps({"labels": labels, "datasets": datasets})
+
+
+def _status_chart(stats: list[selectors.GatewayStats]) -> str:
+    datasets = [
+        {
+            "label": status.label,
+            "data": [s.by_status.get(status.value, 0) for s in stats],
+            "backgroundColor": STATUS_COLOURS[status.value],
+            "stack": "statuses",
+        }
+        for status in PaymentStatus
+    ]
+    return json.dumps({"labels": [s.gateway for s in stats], "datasets": datasets})
+
+
+def _attention_table(now) -> dict:
+    rows = []
+    for payment in selectors.payments_needing_attention(now=now):
+        url = reverse("admin:payments_payment_change", args=[payment.pk])
+        reason = payment.review_reason if payment.needs_review else "pending > 48 h"
+        rows.append(
+            [
+                format_html(
+                    '<a class="text-primary-600" href="{}">{}</a>', url, payment.ref_id
+                ),
+                payment.email,
+                nowrap(money(payment.amount, payment.currency)),
+                payment.get_status_display(),
+                reason[:120],
+                nowrap(date_format(localtime(payment.date_created), "Y-m-d H:i")),
+            ]
+        )
+    return {
+        "headers": ["Reference", "E-mail", "Amount", "Status", "Why", "Created"],
+        "rows": rows,
+    }
+
+
+def _deliveries(now) -> dict:
+    failing = selectors.failing_deliveries(since=now - _days(1))
+    recent = list(failing.only("pk", "gateway", "outcome", "error", "received_at")[:5])
+    base = reverse("admin:payments_webhookdelivery_changelist")
+    return {
+        "count": failing.count() if len(recent) == 5 else len(recent),
+        "recent": [
+            {
+                "url": reverse("admin:payments_webhookdelivery_change", args=[d.pk]),
+                "gateway": d.gateway,
+                "outcome": d.get_outcome_display(),
+                "error": (d.error or "")[:100],
+                "at": localtime(d.received_at),
+            }
+            for d in recent
+        ],
+        "url": base,
+    }

@@ -1,0 +1,196 @@
+"""Reads for the dashboard, the checkout and the admin's badges.
+
+Every query here is bounded by a time window or a partial index, so its cost
+follows the recent volume, not the size of the table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+
+from django.db.models import Count, Q, QuerySet, Sum
+from django.db.models.functions import TruncDate
+from django.utils import timezone
+
+from .models import (
+    DeliveryOutcome,
+    Payment,
+    Plan,
+    ReconciliationRun,
+    Refund,
+    RefundStatus,
+    WebhookDelivery,
+)
+from .states import PAID_STATUSES, PaymentStatus
+
+S = PaymentStatus
+# A payment still pending after this long is stuck: someone should look.
+STUCK_AFTER = timedelta(hours=48)
+ENDED_UNPAID = (S.FAILED, S.EXPIRED)
+
+
+@dataclass(frozen=True)
+class Volume:
+    """Money in one currency over a period."""
+
+    currency: str
+    amount: Decimal
+    count: int
+
+
+@dataclass(frozen=True)
+class GatewayStats:
+    """Payments of one gateway created in a period, by status."""
+
+    gateway: str
+    by_status: dict[str, int]
+    recent_paid: int
+    recent_ended: int
+
+    @property
+    def success_rate(self) -> float | None:
+        """Paid share of the recent payments that ended (None if none ended)."""
+        if not self.recent_ended:
+            return None
+        return self.recent_paid / self.recent_ended
+
+
+def sellable_plans() -> list[Plan]:
+    """Return the active plans checkout can charge, in catalogue order."""
+    return [plan for plan in Plan.objects.filter(active=True) if plan.sellable]
+
+
+def needs_review_count() -> int:
+    """Count payments flagged for review (a partial index)."""
+    return Payment.objects.filter(needs_review=True).count()
+
+
+def paid_volume(*, since: datetime) -> list[Volume]:
+    """Sum what was paid since a moment, per currency."""
+    rows = (
+        Payment.objects.filter(date_paid__gte=since)
+        .values("currency")
+        .annotate(amount=Sum("amount_paid"), count=Count("id"))
+        .order_by("-amount")
+    )
+    return [Volume(r["currency"], r["amount"], r["count"]) for r in rows]
+
+
+def daily_paid_volume(*, days: int, now: datetime) -> tuple[list[date], dict]:
+    """Return the last `days` local dates and, per currency, the amount paid each day."""
+    today = timezone.localdate(now)
+    first = today - timedelta(days=days - 1)
+    start = timezone.make_aware(datetime.combine(first, datetime.min.time()))
+    rows = (
+        Payment.objects.filter(date_paid__gte=start)
+        .annotate(day=TruncDate("date_paid"))
+        .values("day", "currency")
+        .annotate(amount=Sum("amount_paid"))
+    )
+    dates = [first + timedelta(days=i) for i in range(days)]
+    series: dict[str, list[Decimal]] = {}
+    for row in rows:
+        amounts = series.setdefault(row["currency"], [Decimal(0)] * days)
+        index = (row["day"] - first).days
+        if 0 <= index < days:
+            amounts[index] += row["amount"]
+    return dates, dict(sorted(series.items(), key=lambda item: -sum(item[1])))
+
+
+def gateway_stats(*, since: datetime, recent_since: datetime) -> list[GatewayStats]:
+    """Count payments per gateway and status since a moment (one index scan).
+
+    `recent_*` counts cover only payments created since `recent_since`: the
+    paid ones, and all that ended (paid, failed or expired).
+    """
+    recent = Q(date_created__gte=recent_since)
+    rows = (
+        Payment.objects.filter(date_created__gte=since)
+        .values("payment_gateway", "status")
+        .annotate(total=Count("id"), recent=Count("id", filter=recent))
+        .order_by()
+    )
+    stats: dict[str, dict] = {}
+    for row in rows:
+        entry = stats.setdefault(
+            row["payment_gateway"], {"by_status": {}, "paid": 0, "ended": 0}
+        )
+        entry["by_status"][row["status"]] = row["total"]
+        if row["status"] in PAID_STATUSES:
+            entry["paid"] += row["recent"]
+            entry["ended"] += row["recent"]
+        elif row["status"] in ENDED_UNPAID:
+            entry["ended"] += row["recent"]
+    return [
+        GatewayStats(code, e["by_status"], e["paid"], e["ended"])
+        for code, e in sorted(stats.items())
+    ]
+
+
+def pending_counts(*, now: datetime) -> tuple[int, int]:
+    """Count pending payments, and those pending for longer than STUCK_AFTER."""
+    pending = Payment.objects.filter(status=S.PENDING)
+    return (
+        pending.count(),
+        pending.filter(date_created__lt=now - STUCK_AFTER).count(),
+    )
+
+
+def refund_volume(*, since: datetime) -> list[Volume]:
+    """Sum refunds completed since a moment (gateway and manual), per currency."""
+    rows = (
+        Refund.objects.filter(
+            date_completed__gte=since,
+            status__in=(RefundStatus.SUCCEEDED, RefundStatus.MANUAL),
+        )
+        .values("currency")
+        .annotate(amount=Sum("amount"), count=Count("id"))
+        .order_by("-amount")
+    )
+    return [Volume(r["currency"], r["amount"], r["count"]) for r in rows]
+
+
+def payments_needing_attention(*, now: datetime, limit: int = 10) -> list[Payment]:
+    """Return flagged payments and stuck pending ones, newest first.
+
+    Two small indexed queries instead of one OR, which no index serves.
+    """
+    columns = Payment.objects.select_related("plan").only(
+        "ref_id",
+        "email",
+        "amount",
+        "currency",
+        "payment_gateway",
+        "status",
+        "needs_review",
+        "review_reason",
+        "date_created",
+        "plan__name",
+    )
+    flagged = list(columns.filter(needs_review=True).order_by("-date_created")[:limit])
+    stuck = list(
+        columns.filter(
+            status=S.PENDING, date_created__lt=now - STUCK_AFTER, needs_review=False
+        ).order_by("-date_created")[:limit]
+    )
+    merged = sorted(flagged + stuck, key=lambda p: p.date_created, reverse=True)
+    return merged[:limit]
+
+
+def last_reconciliation_run() -> ReconciliationRun | None:
+    """Return the newest finished reconciliation run (walks the primary key back)."""
+    return (
+        ReconciliationRun.objects.filter(finished_at__isnull=False)
+        .order_by("-pk")
+        .first()
+    )
+
+
+def failing_deliveries(*, since: datetime) -> QuerySet[WebhookDelivery]:
+    """Return webhook deliveries rejected or in error since a moment, newest first."""
+    return WebhookDelivery.objects.filter(
+        received_at__gte=since,
+        outcome__in=(DeliveryOutcome.REJECTED, DeliveryOutcome.ERROR),
+    ).order_by("-received_at")
