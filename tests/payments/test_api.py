@@ -296,3 +296,33 @@ def test_malformed_idempotency_key_is_400(client, valid, key):
     assert response.status_code == 400
     assert "Idempotency-Key" in response.json()["fields"]
     assert Payment.objects.count() == 0
+
+
+def test_return_page_notes_the_return_once_per_status(client, valid, sandbox):
+    """Reloading the result page must not add a RETURN event on every visit."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    ref_id = post_json(client, valid).json()["ref_id"]
+    payment = Payment.objects.get(ref_id=ref_id)
+
+    def visit():
+        # Past the 2 s throttle, as a payer reloading a minute later would be.
+        Payment.objects.filter(pk=payment.pk).update(
+            last_checked_at=timezone.now() - timedelta(minutes=1)
+        )
+        assert client.get(f"/checkout/return/{ref_id}/").status_code == 200
+
+    for _ in range(3):
+        visit()
+    returns = payment.events.filter(kind=EventKind.RETURN)
+    assert list(returns.values_list("data__status", flat=True)) == ["PENDING"]
+
+    sandbox.choose(payment.gateway_session_id, "paid")
+    visit()
+    visit()
+    payment.refresh_from_db()
+    assert payment.status == Payment.Status.COMPLETED
+    assert returns.count() == 1
+    assert payment.events.filter(kind=EventKind.STATUS_CHANGE).count() == 1

@@ -1,0 +1,218 @@
+"""The admin dashboard: its figures, what each role sees, the sidebar badge."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+from django.contrib.auth.models import Group
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
+from django.utils import timezone
+
+from backoffice.dashboard import review_badge
+from payments import selectors
+from payments.models import (
+    DeliveryOutcome,
+    Payment,
+    ReconciliationRun,
+    Refund,
+    RefundStatus,
+    WebhookDelivery,
+)
+from payments.roles import roles_setup
+from payments.states import PaymentStatus as S
+from tests.factories import PaymentFactory, PlanFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def make(
+    status, *, gateway="sandbox", amount="10.00", currency="USD", age=None, **extra
+):
+    """A payment in a given state, dated `age` ago (a test fixture, not a service)."""
+    plan = PlanFactory(code=f"p-{currency}", price=Decimal(amount), currency=currency)
+    payment = PaymentFactory(plan=plan, payment_gateway=gateway)
+    now = timezone.now()
+    created = now - (age or timedelta(minutes=5))
+    fields = {"status": status, "date_created": created, **extra}
+    if status in (S.COMPLETED, S.PARTIALLY_REFUNDED, S.REFUNDED):
+        fields.setdefault("amount_paid", Decimal(amount))
+        fields.setdefault("date_paid", created + timedelta(minutes=1))
+    Payment.objects.filter(pk=payment.pk).update(**fields)
+    payment.refresh_from_db()
+    return payment
+
+
+@pytest.fixture
+def data():
+    day = timedelta(days=1)
+    paid_today = make(S.COMPLETED, gateway="mpgs", amount="20.00")
+    make(S.COMPLETED, gateway="mpgs", amount="30.00", age=3 * day)
+    make(
+        S.COMPLETED, gateway="coinpayments", amount="7.50", currency="EUR", age=2 * day
+    )
+    make(S.COMPLETED, gateway="mpgs", amount="99.00", age=45 * day)  # outside 30 days
+    make(S.FAILED, gateway="mpgs", age=day)
+    make(S.EXPIRED, gateway="coinpayments", age=day)
+    make(S.PENDING, gateway="mpgs")
+    stuck = make(S.PENDING, gateway="coinpayments", age=3 * day)
+    flagged = make(
+        S.COMPLETED,
+        gateway="mpgs",
+        amount="5.00",
+        age=10 * day,
+        needs_review=True,
+        review_reason="amount mismatch",
+    )
+    Refund.objects.create(
+        payment=paid_today,
+        amount=Decimal("4.00"),
+        currency="USD",
+        status=RefundStatus.SUCCEEDED,
+        date_completed=timezone.now(),
+    )
+    Refund.objects.create(
+        payment=paid_today,
+        amount=Decimal("1.00"),
+        currency="USD",
+        status=RefundStatus.FAILED,
+        date_completed=timezone.now(),
+    )
+    ReconciliationRun.objects.create(
+        trigger="schedule",
+        checked=12,
+        changed=3,
+        errors=1,
+        finished_at=timezone.now(),
+    )
+    WebhookDelivery.objects.create(
+        gateway="mpgs", outcome=DeliveryOutcome.REJECTED, error="bad secret"
+    )
+    WebhookDelivery.objects.create(gateway="mpgs", outcome=DeliveryOutcome.APPLIED)
+    return {"stuck": stuck, "flagged": flagged, "paid_today": paid_today}
+
+
+def test_selectors_compute_the_figures(data):
+    now = timezone.now()
+    volumes = selectors.paid_volume(since=now - timedelta(days=30))
+    assert [(v.currency, v.amount, v.count) for v in volumes] == [
+        ("USD", Decimal("55.00"), 3),
+        ("EUR", Decimal("7.50"), 1),
+    ]
+    assert selectors.pending_counts(now=now) == (2, 1)
+    assert selectors.needs_review_count() == 1
+    refunds = selectors.refund_volume(since=now - timedelta(days=30))
+    assert [(v.currency, v.amount, v.count) for v in refunds] == [
+        ("USD", Decimal("4.00"), 1)
+    ]
+    stats = {
+        s.gateway: s
+        for s in selectors.gateway_stats(
+            since=now - timedelta(days=30), recent_since=now - timedelta(days=7)
+        )
+    }
+    # mpgs, last 7 days: 2 paid, 1 failed (the flagged one is 10 days old).
+    assert (stats["mpgs"].recent_paid, stats["mpgs"].recent_ended) == (2, 3)
+    assert stats["mpgs"].by_status == {"COMPLETED": 3, "FAILED": 1, "PENDING": 1}
+    assert stats["coinpayments"].success_rate == 0.5
+    attention = selectors.payments_needing_attention(now=now)
+    assert [p.pk for p in attention] == [data["stuck"].pk, data["flagged"].pk]
+    dates, series = selectors.daily_paid_volume(days=30, now=now)
+    assert len(dates) == 30 and dates[-1] == timezone.localdate(now)
+    assert sum(series["USD"]) == Decimal("55.00")
+    paid_on = timezone.localdate(data["paid_today"].date_paid)
+    assert series["USD"][dates.index(paid_on)] == Decimal("20.00")
+
+
+def staff(client, django_user_model, role):
+    roles_setup()
+    user = django_user_model.objects.create_user(role.lower(), is_staff=True)
+    user.groups.add(Group.objects.get(name=role))
+    client.force_login(user)
+    return client
+
+
+BLOCKS = (
+    "Paid today",
+    "Needs review",
+    "Refunds, last 30 days",
+    "Last reconciliation",
+    "Webhook problems",
+    "Payments needing attention",
+)
+
+
+@pytest.mark.parametrize(
+    ("role", "shown"),
+    [
+        ("Support", set(BLOCKS)),
+        ("Operator", set(BLOCKS)),
+        ("Finance", set(BLOCKS) - {"Last reconciliation", "Webhook problems"}),
+    ],
+)
+def test_each_role_sees_only_what_it_can_open(
+    client, django_user_model, data, role, shown
+):
+    page = staff(client, django_user_model, role).get(reverse("admin:index"))
+    content = page.content.decode()
+    assert page.status_code == 200
+    assert {block for block in BLOCKS if block in content} == shown
+    assert ("/admin/auth/user/" in content) is False
+    assert ("/admin/django_q/schedule/" in content) is False
+
+
+def test_dashboard_shows_the_numbers_and_charts(admin_client, data):
+    page = admin_client.get(reverse("admin:index"))
+    content = page.content.decode()
+    assert "55.00 USD" in content and "7.50 EUR" in content
+    assert "checked 12, changed 3, errors 1" in content
+    assert data["stuck"].ref_id in content and "amount mismatch" in content
+    chart = json.loads(page.context["status_chart"])
+    assert chart["labels"] == ["coinpayments", "mpgs"]
+    completed = next(d for d in chart["datasets"] if d["label"] == "Completed")
+    assert completed["data"] == [1, 3]
+    deliveries = page.context["deliveries"]
+    assert (
+        deliveries["count"] == 1
+        and deliveries["recent"][0]["outcome"] == "Rejected (signature)"
+    )
+
+
+def test_dashboard_queries_do_not_grow_with_the_data(admin_client, data):
+    with CaptureQueriesContext(connection) as few:
+        admin_client.get(reverse("admin:index"))
+    for i in range(30):
+        make(
+            S.COMPLETED, gateway="mpgs", age=timedelta(days=i % 20), needs_review=i % 2
+        )
+    with CaptureQueriesContext(connection) as many:
+        admin_client.get(reverse("admin:index"))
+    assert len(many) == len(few)
+    assert len(few) <= 20
+
+
+def test_sidebar_badge_counts_payments_needing_review(rf, admin_user, data):
+    request = rf.get("/admin/")
+    request.user = admin_user
+    assert review_badge(request) == "1"
+    Payment.objects.update(needs_review=False)
+    assert review_badge(request) == ""
+
+
+def sidebar_badges(content: str) -> list[str]:
+    return re.findall(r'class="sidebar-badge[^>]*>\s*([^<\s]+)\s*<', content)
+
+
+def test_sidebar_shows_the_badge(admin_client, data):
+    assert sidebar_badges(
+        admin_client.get(reverse("admin:index")).content.decode()
+    ) == ["1"]
+    Payment.objects.update(needs_review=False)
+    assert (
+        sidebar_badges(admin_client.get(reverse("admin:index")).content.decode()) == []
+    )
