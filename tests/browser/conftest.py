@@ -109,3 +109,21 @@ def page(browser, live_server):
     tab = context.new_page()
     yield tab
     context.close()
+
+
+@pytest.fixture
+def completed(plan, sandbox, live_server):
+    """A sandbox payment the payer paid (a signed notification applied)."""
+    from payments import services
+    from payments.models import Payment
+
+    from .helpers import sandbox_payment
+
+    payment = sandbox_payment(plan, live_server, "paid@example.com")
+    body, headers = sandbox.choose(payment.gateway_session_id, "paid")
+    services.webhook_ingest(
+        gateway_code="sandbox", body=body, headers=headers, remote_addr=None
+    )
+    payment.refresh_from_db()
+    assert payment.status == Payment.Status.COMPLETED
+    return payment

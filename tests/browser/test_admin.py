@@ -8,56 +8,19 @@ from decimal import Decimal
 import pytest
 from playwright.sync_api import Page, expect
 
-from payments import services
 from payments.models import EventKind, Payment, Refund, RefundStatus
 
+from .helpers import FAST_HASHERS, PASSWORD, login, open_dialog, sandbox_payment
+
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
-
-PASSWORD = "browser-test-pw-2026"
-
-
-def sandbox_payment(plan, live_server, email: str) -> Payment:
-    return services.payment_create(
-        plan=plan, gateway_code="sandbox", email=email, site_url=live_server.url
-    )
-
-
-@pytest.fixture
-def completed(plan, sandbox, live_server) -> Payment:
-    """A sandbox payment the payer paid (a signed notification applied)."""
-    payment = sandbox_payment(plan, live_server, "paid@example.com")
-    body, headers = sandbox.choose(payment.gateway_session_id, "paid")
-    services.webhook_ingest(
-        gateway_code="sandbox", body=body, headers=headers, remote_addr=None
-    )
-    payment.refresh_from_db()
-    assert payment.status == Payment.Status.COMPLETED
-    return payment
 
 
 @pytest.fixture
 def staff_page(page: Page, django_user_model, settings) -> Page:
     """A browser logged in to the admin, through its login form, as a superuser."""
-    # A fast hasher: PBKDF2 would cost a second to create the user and log in.
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    settings.PASSWORD_HASHERS = FAST_HASHERS
     django_user_model.objects.create_superuser("boss", "boss@example.com", PASSWORD)
-    page.goto("/admin/")
-    page.get_by_label("Username").fill("boss")
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Log in").click()
-    page.wait_for_url("**/admin/")
-    return page
-
-
-def open_dialog(page: Page, action: str):
-    """Click a payment action; return its unfold dialog once it is shown."""
-    page.wait_for_load_state()  # htmx and Alpine are set up
-    url = page.url
-    page.get_by_role("link", name=re.compile(rf"\b{action}$")).click()
-    dialog = page.locator("#dialog")
-    expect(dialog).to_be_visible()
-    assert page.url == url  # a modal over the payment page, not a page of its own
-    return dialog
+    return login(page, "boss")
 
 
 def test_refund_and_note_from_the_payment_page(staff_page: Page, completed, plan):
@@ -112,14 +75,34 @@ def test_search_payments_by_reference(staff_page: Page, completed, plan, live_se
     rows = page.locator("#result_list tbody tr")
     expect(rows).to_have_count(2)
 
+    # One match: the search opens that payment's page instead of a one-row list.
     search = page.locator("input[name=q]")
-    search.fill(completed.ref_id)
+    search.fill(f" {completed.ref_id} ")
     search.press("Enter")
 
-    page.wait_for_url(re.compile(rf"\?q={re.escape(completed.ref_id)}"))
-    expect(rows).to_have_count(1)
-    expect(rows.first).to_contain_text("paid@example.com")
+    page.wait_for_url(re.compile(rf"/admin/payments/payment/{completed.pk}/change/$"))
+    expect(page.get_by_text(completed.ref_id, exact=True).first).to_be_visible()
+    expect(page.get_by_text("Timeline", exact=True)).to_be_visible()
     expect(page.get_by_text(other.ref_id)).to_have_count(0)
-    rows.first.get_by_role("link", name=completed.ref_id).click()
+
+
+def test_search_matching_several_payments_lists_them(
+    staff_page: Page, completed, plan, live_server
+):
+    page = staff_page
+    other = sandbox_payment(plan, live_server, "paid.again@example.com")
+    third = sandbox_payment(plan, live_server, "someone@example.com")
+    page.goto("/admin/payments/payment/")
+    search = page.locator("input[name=q]")
+    search.fill("PAID")
+    search.press("Enter")
+
+    page.wait_for_url(re.compile(r"/admin/payments/payment/\?q=PAID$"))
+    rows = page.locator("#result_list tbody tr")
+    expect(rows).to_have_count(2)
+    expect(rows.filter(has_text=completed.ref_id)).to_contain_text("paid@example.com")
+    expect(rows.filter(has_text=other.ref_id)).to_contain_text("paid.again@")
+    expect(page.get_by_text(third.ref_id)).to_have_count(0)
+    rows.get_by_role("link", name=completed.ref_id).click()
     page.wait_for_url(re.compile(rf"/admin/payments/payment/{completed.pk}/change/"))
     expect(page.get_by_text("Timeline", exact=True)).to_be_visible()
