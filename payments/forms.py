@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from django import forms
 
-from gateways.base import GatewayConfigError
-from gateways.registry import get_gateway, offered_codes
-
+from . import selectors
 from .models import Plan
 
 # Fields the server sets; a client sending them is told so instead of ignored.
@@ -72,14 +70,9 @@ class PaymentCreateForm(forms.Form):
 
     def clean_payment_gateway(self) -> str:
         code = self.cleaned_data["payment_gateway"].strip()
-        if code not in offered_codes():
-            raise forms.ValidationError(f"unknown gateway {code!r}")
-        try:
-            get_gateway(code)
-        except GatewayConfigError as exc:
-            raise forms.ValidationError(
-                f"gateway {code!r} is not available: {exc}"
-            ) from exc
+        problem = selectors.gateway_problem(code)
+        if problem:
+            raise forms.ValidationError(problem)
         return code
 
     def clean_crypto_currency(self) -> str:
@@ -91,9 +84,8 @@ class PaymentCreateForm(forms.Form):
         )
         if not coin:
             return ""
-        try:
-            options = get_gateway(code.strip()).checkout_options()
-        except GatewayConfigError:
+        options = selectors.gateway_options(code.strip())
+        if options is None:
             return coin  # the gateway field reports the problem
         if coin not in options:
             raise forms.ValidationError(

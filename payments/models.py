@@ -139,9 +139,12 @@ class Payment(models.Model):
     date_updated = models.DateTimeField(auto_now=True)
     date_paid = models.DateTimeField(null=True, blank=True)
     expiry_datetime = models.DateTimeField(null=True, blank=True)
+    # The janitor's schedule (services.checks): scheduled checks only.
     last_checked_at = models.DateTimeField(null=True, blank=True)
     next_check_at = models.DateTimeField(null=True, blank=True)
     check_attempts = models.PositiveIntegerField(default=0)
+    # The throttle of customer-facing refreshes (status API, return page).
+    last_refreshed_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-date_created"]
@@ -389,7 +392,8 @@ class ReconciliationRun(models.Model):
     errors = models.PositiveIntegerField(default=0)
     expired = models.PositiveIntegerField(default=0)
     duration_ms = models.PositiveIntegerField(null=True, blank=True)
-    message = models.TextField(blank=True)
+    # What went wrong, per provider (outages, bad batches); empty when nothing did.
+    message = models.TextField("error summary", blank=True)
 
     class Meta:
         ordering = ["-started_at"]

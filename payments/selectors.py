@@ -1,7 +1,9 @@
-"""Reads for the dashboard, the checkout and the admin's badges.
+"""Reads for views, the admin and tasks: checkout options, a payment's public
+view, the gateways offered, the dashboard's figures.
 
-Every query here is bounded by a time window or a partial index, so its cost
-follows the recent volume, not the size of the table.
+With `services`, the only modules of `payments` that reach `gateways/`.
+Every dashboard query is bounded by a time window or a partial index, so its
+cost follows the recent volume, not the size of the table.
 """
 
 from __future__ import annotations
@@ -9,11 +11,24 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 from django.db.models import Count, Q, QuerySet, Sum
 from django.db.models.functions import TruncDate
 from django.utils import timezone
+from django.utils.module_loading import import_string
 
+from gateways.base import GatewayConfigError
+from gateways.money import to_provider
+from gateways.registry import (
+    ADAPTERS,
+    GatewayInfo,
+    gateway_infos,
+    get_gateway,
+    offered_codes,
+)
+
+from .exceptions import GatewayNotConfigured
 from .models import (
     DeliveryOutcome,
     Payment,
@@ -55,6 +70,84 @@ class GatewayStats:
         if not self.recent_ended:
             return None
         return self.recent_paid / self.recent_ended
+
+
+def money_text(amount: Decimal | None, currency: str) -> str:
+    """Format an amount at its currency's precision, e.g. "10.00 USD"."""
+    if amount is None:
+        return "-"
+    return f"{to_provider(amount, currency)} {currency}"
+
+
+def payment_public(payment: Payment) -> dict[str, Any]:
+    """Return what a customer may see of a payment (no e-mail, no internal ids)."""
+    return {
+        "ref_id": payment.ref_id,
+        "status": payment.status,
+        "amount": to_provider(payment.amount, payment.currency),
+        "currency": payment.currency,
+        "payment_gateway": payment.payment_gateway,
+        "payment_url": payment.payment_url,
+        "expiry_datetime": _iso(payment.expiry_datetime),
+        "date_paid": _iso(payment.date_paid),
+    }
+
+
+def _iso(value) -> str | None:
+    return value.isoformat() if value else None
+
+
+def checkout_gateways() -> list[GatewayInfo]:
+    """Return the gateways offered at checkout; unconfigured ones say why."""
+    return gateway_infos()
+
+
+def gateway_choices() -> list[tuple[str, str]]:
+    """Return (code, display name) of every known gateway, for filters."""
+    return [(code, import_string(path).display_name) for code, path in ADAPTERS.items()]
+
+
+def gateway_problem(code: str) -> str:
+    """Say why a gateway cannot take a payment now, or "" when it can."""
+    if code not in offered_codes():
+        return f"unknown gateway {code!r}"
+    try:
+        get_gateway(code)
+    except GatewayConfigError as exc:
+        return f"gateway {code!r} is not available: {exc}"
+    return ""
+
+
+def gateway_options(code: str) -> list[str] | None:
+    """Return the choices a gateway asks for at checkout (coins), None if unusable."""
+    try:
+        return get_gateway(code).checkout_options()
+    except GatewayConfigError:
+        return None
+
+
+def pay_page(payment: Payment) -> tuple[str, dict[str, Any]] | None:
+    """Return the template and context of a gateway's own pay page, if it has one.
+
+    Raise GatewayNotConfigured when the payment's gateway is not available.
+    """
+    from .services import payment_ref
+
+    try:
+        return get_gateway(payment.payment_gateway).pay_page(payment_ref(payment))
+    except GatewayConfigError as exc:
+        raise GatewayNotConfigured(str(exc)) from exc
+
+
+def sandbox_charge(token: str) -> dict[str, Any] | None:
+    """Return the sandbox's pretend charge for a hosted-page token, or None.
+
+    Raise GatewayNotConfigured when the sandbox is not enabled.
+    """
+    try:
+        return get_gateway("sandbox").charge(token)
+    except GatewayConfigError as exc:
+        raise GatewayNotConfigured(str(exc)) from exc
 
 
 def sellable_plans() -> list[Plan]:

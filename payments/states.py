@@ -1,6 +1,14 @@
-"""Canonical payment statuses and the only transitions allowed between them."""
+"""Canonical payment statuses, the only transitions between them, money rules.
+
+Everything that decides a payment's status reads this module: the transition
+table, which statuses may be refunded, how refund totals map to a status, and
+what to do with a provider's report in each status (REPORTS).
+"""
 
 from __future__ import annotations
+
+from decimal import Decimal
+from enum import StrEnum
 
 from django.db import models
 
@@ -27,6 +35,8 @@ TRANSITIONS: dict[str, frozenset[str]] = {
 
 # Statuses in which money has been received.
 PAID_STATUSES = frozenset({S.COMPLETED, S.PARTIALLY_REFUNDED, S.REFUNDED})
+# Statuses in which (part of) the money can still be given back.
+REFUNDABLE_STATUSES = frozenset({S.COMPLETED, S.PARTIALLY_REFUNDED})
 # Statuses the reconciler keeps asking the provider about.
 OPEN_STATUSES = frozenset({S.PENDING})
 # Reaching COMPLETED from these needs a human to look.
@@ -36,3 +46,47 @@ LATE_COMPLETION = frozenset({S.EXPIRED, S.FAILED})
 def can_transition(from_status: str, to_status: str) -> bool:
     """Tell whether the table allows a move."""
     return to_status in TRANSITIONS.get(from_status, frozenset())
+
+
+def refunded_status(refunded: Decimal, paid: Decimal) -> str:
+    """Return the status a paid payment has once `refunded` of `paid` went back."""
+    return S.REFUNDED if refunded >= paid else S.PARTIALLY_REFUNDED
+
+
+class Verdict(StrEnum):
+    """What a provider's report means for a payment in a given status."""
+
+    KEEP = "keep"  # nothing to change
+    PAY = "pay"  # complete it, if amount and currency cover the price
+    END = "end"  # move it to the reported FAILED or EXPIRED
+    REFUNDS = "refunds"  # take the provider's refund total into account
+    IGNORE = "ignore"  # it would move the payment backwards: record, never apply
+
+
+# (current status, reported status) -> verdict; any pair missing is IGNORE.
+# A report of None ("still pending", "unknown") always keeps.
+REPORTS: dict[tuple[str, str], Verdict] = {
+    (S.PENDING, S.PENDING): Verdict.KEEP,
+    (S.PENDING, S.COMPLETED): Verdict.PAY,
+    (S.PENDING, S.FAILED): Verdict.END,
+    (S.PENDING, S.EXPIRED): Verdict.END,
+    (S.FAILED, S.FAILED): Verdict.KEEP,
+    (S.FAILED, S.COMPLETED): Verdict.PAY,
+    (S.EXPIRED, S.EXPIRED): Verdict.KEEP,
+    (S.EXPIRED, S.COMPLETED): Verdict.PAY,
+    (S.COMPLETED, S.COMPLETED): Verdict.KEEP,
+    (S.COMPLETED, S.PARTIALLY_REFUNDED): Verdict.REFUNDS,
+    (S.COMPLETED, S.REFUNDED): Verdict.REFUNDS,
+    (S.PARTIALLY_REFUNDED, S.COMPLETED): Verdict.KEEP,
+    (S.PARTIALLY_REFUNDED, S.PARTIALLY_REFUNDED): Verdict.REFUNDS,
+    (S.PARTIALLY_REFUNDED, S.REFUNDED): Verdict.REFUNDS,
+    (S.REFUNDED, S.COMPLETED): Verdict.KEEP,
+    (S.REFUNDED, S.REFUNDED): Verdict.KEEP,
+}
+
+
+def verdict(current: str, reported: str | None) -> Verdict:
+    """Look up what a provider's report means for a payment in `current`."""
+    if reported is None:
+        return Verdict.KEEP
+    return REPORTS.get((current, reported), Verdict.IGNORE)

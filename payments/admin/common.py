@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, time, timedelta
-from decimal import Decimal
 from typing import Any
 
 from django import forms
@@ -14,15 +13,12 @@ from django.db.models import Model, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.utils import timezone
 from django.utils.html import format_html
-from django.utils.module_loading import import_string
 from django.utils.safestring import SafeString
 from django.utils.translation import gettext_lazy as _
 from unfold.contrib.filters.admin import DropdownFilter, RangeDateFilter
 from unfold.utils import display_for_label
 
-from gateways.money import to_provider
-from gateways.registry import ADAPTERS
-
+from .. import selectors
 from ..models import DeliveryOutcome, EventKind, RefundStatus
 from ..services import Actor
 from ..states import PaymentStatus
@@ -69,11 +65,7 @@ DELIVERY_OUTCOME_COLOURS = colours(
 )
 
 
-def money(amount: Decimal | None, currency: str) -> str:
-    """Format an amount at its currency's precision, e.g. "10.00 USD"."""
-    if amount is None:
-        return "-"
-    return f"{to_provider(amount, currency)} {currency}"
+money = selectors.money_text
 
 
 def nowrap(text: str) -> SafeString:
@@ -150,13 +142,10 @@ class GatewayFilter(DropdownFilter):
     field_name = "payment_gateway"
 
     def lookups(self, request, model_admin):
-        return [
-            (code, getattr(import_string(path), "display_name", code))
-            for code, path in ADAPTERS.items()
-        ]
+        return selectors.gateway_choices()
 
     def queryset(self, request, queryset: QuerySet) -> QuerySet:
-        if self.value() in ADAPTERS:
+        if self.value() in dict(selectors.gateway_choices()):
             return queryset.filter(**{self.field_name: self.value()})
         return queryset
 

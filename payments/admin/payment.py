@@ -24,8 +24,6 @@ from unfold.decorators import action, display
 from unfold.enums import ActionVariant
 from unfold.paginator import InfinitePaginator
 
-from gateways.base import GatewayError
-
 from .. import services
 from ..models import Payment, RefundStatus
 from .common import (
@@ -298,7 +296,7 @@ class PaymentAdmin(ReadOnlyAdminMixin, ModelAdmin):
             applied = services.payment_refresh(
                 payment=form.payment, actor=admin_actor(request)
             )
-        except GatewayError as exc:
+        except services.PaymentError as exc:
             messages.error(request, _("Could not ask the gateway: %s") % exc)
             return self._back(request, object_id)
         if applied is None:
@@ -395,7 +393,7 @@ class PaymentAdmin(ReadOnlyAdminMixin, ModelAdmin):
                 reason=form.cleaned_data["reason"],
                 manual=manual,
             )
-        except (services.RefundNotAllowed, GatewayError) as exc:
+        except services.PaymentError as exc:
             # Nothing was written: show the reason in the dialog, kept open.
             form.add_error("amount", str(exc))
             return render(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from django.contrib import admin, messages
 from django.contrib.admin.utils import flatten_fieldsets
 from django.http import Http404, HttpRequest, HttpResponse
@@ -14,9 +16,7 @@ from unfold.decorators import action, display
 from unfold.forms import BaseDialogForm
 from unfold.paginator import InfinitePaginator
 
-from gateways.base import GatewayError
-
-from .. import services
+from .. import services, tasks
 from ..models import (
     DeliveryOutcome,
     IdempotencyRecord,
@@ -242,14 +242,11 @@ class WebhookDeliveryAdmin(RecordAdmin):
             raise Http404("no such delivery")
         try:
             outcome = services.webhook_reprocess(delivery_id=delivery.pk)
-        except (GatewayError, WebhookDelivery.DoesNotExist) as exc:
+        except services.PaymentError as exc:
             messages.error(request, _("Could not re-process: %s") % exc)
         else:
             result = outcome.delivery
-            text = _("Re-processed: %(outcome)s (answered HTTP %(status)s).") % {
-                "outcome": result.get_outcome_display(),
-                "status": outcome.http_status,
-            }
+            text = _("Re-processed: %s.") % result.get_outcome_display()
             if result.error:
                 text = f"{text} {result.error}"
             if result.outcome in (DeliveryOutcome.APPLIED, DeliveryOutcome.DUPLICATE):
@@ -262,6 +259,7 @@ class WebhookDeliveryAdmin(RecordAdmin):
 
 @admin.register(ReconciliationRun)
 class ReconciliationRunAdmin(RecordAdmin):
+    actions_list = ("run_now",)
     list_display = (
         "started_at",
         "trigger",
@@ -286,6 +284,27 @@ class ReconciliationRunAdmin(RecordAdmin):
     )
     readonly_fields = fields
 
+    def has_run_now_permission(self, request: HttpRequest, object_id=None) -> bool:
+        return has_perm(request, "payments.refresh_payment")
+
+    @action(
+        description=_("Run now"),
+        icon="play_arrow",
+        permissions=["run_now"],
+        dialog={
+            "title": _("Reconcile now"),
+            "description": _(
+                "Queue one reconciliation cycle: due pending payments are asked "
+                "about now, overdue ones expired. The run appears in this list."
+            ),
+            "form_submit_text": _("Run now"),
+        },
+    )
+    def run_now(self, request: HttpRequest, form: BaseDialogForm) -> HttpResponse:
+        run = tasks.enqueue_reconciliation(trigger=f"admin:{request.user.username}")
+        messages.success(request, _("Reconciliation run #%s queued.") % run.pk)
+        return back_to(request, reverse("admin:payments_reconciliationrun_changelist"))
+
 
 @admin.register(IdempotencyRecord)
 class IdempotencyRecordAdmin(RecordAdmin):
@@ -307,4 +326,9 @@ class IdempotencyRecordAdmin(RecordAdmin):
 
     @display(description=_("response body"))
     def response_display(self, obj: IdempotencyRecord):
-        return pretty_json(obj.response_body)
+        # Stored as the exact text sent (for byte-identical replays): parse it
+        # once, or it would be shown as one JSON string inside another.
+        try:
+            return pretty_json(json.loads(obj.response_body))
+        except ValueError:
+            return preformatted(obj.response_body)

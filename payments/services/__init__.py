@@ -1,39 +1,78 @@
 """Business logic: every write to payments, refunds and deliveries happens here.
 
 Views, admin actions, tasks and commands call these functions and nothing
-else writes a payment. `core` holds the guarded transition, the only code
-that assigns a payment's status.
+else writes a payment. `transitions` holds the one way a payment changes
+(`payments_change` and its one-payment forms); `checks` the janitor's check
+schedule; `reconcile` the janitor itself.
 """
 
-from .checkout import idempotent_response, payment_create, request_fingerprint
-from .core import (
-    SYSTEM,
-    Actor,
-    GatewayDown,
+from ..exceptions import (
+    GatewayNotConfigured,
+    GatewayUnavailable,
+    IdempotencyConflict,
     IllegalTransition,
+    PaymentError,
     RefundNotAllowed,
-    payment_transition,
-    redact,
+    RequestInProgress,
+    WebhookNotAccepted,
+)
+from .checkout import (
+    StoredAnswer,
+    idempotency_abandon,
+    idempotency_begin,
+    idempotency_finish,
+    payment_create,
+    request_fingerprint,
+)
+from .checks import (
+    CHECK_BACKOFF,
+    next_check_delay,
+    payment_claim_refresh,
+    payments_record_checks,
 )
 from .plans import plan_save
-from .refunds import refund_finish, refund_request, refund_submit, refundable_amount
+from .reconcile import (
+    claim_due,
+    payment_expire_overdue,
+    reconcile_cycle,
+    reconciliation_start,
+)
+from .refunds import (
+    refund_finish,
+    refund_request,
+    refund_submit,
+    refundable_amount,
+    refunds_retry_pending,
+)
 from .schedules import schedulable_tasks, schedule_validate
 from .staff import payment_add_note, payment_resolve_review
 from .status import (
-    CHECK_BACKOFF,
     Applied,
-    next_check_delay,
-    payment_apply_result,
     payment_apply_status,
-    payment_claim_refresh,
-    payment_expire_overdue,
     payment_ref,
     payment_refresh,
+    payment_refresh_for_customer,
     payment_return,
+    report_change,
+)
+from .transitions import (
+    SYSTEM,
+    Actor,
+    Change,
+    Changed,
+    Entry,
+    money_text,
+    payment_add_entry,
+    payment_change,
+    payment_transition,
+    payments_change,
+    redact,
 )
 from .webhooks import (
+    Intake,
     WebhookOutcome,
     redact_headers,
+    sandbox_choose,
     webhook_ingest,
     webhook_process,
     webhook_reprocess,
@@ -44,31 +83,54 @@ __all__ = [
     "SYSTEM",
     "Actor",
     "Applied",
-    "GatewayDown",
+    "Change",
+    "Changed",
+    "Entry",
+    "GatewayNotConfigured",
+    "GatewayUnavailable",
+    "IdempotencyConflict",
     "IllegalTransition",
+    "Intake",
+    "PaymentError",
     "RefundNotAllowed",
+    "RequestInProgress",
+    "StoredAnswer",
+    "WebhookNotAccepted",
     "WebhookOutcome",
-    "idempotent_response",
+    "claim_due",
+    "idempotency_abandon",
+    "idempotency_begin",
+    "idempotency_finish",
+    "money_text",
     "next_check_delay",
+    "payment_add_entry",
     "payment_add_note",
-    "payment_apply_result",
     "payment_apply_status",
+    "payment_change",
     "payment_claim_refresh",
     "payment_create",
     "payment_expire_overdue",
     "payment_ref",
     "payment_refresh",
+    "payment_refresh_for_customer",
     "payment_resolve_review",
     "payment_return",
     "payment_transition",
+    "payments_change",
+    "payments_record_checks",
     "plan_save",
+    "reconcile_cycle",
+    "reconciliation_start",
     "redact",
     "redact_headers",
     "refund_finish",
     "refund_request",
     "refund_submit",
     "refundable_amount",
+    "refunds_retry_pending",
+    "report_change",
     "request_fingerprint",
+    "sandbox_choose",
     "schedulable_tasks",
     "schedule_validate",
     "webhook_ingest",

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -19,23 +20,18 @@ from gateways.base import (
 )
 from gateways.registry import get_gateway
 
-from ..models import (
-    EventKind,
-    IdempotencyRecord,
-    Payment,
-    Plan,
-)
-from .core import (
+from ..exceptions import GatewayNotConfigured, IdempotencyConflict, RequestInProgress
+from ..exceptions import GatewayUnavailable as ProviderDown
+from ..models import EventKind, IdempotencyRecord, Payment, Plan
+from .checks import first_check_at
+from .transitions import (
     Actor,
-    GatewayDown,
+    Change,
+    Entry,
     S,
-    _event,
-    _lock,
-    _money,
-    _move,
-)
-from .status import (
-    CHECK_BACKOFF,
+    money_text,
+    payment_change,
+    timeline_entry,
 )
 
 API_ACTOR = Actor("api")
@@ -53,10 +49,65 @@ def payment_create(
     """Create a payment for a plan and open the provider's checkout.
 
     The price comes from the plan, never from the client. When the provider
-    fails, the payment is kept as FAILED with the reason and GatewayDown is
-    raised.
+    fails, the payment is kept as FAILED with the reason and
+    GatewayUnavailable is raised (carrying the payment). Raise
+    GatewayNotConfigured when the gateway has no credentials.
     """
-    gateway = get_gateway(gateway_code)
+    try:
+        gateway = get_gateway(gateway_code)
+    except GatewayConfigError as exc:
+        raise GatewayNotConfigured(str(exc)) from exc
+    payment = _payment_row(plan, gateway, gateway_code, email, crypto_currency, actor)
+    try:
+        session = gateway.create_checkout(
+            _checkout_request(payment, plan, site_url.rstrip("/"), gateway_code)
+        )
+    except (GatewayUnavailable, GatewayConfigError) as exc:
+        reason = f"{gateway.display_name} unavailable: {exc}"
+        failed = Change(
+            status=S.FAILED,
+            updates={"failure_reason": reason},
+            message=reason,
+            entries=(Entry(EventKind.GATEWAY_ERROR, reason),),
+        )
+        payment = payment_change(
+            payment_id=payment.pk, actor=actor, decide=lambda _p: failed
+        ).payment
+        raise ProviderDown(reason, payment=payment) from exc
+    opened = _opened(gateway, session, payment, crypto_currency)
+    return payment_change(
+        payment_id=payment.pk, actor=actor, decide=lambda _p: opened
+    ).payment
+
+
+def _opened(gateway, session, payment: Payment, crypto_currency: str) -> Change:
+    """Record what the provider's checkout session told us."""
+    return Change(
+        updates={
+            "payment_url": session.payment_url,
+            "gateway_transaction_id": session.transaction_id,
+            "gateway_session_id": session.session_id,
+            "gateway_data": dict(session.data),
+            "crypto_address": session.crypto_address,
+            "crypto_amount": session.crypto_amount,
+            "crypto_currency": session.crypto_currency or crypto_currency,
+            "expiry_datetime": session.expires_at or payment.expiry_datetime,
+        },
+        entries=(
+            Entry(
+                EventKind.CHECKOUT,
+                f"checkout opened at {gateway.display_name}",
+                {
+                    "transaction_id": session.transaction_id,
+                    "provider": dict(session.raw),
+                },
+            ),
+        ),
+    )
+
+
+def _payment_row(plan, gateway, gateway_code, email, crypto_currency, actor) -> Payment:
+    """Create the PENDING payment and its CREATED event."""
     now = timezone.now()
     with transaction.atomic():
         payment = Payment.objects.create(
@@ -67,59 +118,30 @@ def payment_create(
             payment_gateway=gateway_code,
             crypto_currency=crypto_currency,
             expiry_datetime=now + timedelta(minutes=settings.PAYMENT_EXPIRY_MINUTES),
-            next_check_at=now + CHECK_BACKOFF[0],
+            next_check_at=first_check_at(now),
         )
-        _event(
-            payment,
-            EventKind.CREATED,
-            actor,
-            f"{plan.name} for {_money(plan.price, plan.currency)} "
-            f"via {gateway.display_name}",
+        message = (
+            f"{plan.name} for {money_text(plan.price, plan.currency)} "
+            f"via {gateway.display_name}"
         )
-    site = site_url.rstrip("/")
+        timeline_entry(payment, Entry(EventKind.CREATED, message), actor).save()
+    return payment
+
+
+def _checkout_request(payment: Payment, plan: Plan, site: str, code: str):
     return_url = f"{site}/checkout/return/{payment.ref_id}/"
-    request = CheckoutRequest(
+    return CheckoutRequest(
         ref_id=payment.ref_id,
         amount=payment.amount,
         currency=payment.currency,
-        email=email,
+        email=payment.email,
         description=f"Magic eSIM {plan.name}",
         return_url=return_url,
         cancel_url=f"{return_url}?cancelled=1",
-        notify_url=f"{site}/api/webhooks/{gateway_code}/",
+        notify_url=f"{site}/api/webhooks/{code}/",
         site_url=site,
-        crypto_currency=crypto_currency,
+        crypto_currency=payment.crypto_currency,
     )
-    try:
-        session = gateway.create_checkout(request)
-    except (GatewayUnavailable, GatewayConfigError) as exc:
-        reason = f"{gateway.display_name} unavailable: {exc}"
-        with transaction.atomic():
-            locked = _lock(payment.pk)
-            _event(locked, EventKind.GATEWAY_ERROR, actor, reason)
-            locked.failure_reason = reason
-            _move(locked, S.FAILED, actor, reason, also=["failure_reason"])
-        raise GatewayDown(locked, reason) from exc
-    with transaction.atomic():
-        payment = _lock(payment.pk)
-        payment.payment_url = session.payment_url
-        payment.gateway_transaction_id = session.transaction_id
-        payment.gateway_session_id = session.session_id
-        payment.gateway_data = dict(session.data)
-        payment.crypto_address = session.crypto_address
-        payment.crypto_amount = session.crypto_amount
-        payment.crypto_currency = session.crypto_currency or crypto_currency
-        if session.expires_at:
-            payment.expiry_datetime = session.expires_at
-        payment.save()
-        _event(
-            payment,
-            EventKind.CHECKOUT,
-            actor,
-            f"checkout opened at {gateway.display_name}",
-            {"transaction_id": session.transaction_id, "provider": dict(session.raw)},
-        )
-    return payment
 
 
 def request_fingerprint(data: Mapping[str, Any]) -> str:
@@ -128,31 +150,48 @@ def request_fingerprint(data: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def idempotent_response(
-    *, key: str, fingerprint: str, produce: Callable[[], tuple[int, dict]]
-) -> tuple[int, dict]:
-    """Answer a keyed request once; repeat the stored answer for the same key."""
+@dataclass(frozen=True)
+class StoredAnswer:
+    """The answer given to the first request with an Idempotency-Key, as sent."""
+
+    status: int
+    body: str
+
+
+def idempotency_begin(
+    *, key: str, fingerprint: str
+) -> IdempotencyRecord | StoredAnswer:
+    """Claim an Idempotency-Key, or return the answer stored for it.
+
+    Raise IdempotencyConflict when the key was used with other parameters,
+    RequestInProgress while the first request with it has not finished.
+    """
     try:
         with transaction.atomic():
-            record = IdempotencyRecord.objects.create(key=key, fingerprint=fingerprint)
+            return IdempotencyRecord.objects.create(key=key, fingerprint=fingerprint)
     except IntegrityError:
         record = IdempotencyRecord.objects.get(key=key)
-        if record.fingerprint != fingerprint:
-            return 422, {
-                "error": "Idempotency-Key was already used with different parameters",
-                "fields": {"Idempotency-Key": ["reused with a different request"]},
-            }
-        if record.response_status is None:
-            return 409, {"error": "a request with this Idempotency-Key is in progress"}
-        return record.response_status, json.loads(record.response_body)
-    try:
-        status, body = produce()
-    except BaseException:
+    if record.fingerprint != fingerprint:
+        raise IdempotencyConflict(
+            "Idempotency-Key was already used with different parameters"
+        )
+    if record.response_status is None:
+        raise RequestInProgress("a request with this Idempotency-Key is in progress")
+    return StoredAnswer(record.response_status, record.response_body)
+
+
+def idempotency_finish(
+    *, record: IdempotencyRecord, answer: StoredAnswer, payment: Payment | None
+) -> None:
+    """Keep the answer for replays; a retryable failure (5xx) frees the key instead."""
+    if answer.status >= 500:
         record.delete()
-        raise
+        return
     IdempotencyRecord.objects.filter(pk=record.pk).update(
-        response_status=status,
-        response_body=json.dumps(body),
-        payment=Payment.objects.filter(ref_id=body.get("ref_id")).first(),
+        response_status=answer.status, response_body=answer.body, payment=payment
     )
-    return status, body
+
+
+def idempotency_abandon(*, record: IdempotencyRecord) -> None:
+    """Free a claimed key whose request failed before it had an answer."""
+    record.delete()

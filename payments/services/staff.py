@@ -2,39 +2,32 @@
 
 from __future__ import annotations
 
-from django.db import transaction
-
-from ..models import (
-    EventKind,
-    Payment,
-    PaymentEvent,
-)
-from .core import (
-    Actor,
-    _event,
-    _lock,
-)
+from ..models import EventKind, Payment
+from .transitions import Actor, Change, Entry, payment_add_entry, payment_change
 
 
-def payment_add_note(*, payment_id: int, actor: Actor, message: str) -> PaymentEvent:
+def payment_add_note(*, payment_id: int, actor: Actor, message: str) -> None:
     """Add a staff note to the timeline."""
-    with transaction.atomic():
-        return _event(_lock(payment_id), EventKind.NOTE, actor, message)
+    payment_add_entry(
+        payment_id=payment_id, actor=actor, entry=Entry(EventKind.NOTE, message)
+    )
 
 
 def payment_resolve_review(*, payment_id: int, actor: Actor, message: str) -> Payment:
     """Clear a payment's review flag, recording who and why."""
-    with transaction.atomic():
-        payment = _lock(payment_id)
+
+    def decide(payment: Payment) -> Change:
         if not payment.needs_review:
-            return payment
-        payment.needs_review = False
-        payment.save(update_fields=["needs_review", "date_updated"])
-        _event(
-            payment,
-            EventKind.REVIEW_RESOLVED,
-            actor,
-            message,
-            {"review_reason": payment.review_reason},
+            return Change()
+        return Change(
+            updates={"needs_review": False},
+            entries=(
+                Entry(
+                    EventKind.REVIEW_RESOLVED,
+                    message,
+                    {"review_reason": payment.review_reason},
+                ),
+            ),
         )
-    return payment
+
+    return payment_change(payment_id=payment_id, actor=actor, decide=decide).payment

@@ -1,62 +1,139 @@
-"""Applying what providers report, and asking them (refresh, expiry)."""
+"""Applying what providers report, and asking them (refresh, return, expiry).
+
+What a report does is looked up in `states.REPORTS`; the change itself is
+written by `transitions.payment_change`, the one way a payment changes.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
-from datetime import timedelta
+from dataclasses import replace
 from typing import Any
 
-from django.db import transaction
-from django.db.models import F, Q
+from django.conf import settings
 from django.utils import timezone
 
-from gateways.base import (
-    GatewayConfigError,
-    GatewayError,
-    PaymentRef,
-    StatusResult,
-)
+from gateways.base import GatewayConfigError, GatewayError, PaymentRef, StatusResult
 from gateways.money import quantize
 from gateways.registry import get_gateway
 
-from ..models import (
-    EventKind,
-    Payment,
-    PaymentEvent,
-)
-from ..states import LATE_COMPLETION, PAID_STATUSES
-from .core import (
+from ..exceptions import GatewayNotConfigured
+from ..models import EventKind, Payment, PaymentEvent
+from ..states import LATE_COMPLETION, PaymentStatus, Verdict, refunded_status, verdict
+from .checks import check_updates, payment_claim_refresh
+from .transitions import (
     ZERO,
     Actor,
-    S,
-    _event,
-    _flag,
-    _lock,
-    _money,
-    _move,
+    Change,
+    Changed,
+    Entry,
     logger,
+    money_text,
+    payment_change,
 )
 
-# Wait before the n-th consecutive check of a pending payment (then the last).
-CHECK_BACKOFF = (
-    timedelta(minutes=1),
-    timedelta(minutes=2),
-    timedelta(minutes=5),
-    timedelta(minutes=15),
-    timedelta(hours=1),
-    timedelta(hours=6),
-)
-
+S = PaymentStatus
 REFRESH_ACTOR = Actor("refresh")
+RETURN_ACTOR = Actor("return")
+STATUS_API_ACTOR = Actor("status-api")
+EXPIRY_ACTOR = Actor("expiry")
+
+# What a provider report does is told by `Changed.changed / flagged / ignored`.
+Applied = Changed
 
 
-@dataclass(frozen=True)
-class Applied:
-    payment: Payment
-    changed: bool
-    flagged: bool
-    ignored: bool
+def report_change(
+    payment: Payment,
+    result: StatusResult,
+    *,
+    kind: str = EventKind.REFRESH,
+    data: Mapping[str, Any] | None = None,
+    checked_at=None,
+) -> Change:
+    """Decide what a provider's report does to a locked payment (states.REPORTS).
+
+    COMPLETED needs the reported amount and currency to cover the payment; a
+    mismatch leaves the status alone and flags the payment. A report that
+    would move it backwards is kept as an ignored event. WEBHOOK and RETURN
+    reports always leave an event; a refresh only when something happened.
+    `checked_at` records a scheduled check in the same UPDATE.
+    """
+    event_data = {**(data or {}), "provider": dict(result.raw)}
+    entries: tuple[Entry, ...] = ()
+    if kind != EventKind.REFRESH:
+        message = result.message or f"reported {result.status}"
+        entries = (Entry(kind, message, event_data),)
+    updates = check_updates(payment, checked_at=checked_at) if checked_at else {}
+    base = Change(updates=updates, entries=entries, data=event_data)
+    match verdict(payment.status, result.status):
+        case Verdict.KEEP:
+            return base
+        case Verdict.PAY:
+            return _pay(payment, result, base)
+        case Verdict.END:
+            reason = result.message or str(result.status).lower()
+            return _move(base, result.status, {"failure_reason": reason}, reason)
+        case Verdict.REFUNDS:
+            return _refunds(payment, result, base)
+    return _ignore(payment, result, base)
+
+
+def _move(base: Change, status, updates: Mapping[str, Any], message: str) -> Change:
+    return replace(
+        base, status=status, updates={**base.updates, **updates}, message=message
+    )
+
+
+def _pay(payment: Payment, result: StatusResult, base: Change) -> Change:
+    problem = _amount_problem(payment, result)
+    if problem:
+        return replace(base, review=problem)
+    change = _move(
+        base,
+        S.COMPLETED,
+        {"amount_paid": result.amount, "failure_reason": ""},
+        result.message,
+    )
+    if payment.status in LATE_COMPLETION:
+        late = f"late payment: provider reported success after {payment.status}"
+        return replace(change, review=late)
+    return change
+
+
+def _refunds(payment: Payment, result: StatusResult, base: Change) -> Change:
+    """Take refunds made at the provider (e.g. its portal) into account."""
+    reported = result.amount_refunded
+    if reported is None:
+        reported = payment.amount_paid if result.status == S.REFUNDED else ZERO
+    if reported > payment.amount_paid:
+        base = replace(
+            base,
+            review=f"provider reports {money_text(reported, payment.currency)} "
+            f"refunded of {money_text(payment.amount_paid, payment.currency)} paid",
+        )
+        reported = payment.amount_paid
+    if reported <= payment.amount_refunded:
+        return base
+    return _move(
+        base,
+        refunded_status(reported, payment.amount_paid),
+        {"amount_refunded": reported},
+        f"provider reports {money_text(reported, payment.currency)} refunded",
+    )
+
+
+def _ignore(payment: Payment, result: StatusResult, base: Change) -> Change:
+    ignored = Entry(
+        EventKind.IGNORED_TRANSITION,
+        f"ignored: provider reported {result.status} while payment is {payment.status}",
+        base.data,
+        from_status=payment.status,
+        to_status=result.status,
+    )
+    review = ""
+    if result.status in (S.PARTIALLY_REFUNDED, S.REFUNDED):
+        review = f"provider reports {result.status} but payment is {payment.status}"
+    return replace(base, entries=(*base.entries, ignored), review=review)
 
 
 def _amount_problem(payment: Payment, result: StatusResult) -> str:
@@ -83,127 +160,14 @@ def payment_apply_status(
     data: Mapping[str, Any] | None = None,
     checked_at=None,
 ) -> Applied:
-    """Apply a provider's report to a payment, never moving it backwards.
+    """Apply a provider's report to a payment, never moving it backwards."""
 
-    COMPLETED needs the reported amount and currency to cover the payment; a
-    mismatch leaves the status alone and flags the payment for review. A
-    report that contradicts a later state is kept as an ignored event.
-    `kind` WEBHOOK and RETURN always leave an event; a refresh only when
-    something happened. `checked_at` also records the provider check (and
-    the next one's back-off) in the same UPDATE.
-    """
-    # No savepoint when nested: any error must undo the caller's whole unit.
-    with transaction.atomic(savepoint=False):
-        payment = _lock(payment_id)
-        current, reported = payment.status, result.status
-        event_data = {**(data or {}), "provider": dict(result.raw)}
-        changed = flagged = ignored = False
-        dirty: list[str] = []
-        if checked_at is not None:
-            payment.last_checked_at = checked_at
-            payment.check_attempts += 1
-            payment.next_check_at = (
-                checked_at + next_check_delay(payment.check_attempts)
-                if current == S.PENDING
-                else None
-            )
-            dirty += ["last_checked_at", "check_attempts", "next_check_at"]
-        if kind != EventKind.REFRESH:
-            _event(
-                payment,
-                kind,
-                actor,
-                result.message or f"reported {reported}",
-                event_data,
-            )
-
-        if (
-            reported is None
-            or reported == current
-            and reported not in (S.PARTIALLY_REFUNDED,)
-        ):
-            pass
-        elif reported == S.COMPLETED and current in (S.PENDING, *LATE_COMPLETION):
-            problem = _amount_problem(payment, result)
-            if problem:
-                flagged = _flag(payment, problem, actor, event_data)
-            else:
-                payment.amount_paid = result.amount
-                payment.failure_reason = ""
-                dirty += ["amount_paid", "failure_reason"]
-                _move(payment, S.COMPLETED, actor, result.message, event_data, dirty)
-                changed = True
-                if current in LATE_COMPLETION:
-                    flagged = _flag(
-                        payment,
-                        f"late payment: provider reported success after {current}",
-                        actor,
-                    )
-        elif reported in (S.FAILED, S.EXPIRED) and current == S.PENDING:
-            payment.failure_reason = result.message or reported.lower()
-            dirty.append("failure_reason")
-            _move(payment, reported, actor, result.message, event_data, dirty)
-            changed = True
-        elif reported in (S.PARTIALLY_REFUNDED, S.REFUNDED) and current in (
-            S.COMPLETED,
-            S.PARTIALLY_REFUNDED,
-        ):
-            changed, flagged = _apply_provider_refunds(
-                payment, result, actor, event_data
-            )
-        elif reported == S.COMPLETED and current in PAID_STATUSES:
-            pass  # already paid; refunds are applied by their own reports
-        else:
-            ignored = True
-            _event(
-                payment,
-                EventKind.IGNORED_TRANSITION,
-                actor,
-                f"ignored: provider reported {reported} while payment is {current}",
-                event_data,
-                from_status=current,
-                to_status=reported,
-            )
-            if reported in (S.PARTIALLY_REFUNDED, S.REFUNDED):
-                flagged = _flag(
-                    payment,
-                    f"provider reports {reported} but payment is {current}",
-                    actor,
-                )
-        if dirty:
-            payment.save(update_fields=[*dirty, "date_updated"])
-    return Applied(payment, changed, flagged, ignored)
-
-
-def _apply_provider_refunds(
-    payment: Payment, result: StatusResult, actor: Actor, data
-) -> tuple[bool, bool]:
-    """Take refunds made at the provider (e.g. its portal) into account."""
-    reported = result.amount_refunded
-    if reported is None:
-        reported = payment.amount_paid if result.status == S.REFUNDED else ZERO
-    flagged = False
-    if reported > payment.amount_paid:
-        flagged = _flag(
-            payment,
-            f"provider reports {_money(reported, payment.currency)} refunded of "
-            f"{_money(payment.amount_paid, payment.currency)} paid",
-            actor,
+    def decide(payment: Payment) -> Change:
+        return report_change(
+            payment, result, kind=kind, data=data, checked_at=checked_at
         )
-        reported = payment.amount_paid
-    if reported <= payment.amount_refunded:
-        return False, flagged
-    payment.amount_refunded = reported
-    payment.save(update_fields=["amount_refunded"])
-    target = S.REFUNDED if reported >= payment.amount_paid else S.PARTIALLY_REFUNDED
-    _move(
-        payment,
-        target,
-        actor,
-        f"provider reports {_money(reported, payment.currency)} refunded",
-        data,
-    )
-    return True, flagged
+
+    return payment_change(payment_id=payment_id, actor=actor, decide=decide)
 
 
 def payment_ref(payment: Payment) -> PaymentRef:
@@ -224,71 +188,71 @@ def payment_ref(payment: Payment) -> PaymentRef:
     )
 
 
-def next_check_delay(attempts: int) -> timedelta:
-    return CHECK_BACKOFF[min(attempts, len(CHECK_BACKOFF) - 1)]
-
-
 def payment_refresh(
     *,
     payment: Payment,
     actor: Actor = REFRESH_ACTOR,
     kind: str = EventKind.REFRESH,
     data: Mapping[str, Any] | None = None,
+    scheduled: bool = False,
 ) -> Applied | None:
     """Ask the provider for a payment's status and apply it.
 
-    Return None when the provider could not be asked; the fault is recorded
-    as an event for staff-initiated refreshes and the next check is backed off.
+    Return None when the provider could not be asked; the fault goes on the
+    timeline for staff-initiated refreshes and returns. Only a `scheduled`
+    check (reconciliation, expiry) moves the payment's check schedule.
+    Raise GatewayNotConfigured when its gateway has no credentials.
     """
     now = timezone.now()
     try:
         result = get_gateway(payment.payment_gateway).fetch_status(payment_ref(payment))
+    except GatewayConfigError as exc:
+        raise GatewayNotConfigured(str(exc)) from exc
     except GatewayError as exc:
-        _record_failed_check(payment.pk, now)
-        if actor.user is not None or kind != EventKind.REFRESH:
-            with transaction.atomic():
-                _event(_lock(payment.pk), EventKind.GATEWAY_ERROR, actor, str(exc))
-        logger.warning("refresh of %s failed: %s", payment.ref_id, exc)
+        _record_fault(payment, actor, kind, str(exc), now if scheduled else None)
         return None
-    return payment_apply_result(
-        payment_id=payment.pk, result=result, actor=actor, kind=kind, data=data, now=now
-    )
-
-
-def payment_apply_result(
-    *,
-    payment_id: int,
-    result: StatusResult,
-    actor: Actor,
-    kind: str = EventKind.REFRESH,
-    data: Mapping[str, Any] | None = None,
-    now=None,
-) -> Applied:
-    """Apply a fetched status and note when the payment was last checked."""
     return payment_apply_status(
-        payment_id=payment_id,
+        payment_id=payment.pk,
         result=result,
         actor=actor,
         kind=kind,
         data=data,
-        checked_at=now or timezone.now(),
+        checked_at=now if scheduled else None,
     )
 
 
-def _record_failed_check(payment_id: int, now) -> None:
-    # No lock: the status itself is never touched here.
-    payment = Payment.objects.only("check_attempts", "status").get(pk=payment_id)
-    attempts = payment.check_attempts + 1
-    Payment.objects.filter(pk=payment_id).update(
-        last_checked_at=now,
-        check_attempts=F("check_attempts") + 1,
-        next_check_at=now + next_check_delay(attempts)
-        if payment.status == S.PENDING
-        else None,
-    )
+def _record_fault(payment: Payment, actor: Actor, kind: str, error: str, checked_at):
+    logger.warning("refresh of %s failed: %s", payment.ref_id, error)
+    noted = actor.user is not None or kind != EventKind.REFRESH
+    if not noted and checked_at is None:
+        return
+
+    def decide(locked: Payment) -> Change:
+        updates = {}
+        if checked_at is not None and locked.status == S.PENDING:
+            updates = check_updates(locked, checked_at=checked_at)
+        entries = (Entry(EventKind.GATEWAY_ERROR, error),) if noted else ()
+        return Change(updates=updates, entries=entries)
+
+    payment_change(payment_id=payment.pk, actor=actor, decide=decide)
 
 
-RETURN_ACTOR = Actor("return")
+def payment_refresh_for_customer(*, payment: Payment) -> Payment:
+    """Refresh a pending payment a customer is looking at, throttled; return it.
+
+    Throttled per payment across workers (STATUS_REFRESH_SECONDS); never moves
+    the reconciler's schedule. A provider fault leaves the stored status.
+    """
+    if payment.status != S.PENDING or not payment_claim_refresh(
+        payment=payment, min_age_seconds=settings.STATUS_REFRESH_SECONDS
+    ):
+        return payment
+    try:
+        payment_refresh(payment=payment, actor=STATUS_API_ACTOR)
+    except GatewayNotConfigured:
+        return payment
+    payment.refresh_from_db()
+    return payment
 
 
 def payment_return(*, payment: Payment, params: Mapping[str, str]) -> Payment:
@@ -304,9 +268,9 @@ def payment_return(*, payment: Payment, params: Mapping[str, str]) -> Payment:
         return payment
     try:
         gateway = get_gateway(payment.payment_gateway)
-        note = gateway.return_message(payment_ref(payment), params)
     except GatewayConfigError:
-        note = ""
+        return payment
+    note = gateway.return_message(payment_ref(payment), params)
     seen = PaymentEvent.objects.filter(
         payment=payment, kind=EventKind.RETURN, data__status=payment.status
     ).exists()
@@ -322,55 +286,3 @@ def payment_return(*, payment: Payment, params: Mapping[str, str]) -> Payment:
     )
     payment.refresh_from_db()
     return payment
-
-
-def payment_claim_refresh(*, payment: Payment, min_age_seconds: int) -> bool:
-    """Claim the right to refresh a payment now; False if checked too recently.
-
-    A conditional UPDATE makes the throttle hold across workers: of several
-    concurrent status requests only one reaches the provider.
-    """
-    now = timezone.now()
-    cutoff = now - timedelta(seconds=min_age_seconds)
-    claimed = (
-        Payment.objects.filter(pk=payment.pk)
-        .filter(Q(last_checked_at__isnull=True) | Q(last_checked_at__lt=cutoff))
-        .update(last_checked_at=now)
-    )
-    return claimed == 1
-
-
-def payment_expire_overdue(*, now=None, limit: int = 500) -> int:
-    """Expire pending payments past their expiry, after one last provider check.
-
-    The least recently checked go first, so payments whose provider cannot be
-    reached (they stay pending) never starve the others.
-    """
-    now = now or timezone.now()
-    overdue = list(
-        Payment.objects.filter(status=S.PENDING, expiry_datetime__lt=now).order_by(
-            F("last_checked_at").asc(nulls_first=True), "expiry_datetime"
-        )[:limit]
-    )
-    actor = Actor("expiry")
-    expired = 0
-    for payment in overdue:
-        applied = payment_refresh(payment=payment, actor=actor)
-        if applied is None:
-            continue  # provider unreachable: keep it pending, try again later
-        if applied.payment.status != S.PENDING:
-            expired += applied.payment.status == S.EXPIRED
-            continue
-        with transaction.atomic():
-            locked = _lock(payment.pk)
-            if locked.status == S.PENDING:
-                locked.failure_reason = "payment window ended without payment"
-                _move(
-                    locked,
-                    S.EXPIRED,
-                    actor,
-                    locked.failure_reason,
-                    also=["failure_reason"],
-                )
-                expired += 1
-    return expired

@@ -1,9 +1,14 @@
-"""Provider notifications: stored raw, verified, applied at most once."""
+"""Provider notifications: stored raw, verified, applied at most once.
+
+The services say what happened to a delivery (`Intake`); the webhook view
+turns that into the HTTP answer the provider gets.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from enum import StrEnum
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
@@ -14,32 +19,34 @@ from gateways.base import (
     StatusResult,
     WebhookEvent,
     WebhookRejected,
+    WebhookReply,
 )
 from gateways.registry import get_gateway
 
-from ..models import (
-    EventKind,
-    Payment,
-    WebhookDelivery,
-)
-from .core import (
-    Actor,
-    _flag,
-    _lock,
-    logger,
-)
-from .status import (
-    payment_apply_status,
-    payment_ref,
-)
+from ..exceptions import GatewayNotConfigured, WebhookNotAccepted
+from ..models import EventKind, Payment, WebhookDelivery
+from .status import payment_apply_status, payment_ref
+from .transitions import Actor, Change, logger, payment_change
+
+
+class Intake(StrEnum):
+    """What became of an inbound notification."""
+
+    ACCEPTED = "accepted"  # stored and applied, or recognised as a duplicate
+    REJECTED = "rejected"  # signature or merchant did not verify
+    UNKNOWN_GATEWAY = "unknown_gateway"  # no such gateway, or not configured
+    UNMATCHED = "unmatched"  # verified, but no payment has that reference
+    RETRY_LATER = "retry_later"  # the provider could not confirm it: ask again
 
 
 @dataclass(frozen=True)
 class WebhookOutcome:
-    http_status: int
-    body: str
-    content_type: str
+    """The stored delivery, what became of it, and the provider's expected reply."""
+
+    intake: Intake
     delivery: WebhookDelivery
+    message: str = ""
+    reply: WebhookReply | None = None
 
 
 def storable(text: str) -> str:
@@ -78,7 +85,11 @@ def webhook_ingest(
             error=f"gateway not configured: {exc}",
             processed_at=timezone.now(),
         )
-        return _reply(delivery, 404, f"gateway {gateway_code!r} is not configured")
+        return WebhookOutcome(
+            Intake.UNKNOWN_GATEWAY,
+            delivery,
+            f"gateway {gateway_code!r} is not configured",
+        )
     delivery = WebhookDelivery.objects.create(
         gateway=gateway_code,
         headers=redact_headers(headers, gateway.secret_headers),
@@ -92,21 +103,45 @@ def webhook_ingest(
         logger.warning(
             "rejected %s notification #%s: %s", gateway_code, delivery.pk, exc
         )
-        return _reply(delivery, 403, f"rejected: {exc}")
+        return WebhookOutcome(Intake.REJECTED, delivery, f"rejected: {exc}")
     return webhook_process(delivery=delivery, event=event)
+
+
+def sandbox_choose(*, token: str, choice: str) -> None:
+    """Take the payer's choice on the sandbox's hosted page.
+
+    Its signed notification goes through the same verification and ingestion
+    path as any provider's, in-process: an HTTP call from the request back to
+    this server would deadlock a single-worker server.
+    """
+    try:
+        gateway = get_gateway("sandbox")
+    except GatewayConfigError as exc:
+        raise GatewayNotConfigured(str(exc)) from exc
+    notification = gateway.choose(token, choice)
+    if notification is not None:
+        body, headers = notification
+        webhook_ingest(
+            gateway_code="sandbox", body=body, headers=headers, remote_addr="127.0.0.1"
+        )
 
 
 def webhook_reprocess(*, delivery_id: int) -> WebhookOutcome:
     """Apply a stored, verified delivery again (from the admin)."""
     delivery = WebhookDelivery.objects.get(pk=delivery_id)
     if not delivery.signature_valid:
-        raise WebhookRejected(
+        raise WebhookNotAccepted(
             "only deliveries with a valid signature can be re-processed"
         )
-    gateway = get_gateway(delivery.gateway)
-    event = gateway.parse_webhook(
-        delivery.body.encode(), delivery.headers, verified=True
-    )
+    try:
+        gateway = get_gateway(delivery.gateway)
+        event = gateway.parse_webhook(
+            delivery.body.encode(), delivery.headers, verified=True
+        )
+    except GatewayConfigError as exc:
+        raise GatewayNotConfigured(str(exc)) from exc
+    except WebhookRejected as exc:
+        raise WebhookNotAccepted(str(exc)) from exc
     return webhook_process(delivery=delivery, event=event)
 
 
@@ -118,15 +153,16 @@ def webhook_process(
     reply = gateway.webhook_reply(event)
     Outcome = WebhookDelivery.Outcome
     delivery.signature_valid = True  # written with the outcome by _finish
+    accepted = WebhookOutcome(Intake.ACCEPTED, delivery, reply=reply)
     if _already_applied(delivery, event.event_id):
         _finish(delivery, Outcome.DUPLICATE)
-        return _reply(delivery, reply.status, reply.body, reply.content_type)
+        return accepted
     payment = _find_payment(delivery.gateway, event)
     if payment is None:
         _finish(
             delivery, Outcome.UNMATCHED, error="no payment matches this notification"
         )
-        return _reply(delivery, 404, "unknown payment")
+        return WebhookOutcome(Intake.UNMATCHED, delivery, "unknown payment")
     source = Actor(f"webhook:{delivery.gateway}")
     data = {"delivery": delivery.pk, "event_id": event.event_id}
     if (
@@ -134,40 +170,43 @@ def webhook_process(
         and payment.gateway_transaction_id
         and event.transaction_id != payment.gateway_transaction_id
     ):
-        with transaction.atomic():
-            locked = _lock(payment.pk)
-            _flag(
-                locked,
-                "notification transaction id does not match the payment",
-                source,
-                data,
-            )
+        mismatch = Change(
+            review="notification transaction id does not match the payment", data=data
+        )
+        payment_change(payment_id=payment.pk, actor=source, decide=lambda _p: mismatch)
         _finish(delivery, Outcome.REVIEW, payment=payment, event_id=event.event_id)
-        return _reply(delivery, reply.status, reply.body, reply.content_type)
+        return accepted
+    try:
+        result = _event_result(gateway, payment, event)
+    except GatewayError as exc:
+        error = f"confirmation failed: {exc}"
+        _finish(delivery, Outcome.ERROR, payment=payment, error=error)
+        return WebhookOutcome(
+            Intake.RETRY_LATER, delivery, "provider unavailable, retry later"
+        )
+    _apply_once(delivery, event, payment, result, source, data)
+    return accepted
+
+
+def _event_result(gateway, payment: Payment, event: WebhookEvent) -> StatusResult:
+    """Return what the notification reports, confirmed with the provider if asked."""
     if event.confirm:
-        try:
-            result = gateway.fetch_status(payment_ref(payment))
-        except GatewayError as exc:
-            _finish(
-                delivery,
-                Outcome.ERROR,
-                payment=payment,
-                error=f"confirmation failed: {exc}",
-            )
-            return _reply(delivery, 503, "provider unavailable, retry later")
-        result = replace(
-            result, message=f"{event.message}; confirmed: {result.message}"
-        )
-    else:
-        result = StatusResult(
-            ref_id=payment.ref_id,
-            status=event.status,
-            amount=event.amount,
-            currency=event.currency,
-            transaction_id=event.transaction_id,
-            message=event.message,
-            raw=event.raw,
-        )
+        result = gateway.fetch_status(payment_ref(payment))
+        return replace(result, message=f"{event.message}; confirmed: {result.message}")
+    return StatusResult(
+        ref_id=payment.ref_id,
+        status=event.status,
+        amount=event.amount,
+        currency=event.currency,
+        transaction_id=event.transaction_id,
+        message=event.message,
+        raw=event.raw,
+    )
+
+
+def _apply_once(delivery, event, payment, result, source, data) -> None:
+    """Apply the report and record the delivery's outcome in one transaction."""
+    Outcome = WebhookDelivery.Outcome
     try:
         with transaction.atomic():
             applied = payment_apply_status(
@@ -177,19 +216,17 @@ def webhook_process(
                 kind=EventKind.WEBHOOK,
                 data=data,
             )
-            outcome = (
-                Outcome.REVIEW
-                if applied.flagged
-                else Outcome.IGNORED
-                if applied.ignored or event.status is None and not event.confirm
-                else Outcome.APPLIED
-            )
+            if applied.flagged:
+                outcome = Outcome.REVIEW
+            elif applied.ignored or (event.status is None and not event.confirm):
+                outcome = Outcome.IGNORED
+            else:
+                outcome = Outcome.APPLIED
             _finish(delivery, outcome, payment=payment, event_id=event.event_id)
     except IntegrityError:
         # The same provider event was applied concurrently: everything above
         # rolled back, so it counts once.
         _finish(delivery, Outcome.DUPLICATE, payment=payment)
-    return _reply(delivery, reply.status, reply.body, reply.content_type)
 
 
 def _already_applied(delivery: WebhookDelivery, event_id: str) -> bool:
@@ -233,9 +270,3 @@ def _finish(
         delivery.provider_event_id = storable(event_id)[:255]
         fields.append("provider_event_id")
     delivery.save(update_fields=fields)
-
-
-def _reply(
-    delivery, status: int, body: str, content_type: str = "text/plain"
-) -> WebhookOutcome:
-    return WebhookOutcome(status, body, content_type, delivery)

@@ -2,21 +2,22 @@
 
 from __future__ import annotations
 
+import hmac
 import json
 
 from django.conf import settings
-from django.http import HttpResponseRedirect, JsonResponse
+from django.http import HttpResponse, HttpResponseRedirect, JsonResponse
 from django.middleware.csrf import CsrfViewMiddleware
 from django.shortcuts import render
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
-from gateways.base import constant_time_equal
-
-from .. import services, tasks
+from .. import selectors, services, tasks
+from ..exceptions import GatewayUnavailable
 from ..forms import PaymentCreateForm
 from ..models import Payment
-from .common import json_error, payment_public, site_url
+from .common import json_error, site_url
+from .errors import api_errors, error_response
 from .pages import checkout_context
 
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
@@ -75,6 +76,7 @@ def _wants_json(request, is_form: bool) -> bool:
 
 @csrf_exempt
 @require_POST
+@api_errors
 def payment_create(request):
     """Create a payment; JSON for API clients, a redirect for the checkout form."""
     try:
@@ -92,7 +94,7 @@ def payment_create(request):
             return _checkout_page(request, form, status=400)
         return json_error(400, "invalid request", form.error_dict())
 
-    def produce() -> tuple[int, dict]:
+    def create() -> JsonResponse:
         try:
             payment = services.payment_create(
                 plan=form.cleaned_data["plan"],
@@ -101,14 +103,9 @@ def payment_create(request):
                 crypto_currency=form.cleaned_data.get("crypto_currency") or "",
                 site_url=site_url(request),
             )
-        except services.GatewayDown as exc:
-            return 503, {
-                "error": "the payment provider is unavailable, please try again later",
-                "fields": {},
-                "ref_id": exc.payment.ref_id,
-                "status": exc.payment.status,
-            }
-        return 201, payment_public(payment)
+        except GatewayUnavailable as exc:
+            return error_response(exc)
+        return JsonResponse(selectors.payment_public(payment), status=201)
 
     key = request.headers.get("Idempotency-Key", "").strip()
     if key:
@@ -118,21 +115,46 @@ def payment_create(request):
                 "invalid Idempotency-Key",
                 {"Idempotency-Key": ["at most 255 printable ASCII characters"]},
             )
-        fingerprint = services.request_fingerprint(
-            {k: str(v) for k, v in form.cleaned_data.items() if k != "plan"}
-            | {"plan": form.cleaned_data["plan"].code}
-        )
-        status, body = services.idempotent_response(
-            key=key, fingerprint=fingerprint, produce=produce
-        )
+        response = _once(key, _fingerprint(form), create)
     else:
-        status, body = produce()
+        response = create()
     if wants_json:
-        return JsonResponse(body, status=status)
-    if status == 201:
+        return response
+    body = json.loads(response.content)
+    if response.status_code == 201:
         return HttpResponseRedirect(body["payment_url"], status=303)
     form.add_error(None, body["error"])
-    return _checkout_page(request, form, status=status)
+    return _checkout_page(request, form, status=response.status_code)
+
+
+def _fingerprint(form: PaymentCreateForm) -> str:
+    cleaned = form.cleaned_data
+    return services.request_fingerprint(
+        {k: str(v) for k, v in cleaned.items() if k != "plan"}
+        | {"plan": cleaned["plan"].code}
+    )
+
+
+def _once(key: str, fingerprint: str, create) -> HttpResponse:
+    """Answer a keyed create once; repeat the first answer byte for byte."""
+    claim = services.idempotency_begin(key=key, fingerprint=fingerprint)
+    if isinstance(claim, services.StoredAnswer):
+        return HttpResponse(
+            claim.body, status=claim.status, content_type="application/json"
+        )
+    try:
+        response = create()
+    except BaseException:
+        services.idempotency_abandon(record=claim)
+        raise
+    body = response.content.decode()
+    ref_id = json.loads(body).get("ref_id")
+    services.idempotency_finish(
+        record=claim,
+        answer=services.StoredAnswer(response.status_code, body),
+        payment=Payment.objects.filter(ref_id=ref_id).first() if ref_id else None,
+    )
+    return response
 
 
 def _checkout_page(request, form, status: int):
@@ -147,12 +169,8 @@ def payment_status(request, ref_id: str):
     payment = Payment.objects.filter(ref_id=ref_id).first()
     if payment is None:
         return json_error(404, "unknown payment reference")
-    if payment.status == Payment.Status.PENDING and services.payment_claim_refresh(
-        payment=payment, min_age_seconds=settings.STATUS_REFRESH_SECONDS
-    ):
-        services.payment_refresh(payment=payment, actor=services.Actor("status-api"))
-        payment.refresh_from_db()
-    return JsonResponse(payment_public(payment))
+    payment = services.payment_refresh_for_customer(payment=payment)
+    return JsonResponse(selectors.payment_public(payment))
 
 
 @csrf_exempt
@@ -162,7 +180,7 @@ def update_pending(request):
     token = settings.RECONCILE_API_TOKEN
     auth = request.headers.get("Authorization", "")
     bearer = auth[7:].strip() if auth.lower().startswith("bearer ") else ""
-    if not (token and bearer and constant_time_equal(token, bearer)):
+    if not (token and bearer and hmac.compare_digest(token.encode(), bearer.encode())):
         if not (request.user.is_authenticated and request.user.is_staff):
             status = 403 if request.user.is_authenticated else 401
             return json_error(status, "staff login or a valid bearer token is required")

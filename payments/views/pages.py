@@ -8,16 +8,14 @@ from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET
 
-from gateways.base import GatewayConfigError
-from gateways.registry import gateway_infos, get_gateway
-
 from .. import selectors, services
+from ..exceptions import GatewayNotConfigured
 from ..forms import PaymentCreateForm
 from ..models import Payment
 
 
 def checkout_context(form: PaymentCreateForm | None = None) -> dict:
-    gateways = gateway_infos()
+    gateways = selectors.checkout_gateways()
     return {
         "plans": selectors.sellable_plans(),
         "gateways": gateways,
@@ -41,10 +39,8 @@ def pay_page(request, ref_id: str):
     if payment.status != Payment.Status.PENDING:
         return HttpResponseRedirect(return_url)
     try:
-        page = get_gateway(payment.payment_gateway).pay_page(
-            services.payment_ref(payment)
-        )
-    except GatewayConfigError as exc:
+        page = selectors.pay_page(payment)
+    except GatewayNotConfigured as exc:
         raise Http404("gateway not available") from exc
     if page is None:
         raise Http404("this gateway has no pay page")

@@ -6,10 +6,8 @@ from django.http import Http404, HttpResponseRedirect
 from django.shortcuts import render
 from django.views.decorators.http import require_http_methods
 
-from gateways.base import GatewayConfigError
-from gateways.registry import get_gateway
-
-from .. import services
+from .. import selectors, services
+from ..exceptions import GatewayNotConfigured
 
 CHOICES = {"pay": "paid", "decline": "declined", "abandon": "abandoned"}
 
@@ -23,10 +21,9 @@ def sandbox_pay(request, token: str):
     server would deadlock a single-worker server.
     """
     try:
-        gateway = get_gateway("sandbox")
-    except GatewayConfigError as exc:
+        charge = selectors.sandbox_charge(token)
+    except GatewayNotConfigured as exc:
         raise Http404("the sandbox is not enabled") from exc
-    charge = gateway.charge(token)
     if charge is None:
         raise Http404("unknown or expired sandbox session")
     if request.method == "GET":
@@ -45,12 +42,7 @@ def sandbox_pay(request, token: str):
             },
             status=400,
         )
-    notification = gateway.choose(token, choice)
-    if notification is not None:
-        body, headers = notification
-        services.webhook_ingest(
-            gateway_code="sandbox", body=body, headers=headers, remote_addr="127.0.0.1"
-        )
+    services.sandbox_choose(token=token, choice=choice)
     target = charge["return_url"]
     if choice == "abandoned":
         target += "?cancelled=1"

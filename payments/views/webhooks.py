@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from django.core.exceptions import RequestDataTooBig
-from django.http import HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
 from .. import services
 from .common import client_ip, json_error
+from .errors import webhook_response
 
 
 @csrf_exempt
@@ -25,8 +25,4 @@ def webhook(request, code: str):
         headers=dict(request.headers),
         remote_addr=client_ip(request),
     )
-    if outcome.http_status >= 400:
-        return json_error(outcome.http_status, outcome.body)
-    return HttpResponse(
-        outcome.body, status=outcome.http_status, content_type=outcome.content_type
-    )
+    return webhook_response(outcome)

@@ -310,7 +310,7 @@ def test_return_page_notes_the_return_once_per_status(client, valid, sandbox):
     def visit():
         # Past the 2 s throttle, as a payer reloading a minute later would be.
         Payment.objects.filter(pk=payment.pk).update(
-            last_checked_at=timezone.now() - timedelta(minutes=1)
+            last_refreshed_at=timezone.now() - timedelta(minutes=1)
         )
         assert client.get(f"/checkout/return/{ref_id}/").status_code == 200
 

@@ -1,0 +1,251 @@
+"""The janitor: settle pending payments with their providers, expire overdue ones.
+
+A cycle claims the due payments (row locks, SKIP LOCKED on PostgreSQL, a
+lease in `next_check_at`), asks each provider in batches on one bounded
+thread pool, and applies answers while later batches are still in flight:
+changed payments in one transaction per group (rows locked together, events
+in one INSERT), unchanged ones with one UPDATE per back-off step. A provider
+outage or a bad batch is recorded and backs those payments off; it never
+stops the rest of the cycle. Every cycle is a `ReconciliationRun`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from gateways.base import GatewayError, StatusResult
+from gateways.registry import get_gateway
+
+from ..exceptions import GatewayNotConfigured
+from ..models import Payment, ReconciliationRun
+from ..states import PaymentStatus
+from .checks import payments_record_checks
+from .status import EXPIRY_ACTOR, payment_ref, payment_refresh, report_change
+from .transitions import Actor, Change, logger, payments_change
+
+S = PaymentStatus
+RECONCILE_ACTOR = Actor("reconcile")
+# Claimed payments are not due again before this, so a second cluster skips
+# them; a crashed run's claims lapse after it.
+CLAIM_LEASE = timedelta(minutes=5)
+# Changed payments written per transaction.
+APPLY_GROUP = 50
+
+Progress = Callable[[int], None]
+
+
+@dataclass
+class Tally:
+    """What one cycle did, written to its ReconciliationRun."""
+
+    checked: int = 0
+    changed: int = 0
+    expired: int = 0
+    errors: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    def problem(self, text: str) -> None:
+        if text not in self.problems:
+            self.problems.append(text)
+
+
+def reconciliation_start(*, trigger: str) -> ReconciliationRun:
+    """Record a run that is about to be queued or run."""
+    return ReconciliationRun.objects.create(trigger=trigger[:32])
+
+
+def reconcile_cycle(
+    *,
+    run_id: int | None = None,
+    trigger: str = "schedule",
+    limit: int = 20000,
+    now: datetime | None = None,
+    progress: Progress | None = None,
+) -> ReconciliationRun:
+    """Run one reconciliation cycle: settle due payments, then expire overdue ones.
+
+    `progress` is called with the number of payments settled so far (for the
+    foreground command's progress bar).
+    """
+    started = time.monotonic()
+    run = ReconciliationRun.objects.filter(pk=run_id).first() if run_id else None
+    run = run or reconciliation_start(trigger=trigger)
+    now = now or timezone.now()
+    tally = Tally()
+    due = claim_due(now=now, limit=limit)
+    tally.checked = len(due)
+    _settle(due, now, tally, progress or (lambda _done: None))
+    tally.expired = payment_expire_overdue(now=now)
+    ReconciliationRun.objects.filter(pk=run.pk).update(
+        finished_at=timezone.now(),
+        checked=tally.checked,
+        changed=tally.changed,
+        expired=tally.expired,
+        errors=tally.errors,
+        duration_ms=int((time.monotonic() - started) * 1000),
+        message="\n".join(tally.problems)[:4000],
+    )
+    run.refresh_from_db()
+    logger.info(
+        "reconciliation %s: checked %s, changed %s, expired %s, errors %s",
+        run.pk,
+        run.checked,
+        run.changed,
+        run.expired,
+        run.errors,
+    )
+    return run
+
+
+def claim_due(*, now: datetime, limit: int) -> list[Payment]:
+    """Claim pending payments due for a check (locked rows are skipped)."""
+    with transaction.atomic():
+        due = list(
+            Payment.objects.select_for_update(skip_locked=True)
+            .filter(status=S.PENDING)
+            .filter(Q(next_check_at__isnull=True) | Q(next_check_at__lte=now))
+            .order_by(F("next_check_at").asc(nulls_first=True))[:limit]
+        )
+        Payment.objects.filter(pk__in=[p.pk for p in due]).update(
+            next_check_at=now + CLAIM_LEASE
+        )
+    return due
+
+
+def _settle(due: list[Payment], now, tally: Tally, progress: Progress) -> None:
+    """Ask every provider about its payments; apply answers as they arrive."""
+    batches = _batches(due, tally, now)
+    applier = _Applier(now, tally)
+    workers = max(1, min(settings.RECONCILE_CONCURRENCY, len(batches)))
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rec") as pool:
+        pending: dict[Future, tuple[str, list[Payment]]] = {
+            pool.submit(_ask, code, batch): (code, batch) for code, batch in batches
+        }
+        while pending:
+            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in finished:
+                code, batch = pending.pop(future)
+                applier.take(code, batch, *future.result())
+            applier.flush(final=not pending)
+            progress(applier.settled)
+
+
+def _batches(due: list[Payment], tally: Tally, now) -> list[tuple[str, list[Payment]]]:
+    """Split due payments into provider batches; back off those nobody can ask."""
+    by_code: dict[str, list[Payment]] = {}
+    for payment in due:
+        by_code.setdefault(payment.payment_gateway, []).append(payment)
+    batches = []
+    for code, payments in by_code.items():
+        try:
+            size = max(get_gateway(code).batch_size, 1)
+        except GatewayError as exc:  # not configured any more
+            tally.errors += len(payments)
+            tally.problem(f"{code}: {exc}")
+            payments_record_checks(payments=payments, checked_at=now)
+            continue
+        batches += [
+            (code, payments[i : i + size]) for i in range(0, len(payments), size)
+        ]
+    return batches
+
+
+def _ask(code: str, batch: list[Payment]) -> tuple[dict[str, StatusResult], str]:
+    """Fetch one batch's statuses (in a pool thread: no database here)."""
+    try:
+        return get_gateway(code).fetch_status_many([payment_ref(p) for p in batch]), ""
+    except GatewayError as exc:
+        logger.warning("%s status batch failed: %s", code, exc)
+        return {}, f"{code}: {exc}"
+
+
+class _Applier:
+    """Collect provider answers and write them in groups, in the calling thread."""
+
+    def __init__(self, now, tally: Tally):
+        self.now, self.tally = now, tally
+        self.changed: dict[int, StatusResult] = {}
+        self.unchanged: list[Payment] = []
+        self.settled = 0
+
+    def take(self, code: str, batch: list[Payment], results, error: str) -> None:
+        if error:
+            self.tally.problem(error)
+        for payment in batch:
+            result = results.get(payment.ref_id)
+            if result is None:
+                self.tally.errors += 1
+                self.unchanged.append(payment)
+            elif result.status not in (None, payment.status):
+                self.changed[payment.pk] = result
+            else:
+                self.unchanged.append(payment)
+
+    def flush(self, *, final: bool) -> None:
+        if len(self.changed) >= APPLY_GROUP or (final and self.changed):
+            self._apply_changed()
+        if len(self.unchanged) >= APPLY_GROUP or (final and self.unchanged):
+            payments_record_checks(payments=self.unchanged, checked_at=self.now)
+            self.settled += len(self.unchanged)
+            self.unchanged = []
+
+    def _apply_changed(self) -> None:
+        decisions = {pk: self._decide(result) for pk, result in self.changed.items()}
+        done = payments_change(decisions=decisions, actor=RECONCILE_ACTOR)
+        self.tally.changed += sum(c.changed or c.flagged for c in done.values())
+        self.settled += len(self.changed)
+        self.changed = {}
+
+    def _decide(self, result: StatusResult) -> Callable[[Payment], Change]:
+        def decide(payment: Payment) -> Change:
+            if payment.status != S.PENDING:
+                return Change()  # settled meanwhile (a webhook): nothing to do
+            return report_change(payment, result, checked_at=self.now)
+
+        return decide
+
+
+def payment_expire_overdue(*, now: datetime | None = None, limit: int = 500) -> int:
+    """Expire pending payments past their expiry, after one last provider check.
+
+    The least recently checked go first, so payments whose provider cannot be
+    reached (they stay pending) never starve the others.
+    """
+    now = now or timezone.now()
+    overdue = list(
+        Payment.objects.filter(status=S.PENDING, expiry_datetime__lt=now).order_by(
+            F("last_checked_at").asc(nulls_first=True), "expiry_datetime"
+        )[:limit]
+    )
+    expired = 0
+    for payment in overdue:
+        try:
+            applied = payment_refresh(
+                payment=payment, actor=EXPIRY_ACTOR, scheduled=True
+            )
+        except GatewayNotConfigured:
+            applied = None
+        if applied is None:
+            continue  # provider unreachable: keep it pending, try again later
+        if applied.payment.status == S.PENDING:
+            applied = payments_change(
+                decisions={payment.pk: _expire}, actor=EXPIRY_ACTOR
+            )[payment.pk]
+        expired += applied.payment.status == S.EXPIRED
+    return expired
+
+
+def _expire(payment: Payment) -> Change:
+    if payment.status != S.PENDING:
+        return Change()
+    reason = "payment window ended without payment"
+    return Change(status=S.EXPIRED, updates={"failure_reason": reason}, message=reason)

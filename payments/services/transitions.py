@@ -1,0 +1,243 @@
+"""The one way a payment changes: lock, decide, write, record — in one transaction.
+
+`payments_change` locks the payments it is given (in primary-key order), asks
+each caller-supplied `decide` function what to do with the locked, freshly
+read row, checks any status move against `states.TRANSITIONS`, writes the
+explicit field updates in one UPDATE per payment and every timeline entry in
+one INSERT. `payment_change` and `payment_transition` are its one-payment
+forms. `_write_status` is the only code that assigns `Payment.status`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from gateways.money import to_provider
+
+from ..exceptions import IllegalTransition
+from ..models import EventKind, Payment, PaymentEvent
+from ..states import PAID_STATUSES, PaymentStatus, can_transition
+
+logger = logging.getLogger("payments")
+S = PaymentStatus
+ZERO = Decimal("0")
+SECRET_MARKERS = (
+    "secret",
+    "password",
+    "hmac",
+    "signature",
+    "authorization",
+    "private",
+    "indicator",
+)
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who causes a change: a staff user, or a named system source."""
+
+    source: str = "system"
+    user: Any = None
+
+
+SYSTEM = Actor()
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One timeline line to add (a status change adds its own)."""
+
+    kind: str
+    message: str = ""
+    data: Mapping[str, Any] = field(default_factory=dict)
+    from_status: str = ""
+    to_status: str = ""
+
+
+@dataclass(frozen=True)
+class Change:
+    """What to do to one locked payment; every field written is named here.
+
+    `status` is checked against the transition table (None: keep it);
+    `updates` are other fields to set; `entries` go on the timeline before
+    the status change; `review` flags the payment with that reason (once).
+    """
+
+    status: str | None = None
+    updates: Mapping[str, Any] = field(default_factory=dict)
+    message: str = ""
+    data: Mapping[str, Any] = field(default_factory=dict)
+    entries: tuple[Entry, ...] = ()
+    review: str = ""
+
+
+NO_CHANGE = Change()
+
+
+@dataclass(frozen=True)
+class Changed:
+    """What `payments_change` did to one payment, and the change it applied."""
+
+    payment: Payment
+    change: Change
+    flagged: bool
+    written: bool
+
+    @property
+    def changed(self) -> bool:
+        """Tell whether the status was set (a refund total counts too)."""
+        return self.change.status is not None
+
+    @property
+    def ignored(self) -> bool:
+        """Tell whether a provider report was kept but not applied."""
+        return any(e.kind == EventKind.IGNORED_TRANSITION for e in self.change.entries)
+
+
+Decide = Callable[[Payment], Change]
+
+
+def payments_change(
+    *, decisions: Mapping[int, Decide], actor: Actor
+) -> dict[int, Changed]:
+    """Lock the payments, let each decide its change, write all in one transaction.
+
+    Raise IllegalTransition (and write nothing) when a decided status move is
+    not in the table; `decide` may raise a domain error the same way.
+    """
+    now = timezone.now()
+    events: list[PaymentEvent] = []
+    done: dict[int, Changed] = {}
+    with transaction.atomic():
+        locked = Payment.objects.select_for_update().filter(pk__in=list(decisions))
+        for payment in locked.order_by("pk"):
+            change = decisions[payment.pk](payment)
+            done[payment.pk] = _apply(payment, change, actor, now, events)
+        missing = set(decisions) - done.keys()
+        if missing:
+            raise Payment.DoesNotExist(f"no payment with id {sorted(missing)}")
+        PaymentEvent.objects.bulk_create(events)
+    return done
+
+
+def payment_change(*, payment_id: int, actor: Actor, decide: Decide) -> Changed:
+    """Lock one payment, let `decide` say what to change, write it."""
+    return payments_change(decisions={payment_id: decide}, actor=actor)[payment_id]
+
+
+def payment_transition(
+    *,
+    payment_id: int,
+    to_status: str,
+    actor: Actor = SYSTEM,
+    message: str = "",
+    data: Mapping[str, Any] | None = None,
+    updates: Mapping[str, Any] | None = None,
+) -> Payment:
+    """Move a payment to a new status under its row lock, with one event."""
+    change = Change(
+        status=to_status, updates=updates or {}, message=message, data=data or {}
+    )
+    return payment_change(
+        payment_id=payment_id, actor=actor, decide=lambda _payment: change
+    ).payment
+
+
+def payment_add_entry(*, payment_id: int, actor: Actor, entry: Entry) -> Changed:
+    """Add one line to a payment's timeline, under its row lock."""
+    change = Change(entries=(entry,))
+    return payment_change(payment_id=payment_id, actor=actor, decide=lambda _p: change)
+
+
+def _apply(
+    payment: Payment, change: Change, actor: Actor, now, events: list
+) -> Changed:
+    if "status" in change.updates:
+        raise IllegalTransition("a status is changed through Change.status only")
+    fields = set(change.updates)
+    for name, value in change.updates.items():
+        setattr(payment, name, value)
+    entries = list(change.entries)
+    if change.status is not None:
+        from_status = payment.status
+        fields |= _write_status(payment, change.status, now)
+        entries.append(
+            Entry(
+                EventKind.STATUS_CHANGE,
+                change.message,
+                change.data,
+                from_status=from_status,
+                to_status=change.status,
+            )
+        )
+    flagged = bool(change.review) and not (
+        payment.needs_review and change.review in payment.review_reason
+    )
+    if flagged:
+        payment.needs_review = True
+        payment.review_reason = "\n".join(
+            filter(None, [payment.review_reason, change.review])
+        )
+        fields |= {"needs_review", "review_reason"}
+        entries.append(Entry(EventKind.REVIEW_FLAGGED, change.review, change.data))
+    if fields:
+        payment.save(update_fields=[*sorted(fields), "date_updated"])
+    events.extend(timeline_entry(payment, entry, actor) for entry in entries)
+    return Changed(payment, change, flagged, bool(fields))
+
+
+def _write_status(payment: Payment, to_status: str, now) -> set[str]:
+    """Assign a status the table allows; the only assignment of it anywhere."""
+    if not can_transition(payment.status, to_status):
+        raise IllegalTransition(f"{payment.status} -> {to_status} is not allowed")
+    payment.status = to_status
+    fields = {"status"}
+    if to_status in PAID_STATUSES and payment.date_paid is None:
+        payment.date_paid = now
+        fields.add("date_paid")
+    if to_status != S.PENDING and payment.next_check_at is not None:
+        payment.next_check_at = None
+        fields.add("next_check_at")
+    return fields
+
+
+def timeline_entry(payment: Payment, entry: Entry, actor: Actor) -> PaymentEvent:
+    """Build (not save) the event for one timeline entry, its data redacted."""
+    return PaymentEvent(
+        payment=payment,
+        kind=entry.kind,
+        actor=actor.user,
+        source=actor.source,
+        message=entry.message[:2000],
+        data=redact(dict(entry.data)),
+        from_status=entry.from_status,
+        to_status=entry.to_status,
+    )
+
+
+def money_text(amount: Decimal, currency: str) -> str:
+    """Format an amount at its currency's precision, e.g. "10.00 USD"."""
+    return f"{to_provider(amount, currency)} {currency}"
+
+
+def redact(data: Any) -> Any:
+    """Replace values under secret-looking keys, recursively."""
+    if isinstance(data, Mapping):
+        return {
+            str(k): "[redacted]"
+            if any(marker in str(k).lower() for marker in SECRET_MARKERS)
+            else redact(v)
+            for k, v in data.items()
+        }
+    if isinstance(data, list | tuple):
+        return [redact(v) for v in data]
+    if isinstance(data, Decimal):
+        return str(data)
+    return data
