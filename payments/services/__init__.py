@@ -33,6 +33,7 @@ from .checks import (
 from .plans import plan_save
 from .reconcile import (
     claim_due,
+    due_count,
     payment_expire_overdue,
     reconcile_cycle,
     reconciliation_start,
@@ -98,6 +99,7 @@ __all__ = [
     "WebhookNotAccepted",
     "WebhookOutcome",
     "claim_due",
+    "due_count",
     "idempotency_abandon",
     "idempotency_begin",
     "idempotency_finish",

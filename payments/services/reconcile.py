@@ -106,13 +106,23 @@ def reconcile_cycle(
     return run
 
 
+def _due(now: datetime):
+    return Payment.objects.filter(status=S.PENDING).filter(
+        Q(next_check_at__isnull=True) | Q(next_check_at__lte=now)
+    )
+
+
+def due_count(*, now: datetime | None = None) -> int:
+    """Count pending payments due for a check now."""
+    return _due(now or timezone.now()).count()
+
+
 def claim_due(*, now: datetime, limit: int) -> list[Payment]:
     """Claim pending payments due for a check (locked rows are skipped)."""
     with transaction.atomic():
         due = list(
-            Payment.objects.select_for_update(skip_locked=True)
-            .filter(status=S.PENDING)
-            .filter(Q(next_check_at__isnull=True) | Q(next_check_at__lte=now))
+            _due(now)
+            .select_for_update(skip_locked=True)
             .order_by(F("next_check_at").asc(nulls_first=True))[:limit]
         )
         Payment.objects.filter(pk__in=[p.pk for p in due]).update(
