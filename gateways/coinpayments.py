@@ -5,10 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-import random
 import re
-import threading
-import time
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_DOWN, Decimal
@@ -41,9 +38,6 @@ logger = logging.getLogger(__name__)
 NAME = "coinpayments"
 DEFAULT_API_URL = "https://www.coinpayments.net/api.php"
 SIGNATURE_HEADER = "HMAC"
-# Concurrent workers' calls can arrive out of nonce order; a refused call did
-# nothing, so it is sent again with a fresh nonce after a short random pause.
-NONCE_RETRIES = 8
 REQUIRED_SETTINGS = {
     "public_key": "COINPAYMENTS_PUBLIC_KEY",
     "private_key": "COINPAYMENTS_PRIVATE_KEY",
@@ -53,17 +47,6 @@ REQUIRED_SETTINGS = {
 NO_REFUNDS = "CoinPayments has no refund API; record a manual refund"
 _INTEGER = re.compile(r"-?\d+")
 _LONG_HEX = re.compile(r"[0-9a-fA-F]{64,}")
-
-_nonce_lock = threading.Lock()
-_last_nonce = 0
-
-
-def next_nonce() -> int:
-    """Return microseconds since the epoch, above every nonce issued before."""
-    global _last_nonce
-    with _nonce_lock:
-        _last_nonce = max(_last_nonce + 1, time.time_ns() // 1000)
-        return _last_nonce
 
 
 def sign(secret: str, body: bytes) -> str:
@@ -83,8 +66,10 @@ class CoinPaymentsGateway(Gateway):
     # - Every call is a form POST to one URL, signed in an `HMAC` header with
     #   HMAC-SHA512(private key, the exact body bytes): the body is encoded once
     #   and those bytes are both signed and sent.
-    # - `nonce` must grow per API key, and several processes share the key; a
-    #   call refused for its nonce did nothing, so it is retried with a new one.
+    # - `nonce` is optional; when sent it must be above the key's last one in
+    #   the order calls arrive. Workers on several hosts share the key and call
+    #   at once, so no nonce is sent (see `_request`): nothing is refused for
+    #   order, and replay protection rests on the HMAC over the body and TLS.
     # - Success is `error == "ok"` (case-sensitive); any other text is a reason.
     # - get_tx_info reports coin amounts (`amountf` asked, `receivedf` paid),
     #   never the fiat price; IPNs carry the fiat price in `amount1`/`currency1`.
@@ -345,48 +330,41 @@ class CoinPaymentsGateway(Gateway):
 
     def _request(self, cmd: str, fields: Mapping[str, str], *, idempotent: bool) -> Any:
         """Send one signed command and return its `result`; faults raise."""
-        retries = 0
-        while True:
-            body = urlencode(
-                {
-                    "version": "1",
-                    "key": self.public_key,
-                    "cmd": cmd,
-                    "format": "json",
-                    "nonce": str(next_nonce()),
-                    **fields,
-                }
-            ).encode("ascii")
-            response = self.http.request(
-                "POST",
-                self.api_url,
-                op=cmd,
-                idempotent=idempotent,
-                data=body,
-                headers={
-                    SIGNATURE_HEADER: sign(self.private_key, body),
-                    "Content-Type": "application/x-www-form-urlencoded",
-                },
-            )
-            payload = json_body(response, NAME)
-            if not isinstance(payload, Mapping) or "error" not in payload:
-                raise GatewayUnavailable(f"{NAME}: {cmd} answer has no error field")
-            error = payload["error"]
-            if error == "ok":
-                return payload.get("result")
-            if "nonce" not in str(error).lower() or retries == NONCE_RETRIES:
-                raise GatewayUnavailable(
-                    f"{NAME}: {cmd} refused: {self._redact(error)}"
-                )
-            retries += 1
-            time.sleep(random.uniform(0, 0.005 * retries))
-            logger.info(
-                "%s %s: nonce refused, retrying (%d/%d)",
-                NAME,
-                cmd,
-                retries,
-                NONCE_RETRIES,
-            )
+        # https://www.coinpayments.net/apidoc (API POST Fields): `nonce` is
+        # "Optional nonce (an integer that is always higher than in your previous
+        # API call) to prevent replay attacks" (wording as in the verbatim copy
+        # https://cryptowallet.pw/docs). CoinPayments' own PHP client sends none
+        # (CoinPaymentsNet/coinpayments-php: src/CoinpaymentsCurlRequest.php).
+        # Sent from concurrent workers, nonces reach the provider out of order
+        # and are refused; keeping them in order would mean one call in flight
+        # per key across every host. So none is sent, and nothing is re-sent.
+        body = urlencode(
+            {
+                "version": "1",
+                "key": self.public_key,
+                "cmd": cmd,
+                "format": "json",
+                **fields,
+            }
+        ).encode("ascii")
+        response = self.http.request(
+            "POST",
+            self.api_url,
+            op=cmd,
+            idempotent=idempotent,
+            data=body,
+            headers={
+                SIGNATURE_HEADER: sign(self.private_key, body),
+                "Content-Type": "application/x-www-form-urlencoded",
+            },
+        )
+        payload = json_body(response, NAME)
+        if not isinstance(payload, Mapping) or "error" not in payload:
+            raise GatewayUnavailable(f"{NAME}: {cmd} answer has no error field")
+        error = payload["error"]
+        if error != "ok":
+            raise GatewayUnavailable(f"{NAME}: {cmd} refused: {self._redact(error)}")
+        return payload.get("result")
 
     def _parse(
         self, entry: Mapping[str, Any], ref: PaymentRef, now: datetime

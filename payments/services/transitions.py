@@ -105,25 +105,38 @@ Decide = Callable[[Payment], Change]
 
 
 def payments_change(
-    *, decisions: Mapping[int, Decide], actor: Actor
-) -> dict[int, Changed]:
+    *,
+    decisions: Mapping[Any, Decide],
+    actor: Actor,
+    key: str = "pk",
+    scope: Mapping[str, Any] | None = None,
+    then: Callable[[dict[Any, Changed]], None] | None = None,
+) -> dict[Any, Changed]:
     """Lock the payments, let each decide its change, write all in one transaction.
 
-    Raise IllegalTransition (and write nothing) when a decided status move is
-    not in the table; `decide` may raise a domain error the same way.
+    `decisions` are keyed by `key` (the primary key, or e.g. `ref_id`), within
+    `scope` (e.g. one gateway's payments); `then` runs last in the same
+    transaction (e.g. to record the notification that caused the change).
+    Raise Payment.DoesNotExist when a key matches no payment, IllegalTransition
+    when a decided status move is not in the table, or whatever `decide`
+    raises; nothing is written then.
     """
     now = timezone.now()
     events: list[PaymentEvent] = []
-    done: dict[int, Changed] = {}
+    done: dict[Any, Changed] = {}
     with transaction.atomic():
-        locked = Payment.objects.select_for_update().filter(pk__in=list(decisions))
+        locked = Payment.objects.select_for_update().filter(
+            **{f"{key}__in": list(decisions)}, **(scope or {})
+        )
         for payment in locked.order_by("pk"):
-            change = decisions[payment.pk](payment)
-            done[payment.pk] = _apply(payment, change, actor, now, events)
+            name = getattr(payment, key)
+            done[name] = _apply(payment, decisions[name](payment), actor, now, events)
         missing = set(decisions) - done.keys()
         if missing:
-            raise Payment.DoesNotExist(f"no payment with id {sorted(missing)}")
+            raise Payment.DoesNotExist(f"no payment with {key} {sorted(missing)}")
         PaymentEvent.objects.bulk_create(events)
+        if then is not None:
+            then(done)
     return done
 
 

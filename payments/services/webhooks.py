@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError
 from django.utils import timezone
 
 from gateways.base import (
@@ -25,8 +25,10 @@ from gateways.registry import get_gateway
 
 from ..exceptions import GatewayNotConfigured, WebhookNotAccepted
 from ..models import EventKind, Payment, WebhookDelivery
-from .status import payment_apply_status, payment_ref
-from .transitions import Actor, Change, logger, payment_change
+from .status import payment_ref, report_change
+from .transitions import Actor, Change, logger, payments_change
+
+Outcome = WebhookDelivery.Outcome
 
 
 class Intake(StrEnum):
@@ -72,34 +74,30 @@ def webhook_ingest(
     headers: Mapping[str, str],
     remote_addr: str | None,
 ) -> WebhookOutcome:
-    """Store a provider notification raw, verify it, then apply it once."""
-    try:
-        gateway = get_gateway(gateway_code)
-    except GatewayConfigError as exc:
-        delivery = WebhookDelivery.objects.create(
-            gateway=gateway_code[:32],
-            headers=redact_headers(headers, ()),
-            body=storable(body.decode("utf-8", "replace")),
-            remote_addr=remote_addr,
-            outcome=WebhookDelivery.Outcome.REJECTED,
-            error=f"gateway not configured: {exc}",
-            processed_at=timezone.now(),
-        )
-        return WebhookOutcome(
-            Intake.UNKNOWN_GATEWAY,
-            delivery,
-            f"gateway {gateway_code!r} is not configured",
-        )
-    delivery = WebhookDelivery.objects.create(
-        gateway=gateway_code,
-        headers=redact_headers(headers, gateway.secret_headers),
+    """Verify a provider notification on its raw bytes, apply it once, store it.
+
+    The delivery row is written with its outcome in the same transaction as
+    the payment change it causes (one commit); a delivery that is rejected,
+    unmatched, a duplicate or fails is stored on its own.
+    """
+    delivery = WebhookDelivery(
+        gateway=gateway_code[:32],
         body=storable(body.decode("utf-8", "replace")),
         remote_addr=remote_addr,
     )
     try:
+        gateway = get_gateway(gateway_code)
+    except GatewayConfigError as exc:
+        delivery.headers = redact_headers(headers, ())
+        _store(delivery, Outcome.REJECTED, error=f"gateway not configured: {exc}")
+        message = f"gateway {gateway_code!r} is not configured"
+        return WebhookOutcome(Intake.UNKNOWN_GATEWAY, delivery, message)
+    delivery.headers = redact_headers(headers, gateway.secret_headers)
+    try:
         event = gateway.parse_webhook(body, headers)
     except WebhookRejected as exc:
-        _finish(delivery, WebhookDelivery.Outcome.REJECTED, error=str(exc), valid=False)
+        delivery.signature_valid = False
+        _store(delivery, Outcome.REJECTED, error=str(exc))
         logger.warning(
             "rejected %s notification #%s: %s", gateway_code, delivery.pk, exc
         )
@@ -148,53 +146,67 @@ def webhook_reprocess(*, delivery_id: int) -> WebhookOutcome:
 def webhook_process(
     *, delivery: WebhookDelivery, event: WebhookEvent
 ) -> WebhookOutcome:
-    """Apply a verified notification to its payment, at most once per event id."""
+    """Apply a verified notification to its payment, at most once per event id.
+
+    `delivery` may be new (an inbound call) or stored (a re-process).
+    """
     gateway = get_gateway(delivery.gateway)
-    reply = gateway.webhook_reply(event)
-    Outcome = WebhookDelivery.Outcome
-    delivery.signature_valid = True  # written with the outcome by _finish
-    accepted = WebhookOutcome(Intake.ACCEPTED, delivery, reply=reply)
-    if _already_applied(delivery, event.event_id):
-        _finish(delivery, Outcome.DUPLICATE)
-        return accepted
-    payment = _find_payment(delivery.gateway, event)
-    if payment is None:
-        _finish(
+    delivery.signature_valid = True
+    accepted = WebhookOutcome(
+        Intake.ACCEPTED, delivery, reply=gateway.webhook_reply(event)
+    )
+    if not (event.ref_id or event.transaction_id):
+        _store(
             delivery, Outcome.UNMATCHED, error="no payment matches this notification"
         )
         return WebhookOutcome(Intake.UNMATCHED, delivery, "unknown payment")
-    source = Actor(f"webhook:{delivery.gateway}")
-    data = {"delivery": delivery.pk, "event_id": event.event_id}
-    if (
-        event.transaction_id
-        and payment.gateway_transaction_id
-        and event.transaction_id != payment.gateway_transaction_id
-    ):
-        mismatch = Change(
-            review="notification transaction id does not match the payment", data=data
-        )
-        payment_change(payment_id=payment.pk, actor=source, decide=lambda _p: mismatch)
-        _finish(delivery, Outcome.REVIEW, payment=payment, event_id=event.event_id)
-        return accepted
     try:
-        result = _event_result(gateway, payment, event)
+        result = _event_result(gateway, delivery.gateway, event)
+        _apply_once(delivery, event, result)
+    except Payment.DoesNotExist:
+        _store(
+            delivery, Outcome.UNMATCHED, error="no payment matches this notification"
+        )
+        return WebhookOutcome(Intake.UNMATCHED, delivery, "unknown payment")
     except GatewayError as exc:
-        error = f"confirmation failed: {exc}"
-        _finish(delivery, Outcome.ERROR, payment=payment, error=error)
+        _store(delivery, Outcome.ERROR, error=f"confirmation failed: {exc}")
         return WebhookOutcome(
             Intake.RETRY_LATER, delivery, "provider unavailable, retry later"
         )
-    _apply_once(delivery, event, payment, result, source, data)
+    except IntegrityError:
+        # This provider event was applied already (or concurrently): everything
+        # above rolled back, so it counts once.
+        _store(delivery, Outcome.DUPLICATE)
+    except Exception as exc:
+        _store(delivery, Outcome.ERROR, error=f"{type(exc).__name__}: {exc}")
+        raise
     return accepted
 
 
-def _event_result(gateway, payment: Payment, event: WebhookEvent) -> StatusResult:
+def _lookup(event: WebhookEvent) -> tuple[str, str]:
+    """Return the payment field and value a notification names its payment by."""
+    if event.ref_id:
+        return "ref_id", event.ref_id
+    return "gateway_transaction_id", event.transaction_id
+
+
+def _event_result(gateway, code: str, event: WebhookEvent) -> StatusResult:
     """Return what the notification reports, confirmed with the provider if asked."""
     if event.confirm:
+        # A provider call follows: spend it only on an event not applied yet
+        # (elsewhere the unique event id settles duplicates at the INSERT).
+        if event.event_id and (
+            WebhookDelivery.objects.filter(
+                gateway=code, provider_event_id=event.event_id
+            ).exists()
+        ):
+            raise IntegrityError(f"event {event.event_id} was applied already")
+        field, value = _lookup(event)
+        payment = Payment.objects.get(payment_gateway=code, **{field: value})
         result = gateway.fetch_status(payment_ref(payment))
         return replace(result, message=f"{event.message}; confirmed: {result.message}")
     return StatusResult(
-        ref_id=payment.ref_id,
+        ref_id=event.ref_id,
         status=event.status,
         amount=event.amount,
         currency=event.currency,
@@ -204,69 +216,49 @@ def _event_result(gateway, payment: Payment, event: WebhookEvent) -> StatusResul
     )
 
 
-def _apply_once(delivery, event, payment, result, source, data) -> None:
-    """Apply the report and record the delivery's outcome in one transaction."""
-    Outcome = WebhookDelivery.Outcome
-    try:
-        with transaction.atomic():
-            applied = payment_apply_status(
-                payment_id=payment.pk,
-                result=result,
-                actor=source,
-                kind=EventKind.WEBHOOK,
-                data=data,
-            )
-            if applied.flagged:
-                outcome = Outcome.REVIEW
-            elif applied.ignored or (event.status is None and not event.confirm):
-                outcome = Outcome.IGNORED
-            else:
-                outcome = Outcome.APPLIED
-            _finish(delivery, outcome, payment=payment, event_id=event.event_id)
-    except IntegrityError:
-        # The same provider event was applied concurrently: everything above
-        # rolled back, so it counts once.
-        _finish(delivery, Outcome.DUPLICATE, payment=payment)
+def _apply_once(delivery: WebhookDelivery, event: WebhookEvent, result) -> None:
+    """Change the payment and store the delivery with its outcome: one transaction."""
+    field, value = _lookup(event)
+    data = {"event_id": event.event_id}
 
-
-def _already_applied(delivery: WebhookDelivery, event_id: str) -> bool:
-    return bool(event_id) and (
-        WebhookDelivery.objects.filter(
-            gateway=delivery.gateway, provider_event_id=event_id
+    def decide(payment: Payment) -> Change:
+        change = report_change(payment, result, kind=EventKind.WEBHOOK, data=data)
+        mismatch = (
+            event.transaction_id
+            and payment.gateway_transaction_id
+            and event.transaction_id != payment.gateway_transaction_id
         )
-        .exclude(pk=delivery.pk)
-        .exists()
+        if mismatch:
+            review = "notification transaction id does not match the payment"
+            return Change(entries=change.entries, data=data, review=review)
+        return change
+
+    def record(done: dict) -> None:
+        changed = done[value]
+        if changed.flagged:
+            outcome = Outcome.REVIEW
+        elif changed.ignored or (event.status is None and not event.confirm):
+            outcome = Outcome.IGNORED
+        else:
+            outcome = Outcome.APPLIED
+        delivery.payment = changed.payment
+        delivery.provider_event_id = storable(event.event_id)[:255] or None
+        _store(delivery, outcome)
+
+    payments_change(
+        decisions={value: decide},
+        actor=Actor(f"webhook:{delivery.gateway}"),
+        key=field,
+        scope={"payment_gateway": delivery.gateway},
+        then=record,
     )
 
 
-def _find_payment(gateway_code: str, event: WebhookEvent) -> Payment | None:
-    payments = Payment.objects.filter(payment_gateway=gateway_code)
-    if event.ref_id:
-        return payments.filter(ref_id=event.ref_id).first()
-    if event.transaction_id:
-        return payments.filter(gateway_transaction_id=event.transaction_id).first()
-    return None
-
-
-def _finish(
-    delivery: WebhookDelivery,
-    outcome: str,
-    *,
-    error: str = "",
-    valid: bool | None = None,
-    payment: Payment | None = None,
-    event_id: str | None = None,
-) -> None:
+def _store(delivery: WebhookDelivery, outcome: str, *, error: str = "") -> None:
+    """Save a delivery with its outcome (an INSERT, or an UPDATE when re-processed)."""
     delivery.outcome = outcome
     delivery.error = storable(error)
     delivery.processed_at = timezone.now()
-    fields = ["outcome", "error", "processed_at", "signature_valid"]
-    if valid is not None:
-        delivery.signature_valid = valid
-    if payment is not None:
-        delivery.payment = payment
-        fields.append("payment")
-    if event_id:
-        delivery.provider_event_id = storable(event_id)[:255]
-        fields.append("provider_event_id")
-    delivery.save(update_fields=fields)
+    if outcome in (Outcome.DUPLICATE, Outcome.UNMATCHED, Outcome.ERROR):
+        delivery.provider_event_id = None  # only an applied event claims its id
+    delivery.save()

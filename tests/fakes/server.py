@@ -159,7 +159,8 @@ class FakeProviderServer:
 
         # Observations; guarded by _lock like all other state.
         self.calls: list[tuple[str, str]] = []
-        # Calls refused for an out-of-order nonce (concurrent clients retry).
+        # Calls refused for a nonce not above the key's last one. The nonce is
+        # optional, as at CoinPayments: a call without one is never refused.
         self.cp_nonce_rejections = 0
         self._blackholes: list[socket.socket] = []
         self.max_in_flight = 0
@@ -589,6 +590,7 @@ class FakeProviderServer:
             return _cp_error("HMAC signature does not match")
         if fields.get("version") != "1":
             return _cp_error("Invalid API version")
+        # Optional, but when sent it must beat the last one seen for the key.
         if "nonce" in fields and not self._cp_accept_nonce(key, fields["nonce"]):
             with self._lock:
                 self.cp_nonce_rejections += 1

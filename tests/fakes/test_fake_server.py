@@ -272,15 +272,36 @@ def test_cp_rejects_unknown_key_version_and_command(fake: FakeProviderServer) ->
 def test_cp_rejects_non_increasing_nonce(fake: FakeProviderServer) -> None:
     txn_id = create_tx(fake)["txn_id"]
 
-    first = cp_call(fake, "get_tx_info", txid=txn_id, nonce="1000").json()
-    repeated = cp_call(fake, "get_tx_info", txid=txn_id, nonce="1000").json()
-    lower = cp_call(fake, "get_tx_info", txid=txn_id, nonce="999").json()
-    higher = cp_call(fake, "get_tx_info", txid=txn_id, nonce="1001").json()
+    # Above any nonce an earlier test of this module sent to the shared fake.
+    base = time.time_ns() // 1000
+    first = cp_call(fake, "get_tx_info", txid=txn_id, nonce=str(base)).json()
+    repeated = cp_call(fake, "get_tx_info", txid=txn_id, nonce=str(base)).json()
+    lower = cp_call(fake, "get_tx_info", txid=txn_id, nonce=str(base - 1)).json()
+    higher = cp_call(fake, "get_tx_info", txid=txn_id, nonce=str(base + 1)).json()
 
     assert first["error"] == "ok"
     assert repeated == {"error": "Invalid nonce"}
     assert lower == {"error": "Invalid nonce"}
     assert higher["error"] == "ok"
+    assert fake.cp_nonce_rejections == 2
+    fake.reset_calls()
+    assert fake.cp_nonce_rejections == 0
+
+
+def test_cp_nonce_is_optional(fake: FakeProviderServer) -> None:
+    txn_id = create_tx(fake)["txn_id"]
+
+    before = cp_call(fake, "get_tx_info", txid=txn_id).json()
+    with_nonce = cp_call(
+        fake, "get_tx_info", txid=txn_id, nonce=str(time.time_ns() // 1000)
+    )
+    after = cp_call(fake, "get_tx_info", txid=txn_id).json()
+    again = cp_call(fake, "get_tx_info", txid=txn_id).json()
+
+    # A nonce sent once does not make it compulsory for the key.
+    assert before["error"] == with_nonce.json()["error"] == "ok"
+    assert after["error"] == again["error"] == "ok"
+    assert fake.cp_nonce_rejections == 0
 
 
 def test_cp_get_tx_info_multi_reports_each_id(fake: FakeProviderServer) -> None:

@@ -1,4 +1,4 @@
-"""CoinPayments adapter: signing, envelope, nonces, status mapping and IPNs."""
+"""CoinPayments adapter: signing, envelope, no nonce, status mapping and IPNs."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from types import SimpleNamespace
 from urllib.parse import parse_qs, parse_qsl, urlencode
 
 import pytest
@@ -28,12 +27,8 @@ from gateways.base import (
     WebhookRejected,
     WebhookReply,
 )
-from gateways.coinpayments import (
-    NONCE_RETRIES,
-    CoinPaymentsGateway,
-    next_nonce,
-    sign,
-)
+from gateways.coinpayments import CoinPaymentsGateway, sign
+from tests.fakes import FakeProviderServer
 
 FIXTURES = (
     Path(__file__).resolve().parents[1] / "fixtures" / "gateways" / "coinpayments"
@@ -193,12 +188,9 @@ def test_create_checkout_sends_one_signed_form(gateway):
     assert request.headers["HMAC"] == sign(SETTINGS["private_key"], request.body)
     assert request.body.startswith(
         b"version=1&key=pub-4f1c0a-public-api-key&cmd=create_transaction"
-        b"&format=json&nonce="
+        b"&format=json&amount="
     )
-    fields = form_of(request)
-    nonce = int(fields.pop("nonce"))
-    assert abs(nonce - time.time_ns() // 1000) < 60_000_000  # microseconds
-    assert fields == {
+    assert form_of(request) == {
         "version": "1",
         "key": SETTINGS["public_key"],
         "cmd": "create_transaction",
@@ -361,65 +353,106 @@ def test_status_faults_are_unavailable(gateway):
         gateway.fetch_status(paid_ref())
 
 
-# nonces ------------------------------------------------------------------------------
-
-
-def test_nonces_strictly_increase_across_threads():
-    per_thread: list[list[int]] = [[] for _ in range(8)]
-    start = threading.Barrier(len(per_thread))
-
-    def draw(out: list[int]) -> None:
-        start.wait()
-        for _ in range(200):
-            out.append(next_nonce())
-
-    threads = [threading.Thread(target=draw, args=(out,)) for out in per_thread]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-
-    everything = [nonce for out in per_thread for nonce in out]
-    assert len(everything) == 1600
-    assert len(set(everything)) == 1600
-    for out in per_thread:
-        assert all(a < b for a, b in zip(out, out[1:], strict=False))
-
-
-def test_nonce_never_goes_back_when_the_clock_does(monkeypatch):
-    now = time.time_ns()
-    readings = iter([now + 10_000_000_000, now, now - 5_000_000_000])
-    monkeypatch.setattr(
-        coinpayments, "time", SimpleNamespace(time_ns=lambda: next(readings))
-    )
-    first, second, third = next_nonce(), next_nonce(), next_nonce()
-    assert first == (now + 10_000_000_000) // 1000
-    assert (second, third) == (first + 1, first + 2)
+# nonce --------------------------------------------------------------------------------
 
 
 @responses.activate
-def test_invalid_nonce_is_retried_with_a_fresh_nonce(gateway):
-    responses.add(responses.POST, API_URL, json=load_json("invalid_nonce.json"))
-    responses.add(responses.POST, API_URL, json={"error": "NONCE too low"})
+def test_no_command_sends_a_nonce_and_each_body_is_signed(gateway):
     responses.add(responses.POST, API_URL, json=load_json("create_transaction.json"))
+    responses.add(responses.POST, API_URL, json=tx_info())
+    responses.add(responses.POST, API_URL, json=load_json("get_tx_info_multi.json"))
 
-    session = gateway.create_checkout(checkout_request())
+    gateway.create_checkout(checkout_request())
+    gateway.fetch_status(paid_ref())
+    gateway.fetch_status_many([paid_ref()])
 
-    assert session.transaction_id == TXN_ID
-    requests_sent = [call.request for call in responses.calls]
-    assert len(requests_sent) == 3
-    nonces = [int(form_of(request)["nonce"]) for request in requests_sent]
-    assert nonces == sorted(set(nonces))
-    for request in requests_sent:
+    sent = [call.request for call in responses.calls]
+    commands = [form_of(request)["cmd"] for request in sent]
+    assert commands == ["create_transaction", "get_tx_info", "get_tx_info_multi"]
+    for request in sent:
+        assert b"nonce" not in request.body
+        assert "nonce" not in form_of(request)
         assert request.headers["HMAC"] == sign(SETTINGS["private_key"], request.body)
 
 
 @responses.activate
-def test_nonce_retries_are_bounded(gateway):
+def test_a_nonce_refusal_is_a_fault_and_is_not_re_sent(gateway):
+    # No nonce is sent, so a nonce refusal cannot be cured by sending again.
     responses.add(responses.POST, API_URL, json=load_json("invalid_nonce.json"))
-    with pytest.raises(GatewayUnavailable, match="refused: Invalid nonce"):
+    with pytest.raises(GatewayUnavailable, match="get_tx_info refused: Invalid nonce"):
         gateway.fetch_status(paid_ref())
-    assert len(responses.calls) == 1 + NONCE_RETRIES
+    assert len(responses.calls) == 1
+
+
+@pytest.fixture
+def fake_gateway(fake: FakeProviderServer):
+    """Return an adapter pointed at the fake server, its counters reset."""
+    fake.clear_faults()
+    fake.reset_calls()
+    fake.latency = 0.0
+    gateway = CoinPaymentsGateway(
+        {
+            "public_key": fake.cp_public_key,
+            "private_key": fake.cp_private_key,
+            "merchant_id": fake.cp_merchant_id,
+            "ipn_secret": fake.cp_ipn_secret,
+            "api_url": f"{fake.url}/api.php",
+            "coins": ["BTC"],
+        }
+    )
+    yield gateway
+    fake.latency = 0.0
+    fake.clear_faults()
+
+
+def test_concurrent_batches_are_never_refused_or_re_sent(fake, fake_gateway):
+    threads, calls_each = 8, 25
+    refs = []
+    for n in range(25):
+        session = fake_gateway.create_checkout(checkout_request(ref_id=f"ref{n:02}"))
+        if n % 5 == 0:
+            fake.cp_set_status(session.transaction_id, 100)
+        refs.append(
+            paid_ref(
+                ref_id=f"ref{n:02}",
+                transaction_id=session.transaction_id,
+                data=session.data,
+            )
+        )
+    fake.reset_calls()
+    # A little latency keeps several calls in flight at once.
+    fake.latency = 0.005
+    start = threading.Barrier(threads)
+    answers: list[dict] = []
+    failures: list[Exception] = []
+
+    def poll() -> None:
+        start.wait()
+        for _ in range(calls_each):
+            try:
+                answers.append(fake_gateway.fetch_status_many(refs))
+            except Exception as exc:
+                failures.append(exc)
+
+    workers = [threading.Thread(target=poll) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(60)
+
+    assert failures == []
+    assert fake.cp_nonce_rejections == 0
+    # One request per call made: nothing was refused and sent again.
+    assert fake.count("cp:get_tx_info_multi") == threads * calls_each
+    assert len(fake.calls) == threads * calls_each
+    assert fake.max_in_flight > 1  # the calls really overlapped
+    assert len(answers) == threads * calls_each
+    for answer in answers:
+        assert sorted(answer) == [f"ref{n:02}" for n in range(25)]
+        completed = {
+            ref for ref, result in answer.items() if result.status == Status.COMPLETED
+        }
+        assert completed == {f"ref{n:02}" for n in range(0, 25, 5)}
 
 
 # get_tx_info -------------------------------------------------------------------------
