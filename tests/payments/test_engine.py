@@ -26,21 +26,10 @@ from payments.models import (
 )
 from payments.states import PaymentStatus as S
 from tests.factories import PaymentFactory
+from tests.payments.test_refunds import paid_payment
+from tests.payments.test_tasks import make_cp_payments
 
 pytestmark = pytest.mark.django_db
-
-
-def paid(plan, sandbox) -> Payment:
-    payment = services.payment_create(
-        plan=plan, gateway_code="sandbox", email="e@example.com", site_url="http://t"
-    )
-    body, headers = sandbox.choose(payment.gateway_session_id, "paid")
-    services.webhook_ingest(
-        gateway_code="sandbox", body=body, headers=headers, remote_addr=None
-    )
-    payment.refresh_from_db()
-    assert payment.status == S.COMPLETED
-    return payment
 
 
 # --- the three defects -----------------------------------------------------------------
@@ -71,7 +60,7 @@ def test_regression_manual_refund_needs_no_configured_gateway(
     """Recording a manual refund once failed when the gateway was unconfigured."""
     from gateways import registry
 
-    payment = paid(plan, sandbox)
+    payment = paid_payment(plan, sandbox)
     gateway_settings["sandbox"]["enabled"] = False
     registry.reset()
 
@@ -168,17 +157,8 @@ def test_report_verdicts_are_a_table_lookup():
 def test_reconcile_command_runs_one_cycle_with_progress_and_a_summary(
     plan, providers, capsys
 ):
-    payments = [
-        services.payment_create(
-            plan=plan,
-            gateway_code="coinpayments",
-            email=f"c{i}@example.com",
-            site_url="http://t",
-        )
-        for i in range(30)
-    ]
+    payments = make_cp_payments(plan, 30)
     providers.cp_set_status(payments[0].gateway_transaction_id, 100)
-    Payment.objects.update(next_check_at=None)
 
     call_command("reconcile")
 

@@ -23,6 +23,7 @@ from payments import services
 from payments.models import EventKind, Payment, PaymentEvent, ReconciliationRun
 from payments.states import PaymentStatus as S
 from tests.conftest import subprocess_database_url
+from tests.payments.test_tasks import make_cp_payments
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -30,18 +31,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 def pending_coin_payments(plan, fake, count: int, paid_every: int = 4):
     """Create payments at the fake provider, a share of them paid there; all due."""
-    payments = [
-        services.payment_create(
-            plan=plan,
-            gateway_code="coinpayments",
-            email=f"p{i}@example.com",
-            site_url="http://testserver",
-        )
-        for i in range(count)
-    ]
+    payments = make_cp_payments(plan, count)
     for payment in payments[::paid_every]:
         fake.cp_set_status(payment.gateway_transaction_id, 100)
-    Payment.objects.update(next_check_at=None)
     fake.reset_calls()
     return payments
 
