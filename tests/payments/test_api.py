@@ -138,6 +138,28 @@ def test_same_idempotency_key_gives_one_payment_and_same_body(client, valid):
 
 
 @pytest.mark.django_db
+def test_a_provider_outage_is_not_replayed_under_its_idempotency_key(
+    client, valid, gateway_settings
+):
+    from gateways import registry
+
+    gateway_settings["sandbox"]["fail"] = "create"
+    registry.reset()
+    first = post_json(client, valid, **{"Idempotency-Key": "retry-me"})
+    assert first.status_code == 503
+    assert not IdempotencyRecord.objects.exists()
+
+    gateway_settings["sandbox"]["fail"] = ""
+    registry.reset()
+    second = post_json(client, valid, **{"Idempotency-Key": "retry-me"})
+    third = post_json(client, valid, **{"Idempotency-Key": "retry-me"})
+
+    assert second.status_code == third.status_code == 201
+    assert second.content == third.content
+    assert Payment.objects.filter(status=Payment.Status.PENDING).count() == 1
+
+
+@pytest.mark.django_db
 def test_idempotency_key_reused_with_other_params_is_refused(client, valid):
     post_json(client, valid, **{"Idempotency-Key": "k1"})
     response = post_json(
