@@ -66,6 +66,12 @@ class PlanAdmin(ModelAdmin):
     def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
         return superuser_only(request)
 
+    def get_fields(self, request: HttpRequest, obj=None):
+        if self.has_change_permission(request, obj):
+            return self.fields
+        # Read-only viewers see the price at its currency's precision.
+        return tuple("price_display" if f == "price" else f for f in self.fields)
+
     def save_model(self, request: HttpRequest, obj: Plan, form, change) -> None:
         # The form ran Plan.clean already: the service's check passes again.
         services.plan_save(plan=obj, user=request.user)

@@ -129,3 +129,20 @@ def test_checkout_shows_prices_at_their_currency_precision(client, sandbox):
     page = client.get("/checkout/").content.decode()
     assert "1500 JPY" in page
     assert "4.250 KWD" in page
+
+
+def test_finance_reads_the_price_at_its_currency_precision(client, django_user_model):
+    from django.contrib.auth.models import Group
+
+    from payments.roles import roles_setup
+
+    roles_setup()
+    reader = django_user_model.objects.create_user("fin", is_staff=True)
+    reader.groups.add(Group.objects.get(name="Finance"))
+    client.force_login(reader)
+    plan = PlanFactory(code="jp", price=Decimal("1500"), currency="JPY")
+    page = client.get(reverse("admin:payments_plan_change", args=[plan.pk]))
+    content = page.content.decode()
+    assert page.status_code == 200
+    assert "1500 JPY" in content and "1500.000" not in content
+    assert 'name="_save"' not in content
