@@ -7,7 +7,7 @@ role never sees (or pays for) figures it cannot follow up on.
 from __future__ import annotations
 
 import json
-from datetime import datetime, time, timedelta
+from datetime import timedelta
 
 from django.urls import reverse
 from django.utils import timezone
@@ -112,20 +112,20 @@ def _days(n: int) -> timedelta:
 
 
 def _payment_blocks(now) -> dict:
-    today = timezone.make_aware(datetime.combine(timezone.localdate(now), time.min))
+    paid = selectors.daily_paid_volume(days=30, now=now)
     pending, stuck = selectors.pending_counts(now=now)
     changelist = reverse("admin:payments_payment_changelist")
     stats = selectors.gateway_stats(since=now - _days(30), recent_since=now - _days(7))
     return {
-        "paid_today": _volumes(selectors.paid_volume(since=today)),
-        "paid_30d": _volumes(selectors.paid_volume(since=now - _days(30))),
+        "paid_today": _volumes(paid.totals(1)),
+        "paid_30d": _volumes(paid.totals(30)),
         "pending": pending,
         "pending_url": f"{changelist}?{urlencode({'status__exact': 'PENDING'})}",
         "stuck": stuck,
         "review": selectors.needs_review_count(),
         "review_url": f"{changelist}?{urlencode({'needs_review__exact': '1'})}",
         "success_rates": [_success_rate(s) for s in stats],
-        "volume_chart": _volume_chart(now),
+        "volume_chart": _volume_chart(paid),
         "status_chart": _status_chart(stats),
         "attention": _attention_table(now),
     }
@@ -152,8 +152,7 @@ def _volumes(volumes: list[selectors.Volume], noun: str = "payment") -> list[dic
     ]
 
 
-def _volume_chart(now) -> str:
-    dates, series = selectors.daily_paid_volume(days=30, now=now)
+def _volume_chart(paid: selectors.PaidDays) -> str:
     datasets = [
         {
             "label": currency,
@@ -161,9 +160,9 @@ def _volume_chart(now) -> str:
             "borderColor": CURRENCY_COLOURS[i % len(CURRENCY_COLOURS)],
             "backgroundColor": CURRENCY_COLOURS[i % len(CURRENCY_COLOURS)],
         }
-        for i, (currency, amounts) in enumerate(series.items())
+        for i, (currency, amounts) in enumerate(paid.amounts.items())
     ]
-    labels = [day.strftime("%d %b") for day in dates]
+    labels = [day.strftime("%d %b") for day in paid.dates]
     return json.dumps({"labels": labels, "datasets": datasets})
 
 

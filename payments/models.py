@@ -178,12 +178,13 @@ class Payment(models.Model):
                 condition=Q(date_paid__isnull=False),
                 name="pay_paid_volume",
             ),
-            # Date ranges and the default ordering; the dashboard's per-gateway
-            # status counts read only this index.
+            # Date ranges and the list's order (date, then id: no sort, even
+            # deep in the pages); the dashboard's per-gateway status counts
+            # read only this index.
             models.Index(
-                fields=["date_created"],
+                fields=["date_created", "id"],
                 include=["payment_gateway", "status"],
-                name="pay_created_gateway_status",
+                name="pay_created_id",
             ),
         ]
         # Custom permissions: what each back-office role may do to a payment

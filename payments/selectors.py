@@ -165,14 +165,35 @@ def paid_volume(*, since: datetime) -> list[Volume]:
     rows = (
         Payment.objects.filter(date_paid__gte=since)
         .values("currency")
-        .annotate(amount=Sum("amount_paid"), count=Count("id"))
+        .annotate(amount=Sum("amount_paid"), count=Count("*"))
         .order_by("-amount")
     )
     return [Volume(r["currency"], r["amount"], r["count"]) for r in rows]
 
 
-def daily_paid_volume(*, days: int, now: datetime) -> tuple[list[date], dict]:
-    """Return the last `days` local dates and, per currency, the amount paid each day."""
+@dataclass(frozen=True)
+class PaidDays:
+    """What was paid each local day of a window, per currency (oldest day first)."""
+
+    dates: list[date]
+    amounts: dict[str, list[Decimal]]
+    counts: dict[str, list[int]]
+
+    def totals(self, last_days: int) -> list[Volume]:
+        """Sum the last `last_days` days per currency, largest first."""
+        volumes = [
+            Volume(
+                currency,
+                sum(amounts[-last_days:]),
+                sum(self.counts[currency][-last_days:]),
+            )
+            for currency, amounts in self.amounts.items()
+        ]
+        return sorted((v for v in volumes if v.count), key=lambda v: -v.amount)
+
+
+def daily_paid_volume(*, days: int, now: datetime) -> PaidDays:
+    """Return what was paid on each of the last `days` local dates (one index scan)."""
     today = timezone.localdate(now)
     first = today - timedelta(days=days - 1)
     start = timezone.make_aware(datetime.combine(first, datetime.min.time()))
@@ -180,16 +201,22 @@ def daily_paid_volume(*, days: int, now: datetime) -> tuple[list[date], dict]:
         Payment.objects.filter(date_paid__gte=start)
         .annotate(day=TruncDate("date_paid"))
         .values("day", "currency")
-        .annotate(amount=Sum("amount_paid"))
+        .annotate(amount=Sum("amount_paid"), count=Count("*"))
+        .order_by()
     )
     dates = [first + timedelta(days=i) for i in range(days)]
-    series: dict[str, list[Decimal]] = {}
+    amounts: dict[str, list[Decimal]] = {}
+    counts: dict[str, list[int]] = {}
     for row in rows:
-        amounts = series.setdefault(row["currency"], [Decimal(0)] * days)
         index = (row["day"] - first).days
-        if 0 <= index < days:
-            amounts[index] += row["amount"]
-    return dates, dict(sorted(series.items(), key=lambda item: -sum(item[1])))
+        if not 0 <= index < days:
+            continue
+        amounts.setdefault(row["currency"], [Decimal(0)] * days)[index] += row["amount"]
+        counts.setdefault(row["currency"], [0] * days)[index] += row["count"]
+    ordered = sorted(amounts, key=lambda currency: -sum(amounts[currency]))
+    return PaidDays(
+        dates, {c: amounts[c] for c in ordered}, {c: counts[c] for c in ordered}
+    )
 
 
 def gateway_stats(*, since: datetime, recent_since: datetime) -> list[GatewayStats]:
@@ -202,7 +229,7 @@ def gateway_stats(*, since: datetime, recent_since: datetime) -> list[GatewaySta
     rows = (
         Payment.objects.filter(date_created__gte=since)
         .values("payment_gateway", "status")
-        .annotate(total=Count("id"), recent=Count("id", filter=recent))
+        .annotate(total=Count("*"), recent=Count("date_created", filter=recent))
         .order_by()
     )
     stats: dict[str, dict] = {}
@@ -239,7 +266,7 @@ def refund_volume(*, since: datetime) -> list[Volume]:
             status__in=(RefundStatus.SUCCEEDED, RefundStatus.MANUAL),
         )
         .values("currency")
-        .annotate(amount=Sum("amount"), count=Count("id"))
+        .annotate(amount=Sum("amount"), count=Count("*"))
         .order_by("-amount")
     )
     return [Volume(r["currency"], r["amount"], r["count"]) for r in rows]

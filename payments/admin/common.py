@@ -16,7 +16,6 @@ from django.utils.html import format_html
 from django.utils.safestring import SafeString
 from django.utils.translation import gettext_lazy as _
 from unfold.contrib.filters.admin import DropdownFilter, RangeDateFilter
-from unfold.utils import display_for_label
 
 from .. import selectors
 from ..models import DeliveryOutcome, EventKind, RefundStatus
@@ -85,9 +84,30 @@ def search_term_of(raw: str | None) -> str:
     return "".join((raw or "").split())
 
 
+# The classes of unfold's label template (unfold/helpers/label.html), per variant.
+LABEL_CLASSES = {
+    "info": "bg-blue-100 text-blue-700 dark:bg-blue-500/20 dark:text-blue-400",
+    "danger": "bg-red-100 text-red-700 dark:bg-red-500/20 dark:text-red-400",
+    "warning": "bg-orange-100 text-orange-700 dark:bg-orange-500/20 "
+    "dark:text-orange-400",
+    "success": "bg-green-100 text-green-700 dark:bg-green-500/20 dark:text-green-400",
+    "primary": "bg-primary-100 text-primary-700 dark:bg-primary-500/20 "
+    "dark:text-primary-400",
+    "default": "bg-base-500/8 text-base-700 dark:bg-base-500/20 dark:text-base-200",
+}
+
+
 def label(value: str, text: Any, variants: dict[str, str]) -> SafeString:
-    """Render an unfold label, for change forms (lists use @display(label=))."""
-    return display_for_label((value, text), "-", variants)
+    """Render an unfold-style label without a template per cell (list pages)."""
+    classes = LABEL_CLASSES.get(
+        variants.get(value, "default"), LABEL_CLASSES["default"]
+    )
+    return format_html(
+        '<span class="inline-block font-semibold rounded-default text-[11px] '
+        'uppercase whitespace-nowrap h-6 leading-6 px-2 {}">{}</span>',
+        classes,
+        text,
+    )
 
 
 def pretty_json(value: Any) -> SafeString:

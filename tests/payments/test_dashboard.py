@@ -122,11 +122,15 @@ def test_selectors_compute_the_figures(data):
     assert stats["coinpayments"].success_rate == 0.5
     attention = selectors.payments_needing_attention(now=now)
     assert [p.pk for p in attention] == [data["stuck"].pk, data["flagged"].pk]
-    dates, series = selectors.daily_paid_volume(days=30, now=now)
-    assert len(dates) == 30 and dates[-1] == timezone.localdate(now)
-    assert sum(series["USD"]) == Decimal("55.00")
+    days = selectors.daily_paid_volume(days=30, now=now)
+    assert len(days.dates) == 30 and days.dates[-1] == timezone.localdate(now)
+    assert sum(days.amounts["USD"]) == Decimal("55.00")
     paid_on = timezone.localdate(data["paid_today"].date_paid)
-    assert series["USD"][dates.index(paid_on)] == Decimal("20.00")
+    assert days.amounts["USD"][days.dates.index(paid_on)] == Decimal("20.00")
+    assert [(v.currency, v.amount, v.count) for v in days.totals(30)] == [
+        ("USD", Decimal("55.00"), 3),
+        ("EUR", Decimal("7.50"), 1),
+    ]
 
 
 def staff(client, django_user_model, role):
