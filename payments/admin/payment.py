@@ -14,7 +14,6 @@ from django.db.models import Q
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
 from django.urls import reverse
-from django.utils.dateformat import format as date_format
 from django.utils.html import format_html
 from django.utils.timezone import localtime
 from django.utils.translation import gettext_lazy as _
@@ -223,7 +222,7 @@ class PaymentAdmin(ReadOnlyAdminMixin, ModelAdmin):
 
     @display(description=_("created"), ordering="date_created")
     def created(self, obj: Payment):
-        return nowrap(date_format(localtime(obj.date_created), "Y-m-d H:i"))
+        return nowrap(localtime(obj.date_created).strftime("%Y-%m-%d %H:%M"))
 
     @display(description=_("status"), ordering="status")
     def status_label(self, obj: Payment):
