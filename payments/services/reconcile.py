@@ -11,9 +11,10 @@ stops the rest of the cycle. Every cycle is a `ReconciliationRun`.
 
 from __future__ import annotations
 
+import queue
 import time
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -37,8 +38,28 @@ RECONCILE_ACTOR = Actor("reconcile")
 # Claimed payments are not due again before this, so a second cluster skips
 # them; a crashed run's claims lapse after it.
 CLAIM_LEASE = timedelta(minutes=5)
-# Changed payments written per transaction.
+# Changed payments written per transaction; unchanged ones per back-off write.
 APPLY_GROUP = 50
+BACKOFF_GROUP = 500
+# Payments claimed per transaction: provider calls start after the first one.
+CLAIM_CHUNK = 500
+# What a provider check reads of a claimed payment (see status.payment_ref).
+CLAIM_FIELDS = (
+    "ref_id",
+    "payment_gateway",
+    "status",
+    "amount",
+    "currency",
+    "gateway_transaction_id",
+    "gateway_session_id",
+    "gateway_data",
+    "crypto_amount",
+    "crypto_currency",
+    "date_created",
+    "expiry_datetime",
+    "check_attempts",
+    "next_check_at",
+)
 
 Progress = Callable[[int], None]
 
@@ -81,9 +102,7 @@ def reconcile_cycle(
     run = run or reconciliation_start(trigger=trigger)
     now = now or timezone.now()
     tally = Tally()
-    due = claim_due(now=now, limit=limit)
-    tally.checked = len(due)
-    _settle(due, now, tally, progress or (lambda _done: None))
+    _settle(now, limit, tally, progress or (lambda _done: None))
     tally.expired = payment_expire_overdue(now=now)
     ReconciliationRun.objects.filter(pk=run.pk).update(
         finished_at=timezone.now(),
@@ -118,12 +137,16 @@ def due_count(*, now: datetime | None = None) -> int:
 
 
 def claim_due(*, now: datetime, limit: int) -> list[Payment]:
-    """Claim pending payments due for a check (locked rows are skipped)."""
+    """Claim pending payments due for a check (locked rows are skipped).
+
+    Only the columns a provider check needs are read.
+    """
     with transaction.atomic():
         due = list(
             _due(now)
             .select_for_update(skip_locked=True)
-            .order_by(F("next_check_at").asc(nulls_first=True))[:limit]
+            .only(*CLAIM_FIELDS)
+            .order_by(F("next_check_at").asc(nulls_first=True), "pk")[:limit]
         )
         Payment.objects.filter(pk__in=[p.pk for p in due]).update(
             next_check_at=now + CLAIM_LEASE
@@ -131,42 +154,72 @@ def claim_due(*, now: datetime, limit: int) -> list[Payment]:
     return due
 
 
-def _settle(due: list[Payment], now, tally: Tally, progress: Progress) -> None:
-    """Ask every provider about its payments; apply answers as they arrive."""
-    batches = _batches(due, tally, now)
+def _settle(now, limit: int, tally: Tally, progress: Progress) -> None:
+    """Claim due payments in chunks, ask providers, apply answers as they arrive.
+
+    Each claimed chunk's batches go to the pool at once, so provider calls
+    start after the first chunk's claim, not after the whole claim. Finished
+    batches come back through a queue (no per-call wait on every future).
+    """
+    finished: queue.SimpleQueue = queue.SimpleQueue()
     applier = _Applier(now, tally)
-    workers = max(1, min(settings.RECONCILE_CONCURRENCY, len(batches)))
+    batcher = _Batcher(tally, now)
+    submitted = 0
+    workers = max(1, settings.RECONCILE_CONCURRENCY)
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rec") as pool:
-        pending: dict[Future, tuple[str, list[Payment]]] = {
-            pool.submit(_ask, code, batch): (code, batch) for code, batch in batches
-        }
-        while pending:
-            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
-            for future in finished:
-                code, batch = pending.pop(future)
-                applier.take(code, batch, *future.result())
-            applier.flush(final=not pending)
-            progress(applier.settled)
+
+        def submit(code: str, batch: list[Payment]) -> None:
+            future = pool.submit(_ask, code, batch)
+            future.add_done_callback(lambda f: finished.put((code, batch, f)))
+
+        while tally.checked < limit:
+            chunk = claim_due(now=now, limit=min(CLAIM_CHUNK, limit - tally.checked))
+            tally.checked += len(chunk)
+            for code, batch in batcher.full_batches(chunk, last=False):
+                submit(code, batch)
+                submitted += 1
+            applier.drain(finished, progress, wait=False)
+            if len(chunk) < CLAIM_CHUNK:
+                break
+        for code, batch in batcher.full_batches([], last=True):
+            submit(code, batch)
+            submitted += 1
+        while applier.taken < submitted:
+            applier.drain(finished, progress, wait=True)
+    applier.flush(final=True)
+    progress(applier.settled)
 
 
-def _batches(due: list[Payment], tally: Tally, now) -> list[tuple[str, list[Payment]]]:
-    """Split due payments into provider batches; back off those nobody can ask."""
-    by_code: dict[str, list[Payment]] = {}
-    for payment in due:
-        by_code.setdefault(payment.payment_gateway, []).append(payment)
-    batches = []
-    for code, payments in by_code.items():
+class _Batcher:
+    """Group claimed payments into full provider batches; hold back the rest."""
+
+    def __init__(self, tally: Tally, now):
+        self.tally, self.now = tally, now
+        self.waiting: dict[str, list[Payment]] = {}
+        self.sizes: dict[str, int] = {}
+
+    def full_batches(self, payments: list[Payment], *, last: bool):
+        for payment in payments:
+            code = payment.payment_gateway
+            if code not in self.sizes:
+                self.sizes[code] = self._size(code)
+            if self.sizes[code]:
+                self.waiting.setdefault(code, []).append(payment)
+            else:  # nobody can ask this provider: back it off
+                self.tally.errors += 1
+                payments_record_checks(payments=[payment], checked_at=self.now)
+        for code, queued in self.waiting.items():
+            size = self.sizes[code]
+            while len(queued) >= size or (last and queued):
+                yield code, queued[:size]
+                del queued[:size]
+
+    def _size(self, code: str) -> int:
         try:
-            size = max(get_gateway(code).batch_size, 1)
+            return max(get_gateway(code).batch_size, 1)
         except GatewayError as exc:  # not configured any more
-            tally.errors += len(payments)
-            tally.problem(f"{code}: {exc}")
-            payments_record_checks(payments=payments, checked_at=now)
-            continue
-        batches += [
-            (code, payments[i : i + size]) for i in range(0, len(payments), size)
-        ]
-    return batches
+            self.tally.problem(f"{code}: {exc}")
+            return 0
 
 
 def _ask(code: str, batch: list[Payment]) -> tuple[dict[str, StatusResult], str]:
@@ -185,9 +238,23 @@ class _Applier:
         self.now, self.tally = now, tally
         self.changed: dict[int, StatusResult] = {}
         self.unchanged: list[Payment] = []
-        self.settled = 0
+        self.settled = self.taken = 0
+
+    def drain(self, finished: queue.SimpleQueue, progress: Progress, *, wait: bool):
+        """Take every finished batch (waiting for one if asked), then write."""
+        try:
+            item = finished.get() if wait else finished.get_nowait()
+            while True:
+                code, batch, future = item
+                self.take(code, batch, *future.result())
+                item = finished.get_nowait()
+        except queue.Empty:
+            pass
+        self.flush(final=False)
+        progress(self.settled)
 
     def take(self, code: str, batch: list[Payment], results, error: str) -> None:
+        self.taken += 1
         if error:
             self.tally.problem(error)
         for payment in batch:
@@ -203,7 +270,7 @@ class _Applier:
     def flush(self, *, final: bool) -> None:
         if len(self.changed) >= APPLY_GROUP or (final and self.changed):
             self._apply_changed()
-        if len(self.unchanged) >= APPLY_GROUP or (final and self.unchanged):
+        if len(self.unchanged) >= BACKOFF_GROUP or (final and self.unchanged):
             payments_record_checks(payments=self.unchanged, checked_at=self.now)
             self.settled += len(self.unchanged)
             self.unchanged = []

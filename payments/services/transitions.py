@@ -123,6 +123,7 @@ def payments_change(
     """
     now = timezone.now()
     events: list[PaymentEvent] = []
+    rows: list[tuple[Payment, set[str]]] = []
     done: dict[Any, Changed] = {}
     with transaction.atomic():
         locked = Payment.objects.select_for_update().filter(
@@ -130,10 +131,17 @@ def payments_change(
         )
         for payment in locked.order_by("pk"):
             name = getattr(payment, key)
-            done[name] = _apply(payment, decisions[name](payment), actor, now, events)
+            change = decisions[name](payment)
+            fields, entries = _apply(payment, change, now)
+            if fields:
+                rows.append((payment, fields))
+            events += [timeline_entry(payment, entry, actor) for entry in entries]
+            flagged = any(e.kind == EventKind.REVIEW_FLAGGED for e in entries)
+            done[name] = Changed(payment, change, flagged, bool(fields))
         missing = set(decisions) - done.keys()
         if missing:
             raise Payment.DoesNotExist(f"no payment with {key} {sorted(missing)}")
+        _write_rows(rows, now)
         PaymentEvent.objects.bulk_create(events)
         if then is not None:
             then(done)
@@ -169,9 +177,8 @@ def payment_add_entry(*, payment_id: int, actor: Actor, entry: Entry) -> Changed
     return payment_change(payment_id=payment_id, actor=actor, decide=lambda _p: change)
 
 
-def _apply(
-    payment: Payment, change: Change, actor: Actor, now, events: list
-) -> Changed:
+def _apply(payment: Payment, change: Change, now) -> tuple[set[str], list[Entry]]:
+    """Apply a change to a locked payment in memory; return the fields and entries."""
     if "status" in change.updates:
         raise IllegalTransition("a status is changed through Change.status only")
     fields = set(change.updates)
@@ -190,20 +197,34 @@ def _apply(
                 to_status=change.status,
             )
         )
-    flagged = bool(change.review) and not (
+    if change.review and not (
         payment.needs_review and change.review in payment.review_reason
-    )
-    if flagged:
+    ):
         payment.needs_review = True
         payment.review_reason = "\n".join(
             filter(None, [payment.review_reason, change.review])
         )
         fields |= {"needs_review", "review_reason"}
         entries.append(Entry(EventKind.REVIEW_FLAGGED, change.review, change.data))
-    if fields:
-        payment.save(update_fields=[*sorted(fields), "date_updated"])
-    events.extend(timeline_entry(payment, entry, actor) for entry in entries)
-    return Changed(payment, change, flagged, bool(fields))
+    return fields, entries
+
+
+def _write_rows(rows: list[tuple[Payment, set[str]]], now) -> None:
+    """Write changed payments: one UPDATE per distinct set of new values.
+
+    A batch of payments completed by one provider answer mostly shares its new
+    values, so this is a handful of statements instead of one per payment.
+    """
+    groups: dict[str, tuple[dict[str, Any], list[int]]] = {}
+    for payment, fields in rows:
+        payment.date_updated = now
+        values = {name: getattr(payment, name) for name in sorted(fields)}
+        values["date_updated"] = now
+        groups.setdefault(repr(sorted(values.items())), (values, []))[1].append(
+            payment.pk
+        )
+    for values, ids in groups.values():
+        Payment.objects.filter(pk__in=ids).update(**values)
 
 
 def _write_status(payment: Payment, to_status: str, now) -> set[str]:

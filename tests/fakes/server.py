@@ -23,6 +23,7 @@ import threading
 import time
 import traceback
 import uuid
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -162,6 +163,8 @@ class FakeProviderServer:
         # Calls refused for a nonce not above the key's last one. The nonce is
         # optional, as at CoinPayments: a call without one is never refused.
         self.cp_nonce_rejections = 0
+        # How often each CoinPayments transaction id was asked about.
+        self.cp_ids_asked: Counter[str] = Counter()
         self._blackholes: list[socket.socket] = []
         self.max_in_flight = 0
         self.connections_accepted = 0
@@ -276,6 +279,7 @@ class FakeProviderServer:
         with self._lock:
             self.calls.clear()
             self.cp_nonce_rejections = 0
+            self.cp_ids_asked.clear()
             self.max_in_flight = self._in_flight
             self.connections_accepted = 0
 
@@ -694,6 +698,7 @@ class FakeProviderServer:
 
     def _cp_get_tx_info(self, fields: dict[str, str]) -> _Reply:
         with self._lock:
+            self.cp_ids_asked[fields.get("txid", "").strip()] += 1
             tx = self._cp_txs.get(fields.get("txid", "").strip())
             if tx is None:
                 return _cp_error("Invalid payment ID")
@@ -707,6 +712,7 @@ class FakeProviderServer:
             return _cp_error("Too many transaction IDs")
         result: dict[str, Any] = {}
         with self._lock:
+            self.cp_ids_asked.update(ids)
             for txn_id in ids:
                 tx = self._cp_txs.get(txn_id)
                 result[txn_id] = (

@@ -79,8 +79,10 @@ def test_two_processes_check_each_due_payment_exactly_once(plan, providers):
     assert [p.returncode for p in processes] == [0, 0], outputs
     runs = list(ReconciliationRun.objects.values_list("checked", "errors"))
     assert sorted(runs) == [(500, 0), (500, 0)], outputs
-    # 1,000 ids in batches of 25, each id asked about exactly once.
-    assert providers.count("cp:get_tx_info_multi") - providers.cp_nonce_rejections == 40
+    # Each id asked about exactly once, in full batches of 25.
+    assert sorted(providers.cp_ids_asked.values()) == [1] * 1000
+    assert set(providers.cp_ids_asked) == {p.gateway_transaction_id for p in payments}
+    assert providers.count("cp:get_tx_info_multi") == 40
     assert status_changes() == 250
     attempts = dict(
         Payment.objects.filter(status=S.PENDING)
