@@ -273,8 +273,13 @@ class Statements:
             found.seconds[kind] += float(query.get("time") or 0)
             if kind in ("payment UPDATE with status", "other payment UPDATE"):
                 match = _ONE_ID.search(sql)
+                listed = _IN_LIST.search(sql)
                 if match:
                     found.rows_one_by_one.append(int(match.group(1)))
+                elif listed:  # one UPDATE for a group of payments with equal values
+                    found.rows_one_by_one += [
+                        int(part) for part in listed.group(1).split(",") if part.strip()
+                    ]
             elif kind == "back-off UPDATE":
                 listed = _IN_LIST.search(sql)
                 if listed:
@@ -768,7 +773,7 @@ def report(
     row("  total statements", lambda c: fmt_int(c.statements.total))
     row("  of which writes", lambda c: fmt_int(c.statements.writes))
     row(
-        "  rows by single-row UPDATE",
+        "  rows by status UPDATEs",
         lambda c: f"{len(set(c.statements.rows_one_by_one)):,}",
     )
     row("  rows by back-off UPDATEs", lambda c: fmt_int(c.statements.rows_backed_off))
@@ -794,9 +799,11 @@ def report(
         return "PASS" if ok else "FAIL"
 
     cp_speedup = baseline["coinpayments"] / cp_only.seconds
+    # Status writes touch exactly the changed payments (once each); back-off
+    # writes touch exactly the others.
     writes_ok = all(
-        set(c.statements.rows_one_by_one) <= c.changed_ids
-        and c.statements.counts.get("payment UPDATE with status", 0) == c.changes
+        sorted(c.statements.rows_one_by_one) == sorted(c.changed_ids)
+        and c.statements.rows_backed_off == c.due - c.changes
         for c in cycles
     )
     targets = [
@@ -807,7 +814,7 @@ def report(
             combined.seconds <= TARGET_FLOOR_RATIO * combined.floor,
         ),
         (
-            f"CP-only cycle <= {TARGET_FLOOR_RATIO} x floor",
+            f"(extra) CP-only cycle <= {TARGET_FLOOR_RATIO} x floor",
             f"{cp_only.seconds:.2f} s / {cp_only.floor:.2f} s = "
             f"{cp_only.seconds / cp_only.floor:.2f}",
             cp_only.seconds <= TARGET_FLOOR_RATIO * cp_only.floor,
@@ -847,10 +854,10 @@ def report(
             process_peak_mib * 1.048576 <= TARGET_RSS_MB,
         ),
         (
-            "per-payment writes only for changed payments",
+            "writes only for changed payments (rows)",
             " + ".join(
-                f"{c.statements.counts.get('payment UPDATE with status', 0)} of "
-                f"{c.changes}"
+                f"{len(c.statements.rows_one_by_one)} of {c.changes} rows in "
+                f"{c.statements.counts.get('payment UPDATE with status', 0)}"
                 for c in cycles
             )
             + " status UPDATEs; back-off UPDATEs "

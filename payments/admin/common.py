@@ -16,6 +16,7 @@ from django.utils.html import format_html
 from django.utils.safestring import SafeString
 from django.utils.translation import gettext_lazy as _
 from unfold.contrib.filters.admin import DropdownFilter, RangeDateFilter
+from unfold.paginator import InfinitePaginator
 
 from .. import selectors
 from ..models import DeliveryOutcome, EventKind, RefundStatus
@@ -152,6 +153,33 @@ def back_to(request: HttpRequest, url: str) -> HttpResponse:
     if request.headers.get("HX-Request"):
         return HttpResponse(headers={"HX-Redirect": url})
     return HttpResponseRedirect(url)
+
+
+class DeepPagePaginator(InfinitePaginator):
+    """Unfold's count-free paginator, with deep pages found through the index.
+
+    Past the first pages, `OFFSET` walks every skipped row and joins it; here
+    the page's primary keys are picked first (an index-only walk when the
+    order is an index's), then only those rows are read.
+    """
+
+    SHALLOW_PAGES = 10
+
+    def page(self, number):
+        number = self.validate_number(number)
+        bottom = (number - 1) * self.per_page
+        if number <= self.SHALLOW_PAGES or not isinstance(self.object_list, QuerySet):
+            return super().page(number)
+        ids = list(
+            self.object_list.values_list("pk", flat=True)[
+                bottom : bottom + self.per_page
+            ]
+        )
+        rows = self.object_list.model._default_manager.none()
+        if ids:
+            rows = {obj.pk: obj for obj in self.object_list.filter(pk__in=ids)}
+            rows = [rows[pk] for pk in ids if pk in rows]
+        return self._get_page(list(rows), number, self)
 
 
 class GatewayFilter(DropdownFilter):

@@ -21,13 +21,13 @@ from unfold.admin import ModelAdmin
 from unfold.contrib.filters.admin import BooleanRadioFilter, ChoicesDropdownFilter
 from unfold.decorators import action, display
 from unfold.enums import ActionVariant
-from unfold.paginator import InfinitePaginator
 
 from .. import services
 from ..models import Payment, RefundStatus
 from .common import (
     PAYMENT_STATUS_COLOURS,
     DateRangeFilter,
+    DeepPagePaginator,
     GatewayFilter,
     ReadOnlyAdminMixin,
     admin_actor,
@@ -99,7 +99,7 @@ class PaymentAdmin(ReadOnlyAdminMixin, ModelAdmin):
     )
     show_full_result_count = False
     show_facets = admin.ShowFacets.NEVER
-    paginator = InfinitePaginator
+    paginator = DeepPagePaginator
     list_per_page = 50
     list_select_related = ("plan",)
     fieldsets = (
