@@ -207,6 +207,12 @@ GATEWAY_SETTINGS = {
     },
 }
 
+# "inline": a notification is applied before it is acknowledged. "queued": it
+# is stored and acknowledged, then applied in batches by a django-q2 task
+# (much higher intake; needs a running qcluster, best with the Redis broker).
+WEBHOOK_APPLY = config("WEBHOOK_APPLY", default="inline")
+if WEBHOOK_APPLY not in ("inline", "queued"):
+    raise ImproperlyConfigured("WEBHOOK_APPLY must be 'inline' or 'queued'")
 # Seconds between two gateway look-ups triggered by the public status endpoint.
 STATUS_REFRESH_SECONDS = config("STATUS_REFRESH_SECONDS", default=5, cast=int)
 # Minutes a payment stays payable when the provider does not say.

@@ -49,6 +49,11 @@ def reconcile_refunds(min_age_seconds: int = 60) -> int:
     )
 
 
+def apply_webhooks() -> int:
+    """Apply stored notifications (WEBHOOK_APPLY=queued), many per transaction."""
+    return services.webhooks_apply_received()
+
+
 # The only functions a django-q2 Schedule may name (see services.schedules):
 # the cluster imports and runs whatever dotted path a schedule holds.
 SCHEDULABLE_TASKS = (reconcile_pending, reconcile_refunds, expire_overdue)

@@ -69,6 +69,7 @@ from .transitions import (
     payments_change,
     redact,
 )
+from .webhook_batches import webhooks_apply_received, webhooks_schedule_apply
 from .webhooks import (
     Intake,
     WebhookOutcome,
@@ -138,4 +139,6 @@ __all__ = [
     "webhook_ingest",
     "webhook_process",
     "webhook_reprocess",
+    "webhooks_apply_received",
+    "webhooks_schedule_apply",
 ]

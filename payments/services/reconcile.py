@@ -32,12 +32,15 @@ from ..states import PaymentStatus
 from .checks import payments_record_checks
 from .status import EXPIRY_ACTOR, payment_ref, payment_refresh, report_change
 from .transitions import Actor, Change, logger, payments_change
+from .webhook_batches import webhooks_apply_received
 
 S = PaymentStatus
 RECONCILE_ACTOR = Actor("reconcile")
 # Claimed payments are not due again before this, so a second cluster skips
 # them; a crashed run's claims lapse after it.
 CLAIM_LEASE = timedelta(minutes=5)
+# A stored notification still waiting after this was lost by its task.
+LOST_WEBHOOK_SECONDS = 10
 # Changed payments written per transaction; unchanged ones per back-off write.
 APPLY_GROUP = 50
 BACKOFF_GROUP = 500
@@ -104,6 +107,8 @@ def reconcile_cycle(
     tally = Tally()
     _settle(now, limit, tally, progress or (lambda _done: None))
     tally.expired = payment_expire_overdue(now=now)
+    # Notifications stored for a batch task that never ran (WEBHOOK_APPLY=queued).
+    webhooks_apply_received(min_age_seconds=LOST_WEBHOOK_SECONDS)
     ReconciliationRun.objects.filter(pk=run.pk).update(
         finished_at=timezone.now(),
         checked=tally.checked,

@@ -64,7 +64,13 @@ def report_change(
         message = result.message or f"reported {result.status}"
         entries = (Entry(kind, message, event_data),)
     updates = check_updates(payment, checked_at=checked_at) if checked_at else {}
-    base = Change(updates=updates, entries=entries, data=event_data)
+    # The provider's payload is kept once: on the report's own entry if it has
+    # one, else on the status change it causes.
+    base = Change(
+        updates=updates,
+        entries=entries,
+        data=dict(data or {}) if entries else event_data,
+    )
     match verdict(payment.status, result.status):
         case Verdict.KEEP:
             return base

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
+from django.conf import settings
 from django.db import IntegrityError
 from django.utils import timezone
 
@@ -89,7 +90,9 @@ def webhook_ingest(
         gateway = get_gateway(gateway_code)
     except GatewayConfigError as exc:
         delivery.headers = redact_headers(headers, ())
-        _store(delivery, Outcome.REJECTED, error=f"gateway not configured: {exc}")
+        store_delivery(
+            delivery, Outcome.REJECTED, error=f"gateway not configured: {exc}"
+        )
         message = f"gateway {gateway_code!r} is not configured"
         return WebhookOutcome(Intake.UNKNOWN_GATEWAY, delivery, message)
     delivery.headers = redact_headers(headers, gateway.secret_headers)
@@ -97,11 +100,16 @@ def webhook_ingest(
         event = gateway.parse_webhook(body, headers)
     except WebhookRejected as exc:
         delivery.signature_valid = False
-        _store(delivery, Outcome.REJECTED, error=str(exc))
+        store_delivery(delivery, Outcome.REJECTED, error=str(exc))
         logger.warning(
             "rejected %s notification #%s: %s", gateway_code, delivery.pk, exc
         )
         return WebhookOutcome(Intake.REJECTED, delivery, f"rejected: {exc}")
+    if settings.WEBHOOK_APPLY == "queued":
+        from .webhook_batches import webhook_enqueue
+
+        reply = gateway.webhook_reply(event)
+        return webhook_enqueue(delivery=delivery, event=event, reply=reply)
     return webhook_process(delivery=delivery, event=event)
 
 
@@ -156,41 +164,41 @@ def webhook_process(
         Intake.ACCEPTED, delivery, reply=gateway.webhook_reply(event)
     )
     if not (event.ref_id or event.transaction_id):
-        _store(
+        store_delivery(
             delivery, Outcome.UNMATCHED, error="no payment matches this notification"
         )
         return WebhookOutcome(Intake.UNMATCHED, delivery, "unknown payment")
     try:
-        result = _event_result(gateway, delivery.gateway, event)
+        result = event_result(gateway, delivery.gateway, event)
         _apply_once(delivery, event, result)
     except Payment.DoesNotExist:
-        _store(
+        store_delivery(
             delivery, Outcome.UNMATCHED, error="no payment matches this notification"
         )
         return WebhookOutcome(Intake.UNMATCHED, delivery, "unknown payment")
     except GatewayError as exc:
-        _store(delivery, Outcome.ERROR, error=f"confirmation failed: {exc}")
+        store_delivery(delivery, Outcome.ERROR, error=f"confirmation failed: {exc}")
         return WebhookOutcome(
             Intake.RETRY_LATER, delivery, "provider unavailable, retry later"
         )
     except IntegrityError:
         # This provider event was applied already (or concurrently): everything
         # above rolled back, so it counts once.
-        _store(delivery, Outcome.DUPLICATE)
+        store_delivery(delivery, Outcome.DUPLICATE)
     except Exception as exc:
-        _store(delivery, Outcome.ERROR, error=f"{type(exc).__name__}: {exc}")
+        store_delivery(delivery, Outcome.ERROR, error=f"{type(exc).__name__}: {exc}")
         raise
     return accepted
 
 
-def _lookup(event: WebhookEvent) -> tuple[str, str]:
+def event_lookup(event: WebhookEvent) -> tuple[str, str]:
     """Return the payment field and value a notification names its payment by."""
     if event.ref_id:
         return "ref_id", event.ref_id
     return "gateway_transaction_id", event.transaction_id
 
 
-def _event_result(gateway, code: str, event: WebhookEvent) -> StatusResult:
+def event_result(gateway, code: str, event: WebhookEvent) -> StatusResult:
     """Return what the notification reports, confirmed with the provider if asked."""
     if event.confirm:
         # A provider call follows: spend it only on an event not applied yet
@@ -201,7 +209,7 @@ def _event_result(gateway, code: str, event: WebhookEvent) -> StatusResult:
             ).exists()
         ):
             raise IntegrityError(f"event {event.event_id} was applied already")
-        field, value = _lookup(event)
+        field, value = event_lookup(event)
         payment = Payment.objects.get(payment_gateway=code, **{field: value})
         result = gateway.fetch_status(payment_ref(payment))
         return replace(result, message=f"{event.message}; confirmed: {result.message}")
@@ -218,7 +226,25 @@ def _event_result(gateway, code: str, event: WebhookEvent) -> StatusResult:
 
 def _apply_once(delivery: WebhookDelivery, event: WebhookEvent, result) -> None:
     """Change the payment and store the delivery with its outcome: one transaction."""
-    field, value = _lookup(event)
+    field, value = event_lookup(event)
+
+    def record(done: dict) -> None:
+        changed = done[value]
+        delivery.payment = changed.payment
+        delivery.provider_event_id = storable(event.event_id)[:255] or None
+        store_delivery(delivery, event_outcome(changed, event))
+
+    payments_change(
+        decisions={value: event_decision(event, result)},
+        actor=Actor(f"webhook:{delivery.gateway}"),
+        key=field,
+        scope={"payment_gateway": delivery.gateway},
+        then=record,
+    )
+
+
+def event_decision(event: WebhookEvent, result: StatusResult):
+    """Return what a verified notification does to its (locked) payment."""
     data = {"event_id": event.event_id}
 
     def decide(payment: Payment) -> Change:
@@ -233,28 +259,19 @@ def _apply_once(delivery: WebhookDelivery, event: WebhookEvent, result) -> None:
             return Change(entries=change.entries, data=data, review=review)
         return change
 
-    def record(done: dict) -> None:
-        changed = done[value]
-        if changed.flagged:
-            outcome = Outcome.REVIEW
-        elif changed.ignored or (event.status is None and not event.confirm):
-            outcome = Outcome.IGNORED
-        else:
-            outcome = Outcome.APPLIED
-        delivery.payment = changed.payment
-        delivery.provider_event_id = storable(event.event_id)[:255] or None
-        _store(delivery, outcome)
-
-    payments_change(
-        decisions={value: decide},
-        actor=Actor(f"webhook:{delivery.gateway}"),
-        key=field,
-        scope={"payment_gateway": delivery.gateway},
-        then=record,
-    )
+    return decide
 
 
-def _store(delivery: WebhookDelivery, outcome: str, *, error: str = "") -> None:
+def event_outcome(changed, event: WebhookEvent) -> str:
+    """Tell what a notification's change amounted to, for its delivery."""
+    if changed.flagged:
+        return Outcome.REVIEW
+    if changed.ignored or (event.status is None and not event.confirm):
+        return Outcome.IGNORED
+    return Outcome.APPLIED
+
+
+def store_delivery(delivery: WebhookDelivery, outcome: str, *, error: str = "") -> None:
     """Save a delivery with its outcome (an INSERT, or an UPDATE when re-processed)."""
     delivery.outcome = outcome
     delivery.error = storable(error)

@@ -97,3 +97,43 @@ def test_update_pending_is_run_by_a_real_cluster(client, plan, sandbox, settings
     assert payment.status == Payment.Status.COMPLETED
     change = payment.events.get(kind="STATUS_CHANGE")
     assert change.source == "reconcile"
+
+
+def test_queued_webhooks_are_applied_by_a_real_cluster(client, plan, sandbox, settings):
+    from django.core.cache import cache
+
+    from payments.models import WebhookDelivery
+    from payments.services.webhook_batches import APPLY_KEY
+
+    settings.WEBHOOK_APPLY = "queued"
+    cache.delete(APPLY_KEY)
+    payments = [
+        services.payment_create(
+            plan=plan, gateway_code="sandbox", email=f"w{i}@example.com", site_url="t"
+        )
+        for i in range(5)
+    ]
+    for payment in payments:
+        body, headers = sandbox.choose(payment.gateway_session_id, "paid")
+        headers = {k: v for k, v in headers.items() if k.lower() != "content-type"}
+        response = client.post(
+            "/api/webhooks/sandbox/",
+            body,
+            content_type="application/json",
+            headers=headers,
+        )
+        assert response.status_code == 200
+    assert not Payment.objects.filter(status=Payment.Status.COMPLETED).exists()
+    cluster = start_cluster()
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if Payment.objects.filter(status=Payment.Status.COMPLETED).count() == 5:
+                break
+            time.sleep(0.3)
+    finally:
+        log = stop_cluster(cluster)
+    completed = Payment.objects.filter(status=Payment.Status.COMPLETED).count()
+    assert completed == 5, f"the cluster did not apply them:\n{log[-3000:]}"
+    outcomes = set(WebhookDelivery.objects.values_list("outcome", flat=True))
+    assert outcomes == {WebhookDelivery.Outcome.APPLIED}

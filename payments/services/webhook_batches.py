@@ -1,0 +1,146 @@
+"""Queued webhook intake: store and acknowledge now, apply in batches in a task.
+
+With `WEBHOOK_APPLY=queued` a verified notification is stored as RECEIVED
+(its event id unique, so a re-send is a DUPLICATE at once) and acknowledged;
+a django-q2 task applies the stored deliveries many per transaction. A task
+is queued when none is pending (a cache key), and it clears that key before
+each look for work, so a delivery stored after its last look queues the next
+task: applied state follows within the broker's poll. The reconciler applies
+any delivery left RECEIVED (a lost task), so nothing is lost.
+"""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from datetime import timedelta
+
+from django.core.cache import cache
+from django.db import IntegrityError, connection, transaction
+from django.utils import timezone
+from django_q.tasks import async_task
+
+from gateways.base import GatewayConfigError, WebhookEvent, WebhookRejected
+from gateways.registry import get_gateway
+
+from ..models import Payment, WebhookDelivery
+from .transitions import Actor, payments_change
+from .webhooks import (
+    Intake,
+    Outcome,
+    WebhookOutcome,
+    event_decision,
+    event_lookup,
+    event_outcome,
+    event_result,
+    storable,
+    store_delivery,
+    webhook_process,
+)
+
+APPLY_KEY = "payments:webhooks:apply-queued"
+APPLY_TASK = "payments.tasks.apply_webhooks"
+BATCH = 200
+
+
+def webhook_enqueue(
+    *, delivery: WebhookDelivery, event: WebhookEvent, reply
+) -> WebhookOutcome:
+    """Store a verified notification for the batch applier and acknowledge it.
+
+    One INSERT and no other database round trip: even its payment is looked
+    up by the task (an unknown one ends UNMATCHED there, after a 2xx).
+    """
+    delivery.signature_valid = True
+    delivery.provider_event_id = storable(event.event_id)[:255] or None
+    delivery.outcome = Outcome.RECEIVED
+    # One INSERT committed on its own; inside a caller's transaction (tests) a
+    # savepoint keeps a refused INSERT from breaking it.
+    nested = transaction.atomic() if connection.in_atomic_block else nullcontext()
+    try:
+        with nested:
+            delivery.save()
+    except IntegrityError:  # the unique event id: a re-send
+        store_delivery(delivery, Outcome.DUPLICATE)
+        return WebhookOutcome(Intake.ACCEPTED, delivery, reply=reply)
+    webhooks_schedule_apply()
+    return WebhookOutcome(Intake.ACCEPTED, delivery, reply=reply)
+
+
+def webhooks_schedule_apply() -> None:
+    """Queue the batch applier unless one is already queued."""
+    if cache.add(APPLY_KEY, 1, timeout=30):
+        async_task(APPLY_TASK, task_name="apply-webhooks")
+
+
+def webhooks_apply_received(*, min_age_seconds: int = 0) -> int:
+    """Apply stored RECEIVED deliveries, a batch per transaction; count them."""
+    applied = 0
+    while True:
+        cache.delete(APPLY_KEY)  # a delivery stored from now on queues a task
+        cutoff = timezone.now() - timedelta(seconds=min_age_seconds)
+        with transaction.atomic():
+            deliveries = list(
+                WebhookDelivery.objects.select_for_update(skip_locked=True)
+                .filter(outcome=Outcome.RECEIVED, received_at__lte=cutoff)
+                .order_by("pk")[:BATCH]
+            )
+            for group in _groups(deliveries):
+                _apply_group(group)
+        if not deliveries:
+            return applied
+        applied += len(deliveries)
+
+
+def _groups(deliveries: list[WebhookDelivery]):
+    """Yield ((gateway, field), {value: (delivery, event, result)}), one per payment."""
+    groups: dict[tuple[str, str], dict[str, tuple]] = {}
+    for delivery in deliveries:
+        try:
+            gateway = get_gateway(delivery.gateway)
+            event = gateway.parse_webhook(
+                delivery.body.encode(), delivery.headers, verified=True
+            )
+        except (GatewayConfigError, WebhookRejected) as exc:
+            store_delivery(delivery, Outcome.ERROR, error=str(exc))
+            continue
+        if event.confirm:  # asks the provider first: the one-by-one path
+            webhook_process(delivery=delivery, event=event)
+            continue
+        field, value = event_lookup(event)
+        group = groups.setdefault((delivery.gateway, field), {})
+        if value in group:  # a second report for one payment: next round
+            continue
+        group[value] = (delivery, event, event_result(gateway, delivery.gateway, event))
+    yield from groups.items()
+
+
+def _apply_group(group) -> None:
+    (code, field), items = group
+    known = set(
+        Payment.objects.filter(
+            payment_gateway=code, **{f"{field}__in": list(items)}
+        ).values_list(field, flat=True)
+    )
+    for value in set(items) - known:
+        store_delivery(items[value][0], Outcome.UNMATCHED, error="no payment matches")
+    if not known:
+        return
+    done = payments_change(
+        decisions={v: event_decision(items[v][1], items[v][2]) for v in known},
+        actor=Actor(f"webhook:{code}"),
+        key=field,
+        scope={"payment_gateway": code},
+    )
+    by_outcome: dict[str, list[int]] = {}
+    linked = []
+    for value, changed in done.items():
+        delivery, event, _result = items[value]
+        by_outcome.setdefault(event_outcome(changed, event), []).append(delivery.pk)
+        delivery.payment = changed.payment
+        linked.append(delivery)
+    now = timezone.now()
+    for outcome, ids in by_outcome.items():
+        WebhookDelivery.objects.filter(pk__in=ids).update(
+            outcome=outcome, processed_at=now
+        )
+    WebhookDelivery.objects.bulk_update(linked, ["payment"])

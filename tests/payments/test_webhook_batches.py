@@ -1,0 +1,147 @@
+"""WEBHOOK_APPLY=queued: store and acknowledge, then apply in batches, exactly once."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.core.cache import cache
+from django.utils import timezone
+from django_q.models import OrmQ
+
+from payments import services
+from payments.models import EventKind, Payment, PaymentEvent, WebhookDelivery
+from payments.services.webhook_batches import APPLY_KEY
+
+pytestmark = pytest.mark.django_db
+Outcome = WebhookDelivery.Outcome
+
+
+@pytest.fixture
+def queued(settings, sandbox):
+    settings.WEBHOOK_APPLY = "queued"
+    cache.delete(APPLY_KEY)
+    yield sandbox
+    cache.delete(APPLY_KEY)
+
+
+def notify(client, sandbox, payment, choice="paid", notification=None):
+    body, headers = notification or sandbox.choose(payment.gateway_session_id, choice)
+    headers = {k: v for k, v in headers.items() if k.lower() != "content-type"}
+    return client.post(
+        "/api/webhooks/sandbox/", body, content_type="application/json", headers=headers
+    )
+
+
+def make(plan, count: int) -> list[Payment]:
+    return [
+        services.payment_create(
+            plan=plan, gateway_code="sandbox", email=f"q{i}@example.com", site_url="h"
+        )
+        for i in range(count)
+    ]
+
+
+def test_a_notification_is_stored_acknowledged_then_applied_by_the_task(
+    client, plan, queued
+):
+    payments = make(plan, 3)
+    for payment in payments:
+        assert notify(client, queued, payment).status_code == 200
+    # Acknowledged, not applied yet; one task queued for all of them.
+    assert set(WebhookDelivery.objects.values_list("outcome", flat=True)) == {
+        Outcome.RECEIVED
+    }
+    assert not Payment.objects.filter(status=Payment.Status.COMPLETED).exists()
+    assert OrmQ.objects.count() == 1
+
+    assert services.webhooks_apply_received() == 3
+
+    assert Payment.objects.filter(status=Payment.Status.COMPLETED).count() == 3
+    assert set(WebhookDelivery.objects.values_list("outcome", flat=True)) == {
+        Outcome.APPLIED
+    }
+    assert PaymentEvent.objects.filter(kind=EventKind.STATUS_CHANGE).count() == 3
+    assert PaymentEvent.objects.filter(kind=EventKind.WEBHOOK).count() == 3
+    assert not WebhookDelivery.objects.filter(payment__isnull=True).exists()
+    # The task cleared its key: the next notification queues a new one.
+    assert cache.get(APPLY_KEY) is None
+
+
+def test_a_resend_is_a_duplicate_at_once_and_applies_nothing(client, plan, queued):
+    (payment,) = make(plan, 1)
+    notification = queued.choose(payment.gateway_session_id, "paid")
+    notify(client, queued, payment, notification=notification)
+    again = notify(client, queued, payment, notification=notification)
+
+    assert again.status_code == 200
+    outcomes = sorted(WebhookDelivery.objects.values_list("outcome", flat=True))
+    assert outcomes == [Outcome.DUPLICATE, Outcome.RECEIVED]
+    services.webhooks_apply_received()
+    services.webhooks_apply_received()
+    assert PaymentEvent.objects.filter(kind=EventKind.STATUS_CHANGE).count() == 1
+
+
+def test_two_reports_for_one_payment_in_one_batch_apply_in_order(client, plan, queued):
+    (payment,) = make(plan, 1)
+    body, headers = queued.choose(payment.gateway_session_id, "paid")
+    for event_id in ("evt-1", "evt-2"):
+        delivery = WebhookDelivery.objects.create(
+            gateway="sandbox",
+            headers=headers,
+            body=body.decode(),
+            signature_valid=True,
+            provider_event_id=event_id,
+            outcome=Outcome.RECEIVED,
+            payment=payment,
+        )
+
+    services.webhooks_apply_received()
+
+    delivery.refresh_from_db()
+    assert set(WebhookDelivery.objects.values_list("outcome", flat=True)) == {
+        Outcome.APPLIED
+    }
+    assert PaymentEvent.objects.filter(kind=EventKind.STATUS_CHANGE).count() == 1
+    assert PaymentEvent.objects.filter(kind=EventKind.WEBHOOK).count() == 2
+
+
+def test_an_unknown_payment_is_unmatched_after_the_batch(client, plan, queued):
+    (payment,) = make(plan, 1)
+    notification = queued.choose(payment.gateway_session_id, "paid")
+    Payment.objects.filter(pk=payment.pk).update(ref_id="gone-gone-gone-gone")
+
+    assert notify(client, queued, payment, notification=notification).status_code == 200
+    services.webhooks_apply_received()
+
+    delivery = WebhookDelivery.objects.get()
+    assert (delivery.outcome, delivery.provider_event_id) == (Outcome.UNMATCHED, None)
+    assert not PaymentEvent.objects.filter(kind=EventKind.WEBHOOK).exists()
+
+
+def test_the_reconciler_applies_deliveries_a_lost_task_left(client, plan, queued):
+    (payment,) = make(plan, 1)
+    notify(client, queued, payment)
+    OrmQ.objects.all().delete()  # the task was lost
+    WebhookDelivery.objects.update(received_at=timezone.now() - timedelta(minutes=1))
+
+    services.reconcile_cycle(trigger="test")
+
+    payment.refresh_from_db()
+    assert payment.status == Payment.Status.COMPLETED
+    assert WebhookDelivery.objects.get().outcome == Outcome.APPLIED
+
+
+def test_a_forged_notification_is_rejected_and_never_queued(client, plan, queued):
+    (payment,) = make(plan, 1)
+    body, headers = queued.choose(payment.gateway_session_id, "paid")
+    headers = {
+        k: "0" * 64 if "signature" in k.lower() else v for k, v in headers.items()
+    }
+    headers = {k: v for k, v in headers.items() if k.lower() != "content-type"}
+    response = client.post(
+        "/api/webhooks/sandbox/", body, content_type="application/json", headers=headers
+    )
+    assert response.status_code == 403
+    assert WebhookDelivery.objects.get().outcome == Outcome.REJECTED
+    assert not OrmQ.objects.exists()
