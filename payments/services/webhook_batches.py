@@ -131,16 +131,40 @@ def _apply_group(group) -> None:
         key=field,
         scope={"payment_gateway": code},
     )
-    by_outcome: dict[str, list[int]] = {}
-    linked = []
-    for value, changed in done.items():
-        delivery, event, _result = items[value]
-        by_outcome.setdefault(event_outcome(changed, event), []).append(delivery.pk)
-        delivery.payment = changed.payment
-        linked.append(delivery)
-    now = timezone.now()
-    for outcome, ids in by_outcome.items():
-        WebhookDelivery.objects.filter(pk__in=ids).update(
-            outcome=outcome, processed_at=now
-        )
-    WebhookDelivery.objects.bulk_update(linked, ["payment"])
+    _record_outcomes(
+        [
+            (
+                items[value][0].pk,
+                event_outcome(changed, items[value][1]),
+                changed.payment.pk,
+            )
+            for value, changed in done.items()
+        ]
+    )
+
+
+def _record_outcomes(rows: list[tuple[int, str, int]]) -> None:
+    """Write a batch's delivery outcomes and payments in one UPDATE.
+
+    Raw SQL: the ORM's per-row CASE expressions (`bulk_update`) cost more CPU
+    than the rest of the batch. Only integers and outcome codes are bound.
+    """
+    if not rows:
+        return
+    table = connection.ops.quote_name(WebhookDelivery._meta.db_table)
+    cases = " ".join(["WHEN %s THEN %s"] * len(rows))
+    marks = ", ".join(["%s"] * len(rows))
+    # Only the quoted table name and placeholders are interpolated.
+    sql = (
+        f"UPDATE {table} SET outcome = CASE id {cases} END, "  # noqa: S608
+        f"payment_id = CASE id {cases} END, processed_at = %s "
+        f"WHERE id IN ({marks})"
+    )
+    params = [
+        *(value for pk, outcome, _p in rows for value in (pk, outcome)),
+        *(value for pk, _o, payment in rows for value in (pk, payment)),
+        timezone.now(),
+        *(pk for pk, _o, _p in rows),
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
