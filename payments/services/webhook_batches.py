@@ -103,14 +103,15 @@ def _groups(deliveries: list[WebhookDelivery]):
         except (GatewayConfigError, WebhookRejected) as exc:
             store_delivery(delivery, Outcome.ERROR, error=str(exc))
             continue
-        if event.confirm:  # asks the provider first: the one-by-one path
+        if event.confirm or not (event.ref_id or event.transaction_id):
+            # Asks the provider first, or names no payment: the one-by-one path.
             webhook_process(delivery=delivery, event=event)
             continue
         field, value = event_lookup(event)
         group = groups.setdefault((delivery.gateway, field), {})
         if value in group:  # a second report for one payment: next round
             continue
-        group[value] = (delivery, event, event_result(gateway, delivery.gateway, event))
+        group[value] = (delivery, event, event_result(gateway, delivery, event))
     yield from groups.items()
 
 

@@ -169,7 +169,7 @@ def webhook_process(
         )
         return WebhookOutcome(Intake.UNMATCHED, delivery, "unknown payment")
     try:
-        result = event_result(gateway, delivery.gateway, event)
+        result = event_result(gateway, delivery, event)
         _apply_once(delivery, event, result)
     except Payment.DoesNotExist:
         store_delivery(
@@ -198,16 +198,18 @@ def event_lookup(event: WebhookEvent) -> tuple[str, str]:
     return "gateway_transaction_id", event.transaction_id
 
 
-def event_result(gateway, code: str, event: WebhookEvent) -> StatusResult:
+def event_result(
+    gateway, delivery: WebhookDelivery, event: WebhookEvent
+) -> StatusResult:
     """Return what the notification reports, confirmed with the provider if asked."""
     if event.confirm:
         # A provider call follows: spend it only on an event not applied yet
         # (elsewhere the unique event id settles duplicates at the INSERT).
-        if event.event_id and (
-            WebhookDelivery.objects.filter(
-                gateway=code, provider_event_id=event.event_id
-            ).exists()
-        ):
+        code = delivery.gateway
+        applied = WebhookDelivery.objects.filter(
+            gateway=code, provider_event_id=event.event_id
+        ).exclude(pk=delivery.pk)  # a stored delivery (queued, re-processed)
+        if event.event_id and applied.exists():
             raise IntegrityError(f"event {event.event_id} was applied already")
         field, value = event_lookup(event)
         payment = Payment.objects.get(payment_gateway=code, **{field: value})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from decimal import Decimal
 
 import pytest
 from django.core.cache import cache
@@ -145,3 +146,35 @@ def test_a_forged_notification_is_rejected_and_never_queued(client, plan, queued
     assert response.status_code == 403
     assert WebhookDelivery.objects.get().outcome == Outcome.REJECTED
     assert not OrmQ.objects.exists()
+
+
+def test_a_queued_mpgs_notification_is_confirmed_and_applied_once(
+    client, providers, settings
+):
+    """MPGS bodies are only hints: the task confirms with Retrieve Order."""
+    from payments.models import Plan
+
+    settings.WEBHOOK_APPLY = "queued"
+    cache.delete(APPLY_KEY)
+    plan = Plan.objects.create(
+        code="q-eur", name="Q", price=Decimal("24.00"), currency="EUR"
+    )
+    payment = services.payment_create(
+        plan=plan, gateway_code="mpgs", email="m@example.com", site_url="http://t"
+    )
+    providers.mpgs_pay(payment.ref_id)
+    body, headers = providers.mpgs_notification(payment.ref_id, notification_id="n-q")
+    headers = {k: v for k, v in headers.items() if k.lower() != "content-type"}
+    post = {"content_type": "application/json", "headers": headers}
+
+    assert client.post("/api/webhooks/mpgs/", body, **post).status_code == 200
+    assert client.post("/api/webhooks/mpgs/", body, **post).status_code == 200
+    orders = providers.count("mpgs:order")
+    services.webhooks_apply_received()
+
+    payment.refresh_from_db()
+    assert payment.status == Payment.Status.COMPLETED
+    assert providers.count("mpgs:order") == orders + 1
+    outcomes = sorted(WebhookDelivery.objects.values_list("outcome", flat=True))
+    assert outcomes == [Outcome.APPLIED, Outcome.DUPLICATE]
+    assert payment.events.filter(kind=EventKind.STATUS_CHANGE).count() == 1
