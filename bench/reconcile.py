@@ -408,26 +408,11 @@ def main() -> None:
 
     fake = FakeProviderServer().start()
     pool_size = max(16, args.concurrency)
+    fake_settings = fake.gateway_settings()
     settings.GATEWAY_SETTINGS["coinpayments"].update(
-        public_key="cp-public",
-        private_key="cp-private",
-        merchant_id="cp-merchant",
-        ipn_secret="cp-ipn-secret",
-        ipn_url="",
-        api_url=f"{fake.url}/api.php",
-        currency2="BTC",
-        coins=["BTC"],
-        pool_size=pool_size,
+        fake_settings["coinpayments"], coins=["BTC"], pool_size=pool_size
     )
-    settings.GATEWAY_SETTINGS["mpgs"].update(
-        api_base_url=fake.url,
-        api_version=100,
-        merchant_id="TESTMERCHANT",
-        api_password="mpgs-password",
-        webhook_secret="mpgs-webhook-secret",
-        checkout_url="",
-        pool_size=pool_size,
-    )
+    settings.GATEWAY_SETTINGS["mpgs"].update(fake_settings["mpgs"], pool_size=pool_size)
     registry.reset()
     gateways = {code: registry.get_gateway(code) for code in ("coinpayments", "mpgs")}
     plan = Plan.objects.create(

@@ -61,28 +61,12 @@ def providers(fake, sandbox, gateway_settings):
     fake.clear_faults()
     fake.reset_calls()
     fake.latency = 0
+    fake_settings = fake.gateway_settings()
+    timeouts = {"read_timeout": 2.0, "connect_timeout": 2.0}
     gateway_settings["coinpayments"].update(
-        public_key="cp-public",
-        private_key="cp-private",
-        merchant_id="cp-merchant",
-        ipn_secret="cp-ipn-secret",
-        ipn_url="",
-        api_url=f"{fake.url}/api.php",
-        currency2="BTC",
-        coins=["BTC", "LTC"],
-        read_timeout=2.0,
-        connect_timeout=2.0,
+        fake_settings["coinpayments"], coins=["BTC", "LTC"], **timeouts
     )
-    gateway_settings["mpgs"].update(
-        api_base_url=fake.url,
-        api_version=100,
-        merchant_id="TESTMERCHANT",
-        api_password="mpgs-password",
-        webhook_secret="mpgs-webhook-secret",
-        checkout_url="",
-        read_timeout=2.0,
-        connect_timeout=2.0,
-    )
+    gateway_settings["mpgs"].update(fake_settings["mpgs"], **timeouts)
     registry.reset()
     yield fake
     fake.clear_faults()

@@ -78,9 +78,6 @@ class Change:
     review: str = ""
 
 
-NO_CHANGE = Change()
-
-
 @dataclass(frozen=True)
 class Changed:
     """What `payments_change` did to one payment, and the change it applied."""
@@ -88,7 +85,6 @@ class Changed:
     payment: Payment
     change: Change
     flagged: bool
-    written: bool
 
     @property
     def changed(self) -> bool:
@@ -137,7 +133,7 @@ def payments_change(
                 rows.append((payment, fields))
             events += [timeline_entry(payment, entry, actor) for entry in entries]
             flagged = any(e.kind == EventKind.REVIEW_FLAGGED for e in entries)
-            done[name] = Changed(payment, change, flagged, bool(fields))
+            done[name] = Changed(payment, change, flagged)
         missing = set(decisions) - done.keys()
         if missing:
             raise Payment.DoesNotExist(f"no payment with {key} {sorted(missing)}")

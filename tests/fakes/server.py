@@ -269,6 +269,28 @@ class FakeProviderServer:
         with self._lock:
             return self._in_flight
 
+    def gateway_settings(self) -> dict[str, dict[str, object]]:
+        """Return the GATEWAY_SETTINGS entries that point the adapters at this fake."""
+        return {
+            "coinpayments": {
+                "public_key": self.cp_public_key,
+                "private_key": self.cp_private_key,
+                "merchant_id": self.cp_merchant_id,
+                "ipn_secret": self.cp_ipn_secret,
+                "ipn_url": "",
+                "api_url": f"{self.url}/api.php",
+                "currency2": "BTC",
+            },
+            "mpgs": {
+                "api_base_url": self.url,
+                "api_version": 100,
+                "merchant_id": self.mpgs_merchant_id,
+                "api_password": self.mpgs_api_password,
+                "webhook_secret": self.mpgs_webhook_secret,
+                "checkout_url": "",
+            },
+        }
+
     def count(self, operation: str) -> int:
         """Return how many requests for `operation` arrived."""
         with self._lock:
