@@ -484,7 +484,7 @@ class CoinPaymentsGateway(Gateway):
             ) from exc
         if received <= 0:
             return ""
-        return f"received {format(received, 'f')} of {format(asked, 'f')} {coin}"
+        return f"received {_coins(received)} of {_coins(asked)} {coin}"
 
     def _refused(self, ref: PaymentRef, words: str, now: datetime):
         """End a payment the provider will never report on, once past its deadline.
@@ -594,6 +594,14 @@ def _coin_list(value: Any) -> list[str]:
     items = value.split(",") if isinstance(value, str) else list(value or [])
     coins = [str(item).strip().upper() for item in items]
     return list(dict.fromkeys(coin for coin in coins if coin))
+
+
+def _coins(amount: Decimal) -> str:
+    """Format a coin amount as the provider does (8 places) unless finer."""
+    places = Decimal("0.00000001")
+    if amount == amount.quantize(places):
+        return format(amount.quantize(places), "f")
+    return format(amount, "f")
 
 
 def _permanent(words: str) -> bool:
