@@ -125,6 +125,12 @@ class StatusResult:
     amount_refunded: Decimal | None = None
     message: str = ""
     raw: Mapping[str, Any] = field(default_factory=dict)
+    # Something a person must look at whatever the status (a dispute, a
+    # chargeback); the domain flags the payment with it once.
+    review: str = ""
+    # Provider ids of failed attempts the payer may follow with another one
+    # (MPGS Hosted Checkout): each goes on the timeline once; the status stays.
+    declined: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,13 @@ from ..exceptions import GatewayNotConfigured
 from ..models import Payment, ReconciliationRun
 from ..states import PaymentStatus
 from .checks import payments_record_checks
-from .status import EXPIRY_ACTOR, payment_ref, payment_refresh, report_change
+from .status import (
+    DECLINED_KEY,
+    EXPIRY_ACTOR,
+    payment_ref,
+    payment_refresh,
+    report_change,
+)
 from .transitions import Actor, Change, logger, payments_change
 from .webhook_batches import webhooks_apply_received
 
@@ -267,7 +273,9 @@ class _Applier:
             if result is None:
                 self.tally.errors += 1
                 self.unchanged.append(payment)
-            elif result.status not in (None, payment.status):
+            elif result.status not in (None, payment.status) or _has_news(
+                payment, result
+            ):
                 self.changed[payment.pk] = result
             else:
                 self.unchanged.append(payment)
@@ -294,6 +302,12 @@ class _Applier:
             return report_change(payment, result, checked_at=self.now)
 
         return decide
+
+
+def _has_news(payment: Payment, result: StatusResult) -> bool:
+    """Tell whether an unchanged status still brings something for the timeline."""
+    seen = payment.gateway_data.get(DECLINED_KEY) or []
+    return bool(result.review) or any(a not in seen for a in result.declined)
 
 
 def payment_expire_overdue(*, now: datetime | None = None, limit: int = 500) -> int:

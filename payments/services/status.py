@@ -14,7 +14,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from gateways.base import GatewayConfigError, GatewayError, PaymentRef, StatusResult
-from gateways.money import quantize
+from gateways.money import in_range, quantize
 from gateways.registry import get_gateway
 
 from ..exceptions import GatewayNotConfigured
@@ -37,6 +37,8 @@ REFRESH_ACTOR = Actor("refresh")
 RETURN_ACTOR = Actor("return")
 STATUS_API_ACTOR = Actor("status-api")
 EXPIRY_ACTOR = Actor("expiry")
+# gateway_data key listing the declined attempts already on the timeline.
+DECLINED_KEY = "declined_attempts"
 
 # What a provider report does is told by `Changed.changed / flagged / ignored`.
 Applied = Changed
@@ -56,8 +58,25 @@ def report_change(
     mismatch leaves the status alone and flags the payment. A report that
     would move it backwards is kept as an ignored event. WEBHOOK and RETURN
     reports always leave an event; a refresh only when something happened.
-    `checked_at` records a scheduled check in the same UPDATE.
+    `checked_at` records a scheduled check in the same UPDATE. What the
+    provider asks a person to look at (`result.review`) and failed attempts
+    the payer may follow with another (`result.declined`) go on the timeline
+    once each, whatever the verdict.
     """
+    change = _verdict_change(
+        payment, result, kind=kind, data=data, checked_at=checked_at
+    )
+    return _provider_notes(payment, result, change, kind)
+
+
+def _verdict_change(
+    payment: Payment,
+    result: StatusResult,
+    *,
+    kind: str,
+    data: Mapping[str, Any] | None,
+    checked_at,
+) -> Change:
     event_data = {**(data or {}), "provider": dict(result.raw)}
     entries: tuple[Entry, ...] = ()
     if kind != EventKind.REFRESH:
@@ -82,6 +101,39 @@ def report_change(
         case Verdict.REFUNDS:
             return _refunds(payment, result, base)
     return _ignore(payment, result, base)
+
+
+def _provider_notes(
+    payment: Payment, result: StatusResult, change: Change, kind: str
+) -> Change:
+    """Add a provider's review request and new declined attempts to a change."""
+    review = result.review
+    if review and (
+        review in payment.review_reason
+        or PaymentEvent.objects.filter(
+            payment=payment, kind=EventKind.REVIEW_FLAGGED, message=review
+        ).exists()
+    ):
+        review = ""  # flagged once already (maybe resolved since): not again
+    seen = list(payment.gateway_data.get(DECLINED_KEY) or [])
+    new = [attempt for attempt in result.declined if attempt not in seen]
+    if not (review or new):
+        return change
+    updates = dict(change.updates)
+    entries = change.entries
+    if new:
+        updates["gateway_data"] = {**payment.gateway_data, DECLINED_KEY: seen + new}
+        note = (
+            f"payment attempt {', '.join(new)} declined; the payer may try again "
+            "until the checkout session ends"
+        )
+        entries = (*entries, Entry(kind, note, {"declined": new}))
+    return replace(
+        change,
+        updates=updates,
+        entries=entries,
+        review="\n".join(filter(None, [change.review, review])),
+    )
 
 
 def _move(base: Change, status, updates: Mapping[str, Any], message: str) -> Change:
@@ -150,9 +202,12 @@ def _amount_problem(payment: Payment, result: StatusResult) -> str:
         )
     if result.amount is None:
         return "provider reported success without an amount"
-    paid = quantize(result.amount, payment.currency)
-    due = quantize(payment.amount, payment.currency)
-    if paid < due:
+    # Exactly, before any rounding: 9.995 reported for 10.00 is short.
+    if not in_range(result.amount):
+        return "provider reported an amount out of range"
+    if result.amount < payment.amount:
+        paid = format(result.amount, "f")
+        due = quantize(payment.amount, payment.currency)
         return f"underpaid: provider reported {paid} of {due} {payment.currency}"
     return ""
 

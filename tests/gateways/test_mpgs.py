@@ -417,26 +417,29 @@ def order_with(status: str, **fields: Any) -> dict[str, Any]:
     ("order_status", "expected", "note"),
     [
         ("CAPTURED", Status.COMPLETED, ""),
-        ("PURCHASED", Status.COMPLETED, ""),
         ("PARTIALLY_CAPTURED", Status.COMPLETED, "partial"),
         ("AUTHORIZED", Status.PENDING, "authorized, not captured"),
         ("REFUNDED", Status.REFUNDED, ""),
         ("EXCESSIVELY_REFUNDED", Status.REFUNDED, "excess"),
-        ("CHARGEBACK_PROCESSED", Status.REFUNDED, "chargeback"),
+        ("CHARGEBACK_PROCESSED", Status.COMPLETED, "chargeback"),
         ("PARTIALLY_REFUNDED", Status.PARTIALLY_REFUNDED, ""),
         ("REFUND_REQUESTED", Status.COMPLETED, "refund requested"),
         ("DISPUTED", Status.COMPLETED, "disputed"),
-        ("FAILED", Status.FAILED, ""),
-        ("AUTHENTICATION_UNSUCCESSFUL", Status.FAILED, ""),
-        ("DECLINED", Status.FAILED, ""),
+        # Inside the session a failed attempt may be followed by another card.
+        ("FAILED", Status.PENDING, "may try again"),
+        ("AUTHENTICATION_UNSUCCESSFUL", Status.PENDING, "may try again"),
         ("CANCELLED", Status.FAILED, "voided"),
         ("AUTHENTICATED", Status.PENDING, ""),
         ("AUTHENTICATION_INITIATED", Status.PENDING, ""),
         ("AUTHENTICATION_NOT_NEEDED", Status.PENDING, ""),
         ("INITIATED", Status.PENDING, ""),
         ("VERIFIED", Status.PENDING, ""),
-        ("FUNDING", Status.PENDING, "unrecognised"),
+        ("DISBURSED", Status.PENDING, "disbursement"),
+        ("FUNDING", Status.PENDING, "funding"),
         ("SOMETHING_NEW", Status.PENDING, "unrecognised"),
+        # Not order statuses of the API (a gatewayCode, an invented value).
+        ("DECLINED", Status.PENDING, "unrecognised"),
+        ("PURCHASED", Status.PENDING, "unrecognised"),
     ],
 )
 def test_fetch_status_maps_every_order_status(mocked, order_status, expected, note):
@@ -449,14 +452,16 @@ def test_fetch_status_maps_every_order_status(mocked, order_status, expected, no
     assert note in result.message
 
 
-def test_fetch_status_failed_reports_the_decline(mocked):
+def test_fetch_status_failed_after_the_session_reports_the_decline(mocked):
     mocked.get(ORDER_URL, json=load("order_failed"))
+    ended = datetime.now(UTC) - timedelta(minutes=1)
 
-    result = make_gateway().fetch_status(payment_ref())
+    result = make_gateway().fetch_status(payment_ref(expires_at=ended))
 
     assert result.status == Status.FAILED
     assert result.amount == Decimal("19.99")  # nothing captured: the order amount
     assert result.transaction_id == ""
+    assert result.declined == ("1",)
     assert "DECLINED" in result.message
 
 
