@@ -1540,12 +1540,16 @@ def _mpgs_amount(value: Any, currency: str) -> Decimal | None:
     number = _decimal(str(value))
     if number is None or not number.is_finite() or number <= 0:
         return None
-    quantum = Decimal(1).scaleb(-_MINOR_UNITS.get(currency, 2))
+    places = _MINOR_UNITS.get(currency, 2)
+    exponent = number.as_tuple().exponent
+    # Written with more decimals than the currency has ("1000.0" JPY, "10.5"
+    # ISK) is refused, even when they are zeros.
+    if not isinstance(exponent, int) or -exponent > places:
+        return None
     try:
-        rounded = number.quantize(quantum)
+        return number.quantize(Decimal(1).scaleb(-places))
     except InvalidOperation:
         return None
-    return rounded if rounded == number else None
 
 
 def _mpgs_totals(order: dict[str, Any]) -> dict[str, Any]:
