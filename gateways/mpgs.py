@@ -68,7 +68,12 @@ _ORDER_STATUS = {
 _REVIEW_STATUSES = frozenset(
     {"DISPUTED", "CHARGEBACK_PROCESSED", "DISBURSED", "FUNDING"}
 )
-# A declined attempt in a live session leaves the order open for another card.
+# A declined attempt in a live session leaves the order open for another card:
+# "if the initial transaction for an order fails, you can submit another
+# initial transaction for this order" (API v15+), and Hosted Checkout offers the
+# payer retries in the same checkout. Sources:
+# https://eu-gateway.mastercard.com/api/documentation/integrationGuidelines/supportedFeatures/ordersAndTransactions.html
+# https://developer.mastercard.com/mastercard-gateway/documentation/build/hosted-checkout/customizing-the-checkout/customizing-redirect-and-retry-behavior/
 _RETRYABLE_FAILURES = frozenset({"FAILED", "AUTHENTICATION_UNSUCCESSFUL"})
 # error.cause values that say the request was refused and nothing was done;
 # SERVER_BUSY / SERVER_FAILED may be resubmitted ("the bank transaction will
