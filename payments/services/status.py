@@ -123,10 +123,9 @@ def _provider_notes(
     entries = change.entries
     if new:
         updates["gateway_data"] = {**payment.gateway_data, DECLINED_KEY: seen + new}
-        note = (
-            f"payment attempt {', '.join(new)} declined; the payer may try again "
-            "until the checkout session ends"
-        )
+        note = f"payment attempt {', '.join(new)} declined"
+        if result.status == S.PENDING:
+            note += "; the payer may try again until the checkout session ends"
         entries = (*entries, Entry(kind, note, {"declined": new}))
     return replace(
         change,
