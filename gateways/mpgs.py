@@ -30,7 +30,7 @@ from .base import (
     header,
 )
 from .http import GatewayHTTP, json_body
-from .money import in_range, parse_amount, to_provider
+from .money import in_range, parse_amount, precision_problem, to_provider
 
 SECRET_HEADER = "X-Notification-Secret"
 ID_HEADER = "X-Notification-Id"
@@ -503,13 +503,29 @@ def _review(order: Mapping[str, Any], order_status: str, currency: str) -> str:
         amount = parse_amount(chargeback["amount"]) if "amount" in chargeback else None
     except ValueError:
         amount = None
+    if amount is not None and not in_range(amount):
+        return f"MPGS: chargeback with an unreadable amount (order {order_status})"
     if amount is not None and amount > 0:
-        charged_back = f"{format(amount, 'f')} {chargeback.get('currency') or currency}"
+        charged = str(chargeback.get("currency") or currency)
+        charged_back = f"{_money(amount, charged)} {charged}"
         return f"MPGS: chargeback of {charged_back} (order {order_status})"
     if order_status in _REVIEW_STATUSES:
         note = _ORDER_STATUS[order_status][1]
-        return f"MPGS: order {order_status}: {note}"
+        try:
+            captured = parse_amount(order.get("totalCapturedAmount") or 0)
+        except ValueError:
+            captured = Decimal(0)
+        paid = (
+            f" ({_money(captured, currency)} {currency} captured)" if captured else ""
+        )
+        return f"MPGS: order {order_status}: {note}{paid}"
     return ""
+
+
+def _money(amount: Decimal, currency: str) -> str:
+    """Format an amount at its currency's places, unless that would round it."""
+    fits = not precision_problem(amount, currency)
+    return to_provider(amount, currency) if fits else format(amount, "f")
 
 
 def _error_fields(data: Mapping[str, Any]) -> tuple[str, str, str]:

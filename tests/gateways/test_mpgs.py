@@ -851,7 +851,10 @@ def test_voided_order_is_failed_at_once(mocked):
 @pytest.mark.parametrize(
     ("fixture", "review"),
     [
-        ("order_disputed", "MPGS: order DISPUTED: disputed by the payer"),
+        (
+            "order_disputed",
+            "MPGS: order DISPUTED: disputed by the payer (19.99 USD captured)",
+        ),
         (
             "order_chargeback_processed",
             "MPGS: chargeback of 19.99 USD (order CHARGEBACK_PROCESSED)",
@@ -875,7 +878,18 @@ def test_chargeback_amount_alone_asks_for_review(mocked):
 
     result = make_gateway().fetch_status(payment_ref())
 
-    assert result.review == "MPGS: chargeback of 5.5 USD (order CAPTURED)"
+    assert result.review == "MPGS: chargeback of 5.50 USD (order CAPTURED)"
+
+
+def test_absurd_chargeback_amount_still_asks_for_review(mocked):
+    order = order_with("CHARGEBACK_PROCESSED", chargeback={"amount": 1e30})
+    mocked.get(ORDER_URL, json=order)
+
+    result = make_gateway().fetch_status(payment_ref())
+
+    assert result.review == (
+        "MPGS: chargeback with an unreadable amount (order CHARGEBACK_PROCESSED)"
+    )
 
 
 @pytest.mark.parametrize("order_status", ["DISBURSED", "FUNDING"])

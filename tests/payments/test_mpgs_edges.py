@@ -153,14 +153,16 @@ def test_dispute_and_chargeback_flag_the_payment_never_refund_it(
     payment.refresh_from_db()
     assert payment.status == Status.COMPLETED
     assert payment.amount_refunded == 0
-    assert flags(payment) == ["MPGS: order DISPUTED: disputed by the payer"]
+    assert flags(payment) == [
+        "MPGS: order DISPUTED: disputed by the payer (24.00 EUR captured)"
+    ]
     latest = WebhookDelivery.objects.filter(payment=payment).latest("pk")
     assert latest.outcome == "REVIEW"
 
     fake.mpgs_chargeback(payment.ref_id, "24.00")
     payment.refresh_from_db()
     assert payment.status == Status.COMPLETED and payment.amount_refunded == 0
-    assert "MPGS: chargeback of 24.0 EUR" in payment.review_reason
+    assert "MPGS: chargeback of 24.00 EUR" in payment.review_reason
     assert WebhookDelivery.objects.filter(payment=payment).latest("pk").outcome == (
         "REVIEW"
     )
