@@ -203,6 +203,7 @@ GATEWAY_SETTINGS = {
         "merchant_name": config("MPGS_MERCHANT_NAME", default="Magic eSIM"),
         "checkout_url": config("MPGS_CHECKOUT_URL", default=""),
         "webhook_secret": config("MPGS_WEBHOOK_SECRET", default=""),
+        # Also how long a declined payment stays open for another card.
         "session_minutes": config("MPGS_SESSION_MINUTES", default=60, cast=int),
     },
 }

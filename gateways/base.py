@@ -128,9 +128,13 @@ class StatusResult:
     # Money has reached the provider but is not settled yet (e.g. coins
     # waiting for confirmations): the payment must not expire meanwhile.
     settling: bool = False
-    # A reason for a person to look at the payment, whatever the status
-    # (e.g. coins received for a payment the provider then timed out).
+    # Something a person must look at whatever the status (coins received for
+    # a payment the provider then timed out, a dispute, a chargeback); the
+    # domain flags the payment with it once, unless the report is ignored.
     review: str = ""
+    # Provider ids of failed attempts the payer may follow with another one
+    # (MPGS Hosted Checkout): each goes on the timeline once; the status stays.
+    declined: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 
-# ISO 4217 currencies whose minor unit is not 2 decimal places.
+# ISO 4217 currencies whose minor unit is not 2 decimal places (list one, "Minor
+# unit" column; fund codes such as CLF/UYI/UYW left out). This is the one table:
+# plan validation and every adapter read it (the fake providers keep their own
+# copy, checked against this one). Source:
+# SIX, ISO 4217 list one (https://www.six-group.com/en/products-services/
+# financial-information/data-standards.html).
 ZERO_DECIMAL = frozenset(
     {
         "BIF",
@@ -192,6 +197,11 @@ ISO_4217 = frozenset(
 )
 
 
+# The largest amount the database keeps (16 digits, 3 of them decimals): a
+# provider reporting more is answering garbage, not a payment.
+MAX_AMOUNT = Decimal("9999999999999.999")
+
+
 def exponent(currency: str) -> int:
     """Return the number of decimal places of a fiat currency."""
     code = currency.upper()
@@ -258,6 +268,11 @@ def parse_amount(value: object) -> Decimal:
     if not amount.is_finite():
         raise ValueError(f"not an amount: {value!r}")
     return amount
+
+
+def in_range(amount: Decimal) -> bool:
+    """Tell whether an amount is finite and small enough to be stored."""
+    return amount.is_finite() and abs(amount) <= MAX_AMOUNT
 
 
 def same_money(a: Decimal, b: Decimal, currency: str) -> bool:

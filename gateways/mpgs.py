@@ -30,7 +30,7 @@ from .base import (
     header,
 )
 from .http import GatewayHTTP, json_body
-from .money import parse_amount, to_provider
+from .money import in_range, parse_amount, precision_problem, to_provider
 
 SECRET_HEADER = "X-Notification-Secret"
 ID_HEADER = "X-Notification-Id"
@@ -38,28 +38,48 @@ MIN_API_VERSION = 63  # first version with INITIATE_CHECKOUT
 DESCRIPTION_MAX = 127
 _APPROVED = frozenset({"APPROVED", "APPROVED_AUTO", "APPROVED_PENDING_SETTLEMENT"})
 _PAID_TYPES = frozenset({"PAYMENT", "CAPTURE"})
-# order.status -> (canonical status, note for the timeline)
+# Attempts whose failure the payer may follow with another card in the session.
+_ATTEMPT_TYPES = frozenset({"PAYMENT", "AUTHORIZATION", "CAPTURE"})
+# order.status -> (canonical status, note for the timeline): every value of the
+# Retrieve Order enumeration (API v100), none it never sends. Source:
+# https://ap-gateway.mastercard.com/api/documentation/apiDocumentation/rest-json/version/100/operation/Order%3a%20%20Retrieve%20Order.html
 _ORDER_STATUS = {
     "CAPTURED": (Status.COMPLETED, ""),
-    "PURCHASED": (Status.COMPLETED, ""),
     "PARTIALLY_CAPTURED": (Status.COMPLETED, "partially captured: check the amount"),
     "DISPUTED": (Status.COMPLETED, "disputed by the payer"),
+    "CHARGEBACK_PROCESSED": (Status.COMPLETED, "chargeback processed"),
     "AUTHORIZED": (Status.PENDING, "authorized, not captured"),
     "REFUNDED": (Status.REFUNDED, ""),
     "EXCESSIVELY_REFUNDED": (Status.REFUNDED, "refunded in excess"),
-    "CHARGEBACK_PROCESSED": (Status.REFUNDED, "chargeback processed"),
     "PARTIALLY_REFUNDED": (Status.PARTIALLY_REFUNDED, ""),
     "REFUND_REQUESTED": (Status.COMPLETED, "refund requested, not yet executed"),
     "FAILED": (Status.FAILED, ""),
     "AUTHENTICATION_UNSUCCESSFUL": (Status.FAILED, "3-D Secure failed"),
-    "DECLINED": (Status.FAILED, ""),
     "CANCELLED": (Status.FAILED, "voided"),
     "AUTHENTICATED": (Status.PENDING, "payer authenticated, not paid yet"),
     "AUTHENTICATION_INITIATED": (Status.PENDING, "3-D Secure in progress"),
     "AUTHENTICATION_NOT_NEEDED": (Status.PENDING, "not paid yet"),
     "INITIATED": (Status.PENDING, "not paid yet"),
     "VERIFIED": (Status.PENDING, "card verified, not paid"),
+    "DISBURSED": (Status.PENDING, "a disbursement (money to the payer), not a payment"),
+    "FUNDING": (Status.PENDING, "a merchant funding order, not a payment"),
 }
+# Order statuses a person must look at, whatever the payment's status.
+_REVIEW_STATUSES = frozenset(
+    {"DISPUTED", "CHARGEBACK_PROCESSED", "DISBURSED", "FUNDING"}
+)
+# A declined attempt in a live session leaves the order open for another card:
+# "if the initial transaction for an order fails, you can submit another
+# initial transaction for this order" (API v15+), and Hosted Checkout offers the
+# payer retries in the same checkout. Sources:
+# https://eu-gateway.mastercard.com/api/documentation/integrationGuidelines/supportedFeatures/ordersAndTransactions.html
+# https://developer.mastercard.com/mastercard-gateway/documentation/build/hosted-checkout/customizing-the-checkout/customizing-redirect-and-retry-behavior/
+_RETRYABLE_FAILURES = frozenset({"FAILED", "AUTHENTICATION_UNSUCCESSFUL"})
+# error.cause values that say the request was refused and nothing was done;
+# SERVER_BUSY / SERVER_FAILED may be resubmitted ("the bank transaction will
+# not be repeated"), so their outcome is unknown. Source:
+# https://developer.mastercard.com/mastercard-gateway/documentation/testing/trans-error/
+_REFUSED_CAUSES = frozenset({"INVALID_REQUEST", "REQUEST_REJECTED"})
 
 
 class MPGSGateway(Gateway):
@@ -75,7 +95,11 @@ class MPGSGateway(Gateway):
     - No order exists until the payer attempts a payment: "no order" means
       nothing was paid yet, and EXPIRED once the session window has passed.
     - A failed attempt leaves the order open (API v15+): the payer may retry in
-      the same session, so FAILED can later become COMPLETED.
+      the same session (Hosted Checkout offers up to three retries). Until the
+      session ends a decline is reported as PENDING with the attempt in
+      `declined`; only after it does the order's FAILED become FAILED.
+    - DISPUTED, CHARGEBACK_PROCESSED and `chargeback.amount` > 0 are not
+      refunds: the payment keeps its status and is flagged for review.
     - Success is HTTP 201 even when the acquirer declines: read `result` and
       `response.gatewayCode`. Faults are 4xx with `result: ERROR`.
     - Amounts arrive as JSON numbers; floats are parsed through their repr.
@@ -237,11 +261,12 @@ class MPGSGateway(Gateway):
         )
         if data.get("result") == "ERROR":
             cause, explanation, _ = _error_fields(data)
-            if cause == "INVALID_REQUEST" and not _is_clash(explanation):
+            if cause in _REFUSED_CAUSES and not _is_clash(explanation):
+                # Definitely not done: FAILED now, the held amount is released.
                 return RefundResult(
                     request.refund_id,
                     RefundStatus.FAILED,
-                    message=f"refund refused: {explanation or cause}",
+                    message=f"refund refused: {_explain(data)}",
                     raw=data,
                 )
             # A clash with an earlier attempt, or a busy server: outcome unknown.
@@ -278,7 +303,8 @@ class MPGSGateway(Gateway):
         transaction = _dict(data.get("transaction"))
         order_status = str(order.get("status") or "")
         try:
-            amount, captured, refunded = _amounts(order)
+            # A hint: an absurd (signed) amount is left to the intake's checks.
+            amount, captured, refunded = _amounts(order, checked=False)
         except ValueError as exc:
             raise WebhookRejected("malformed MPGS notification: bad amount") from exc
         status = self._status_from(order_status, captured, refunded)[0]
@@ -343,13 +369,17 @@ class MPGSGateway(Gateway):
         if not constant_time_equal(self._webhook_secret, given):
             raise WebhookRejected(f"{SECRET_HEADER} does not match")
 
-    def _not_started(self, ref: PaymentRef) -> StatusResult:
+    def _session_over(self, ref: PaymentRef) -> bool:
+        """Tell whether the payer's checkout session has ended."""
         deadline = ref.expires_at
         if deadline is None and ref.created_at is not None:
             deadline = ref.created_at + timedelta(minutes=self.session_minutes)
         if deadline is not None and deadline.tzinfo is None:
             deadline = deadline.replace(tzinfo=UTC)
-        if deadline is not None and datetime.now(UTC) >= deadline:
+        return deadline is not None and datetime.now(UTC) >= deadline
+
+    def _not_started(self, ref: PaymentRef) -> StatusResult:
+        if self._session_over(ref):
             return StatusResult(
                 ref.ref_id, Status.EXPIRED, message="no order at MPGS; session expired"
             )
@@ -374,12 +404,22 @@ class MPGSGateway(Gateway):
             if item.get("result") == "SUCCESS"
             and _dict(item.get("transaction")).get("type") in _PAID_TYPES
         ]
+        declined = tuple(
+            str(_dict(item.get("transaction")).get("id") or "")
+            for item in attempts
+            if item.get("result") == "FAILURE"
+            and _dict(item.get("transaction")).get("type") in _ATTEMPT_TYPES
+        )
         parts = [f"order {order_status or 'without status'}", note]
         if captured > 0 or refunded > 0:
             parts.append(f"captured {captured} {currency}, refunded {refunded}")
         if status == Status.FAILED and attempts:
             code = _dict(attempts[-1].get("response")).get("gatewayCode")
             parts.append(f"last attempt {code}" if code else "")
+        if order_status in _RETRYABLE_FAILURES and not self._session_over(ref):
+            # The payer may still pay with another card in this session.
+            status = Status.PENDING
+            parts.append("the payer may try again until the session ends")
         return StatusResult(
             ref_id=ref.ref_id,
             status=status,
@@ -389,6 +429,8 @@ class MPGSGateway(Gateway):
             amount_refunded=refunded,
             message="; ".join(filter(None, parts)),
             raw=order,
+            review=_review(order, order_status, currency),
+            declined=tuple(filter(None, declined)),
         )
 
     def _parse_refund(self, refund_id: str, data: Mapping[str, Any]) -> RefundResult:
@@ -436,14 +478,54 @@ def _transaction_path(request: RefundRequest) -> str:
     )
 
 
-def _amounts(order: Mapping[str, Any]) -> tuple[Decimal | None, Decimal, Decimal]:
-    """Return (amount, captured, refunded) of an order; ValueError on garbage."""
+def _amounts(
+    order: Mapping[str, Any], *, checked: bool = True
+) -> tuple[Decimal | None, Decimal, Decimal]:
+    """Return (amount, captured, refunded) of an order; ValueError on garbage.
+
+    `checked` also refuses amounts too large to be a payment's.
+    """
     amount = order.get("amount")
-    return (
+    values = (
         None if amount is None else parse_amount(amount),
         parse_amount(order.get("totalCapturedAmount") or 0),
         parse_amount(order.get("totalRefundedAmount") or 0),
     )
+    if checked and not all(in_range(v) for v in values if v is not None):
+        raise ValueError("amount out of range")
+    return values
+
+
+def _review(order: Mapping[str, Any], order_status: str, currency: str) -> str:
+    """Say what about an order needs a person (dispute, chargeback), or ""."""
+    chargeback = _dict(order.get("chargeback"))
+    try:
+        amount = parse_amount(chargeback["amount"]) if "amount" in chargeback else None
+    except ValueError:
+        amount = None
+    if amount is not None and not in_range(amount):
+        return f"MPGS: chargeback with an unreadable amount (order {order_status})"
+    if amount is not None and amount > 0:
+        charged = str(chargeback.get("currency") or currency)
+        charged_back = f"{_money(amount, charged)} {charged}"
+        return f"MPGS: chargeback of {charged_back} (order {order_status})"
+    if order_status in _REVIEW_STATUSES:
+        note = _ORDER_STATUS[order_status][1]
+        try:
+            captured = parse_amount(order.get("totalCapturedAmount") or 0)
+        except ValueError:
+            captured = Decimal(0)
+        paid = (
+            f" ({_money(captured, currency)} {currency} captured)" if captured else ""
+        )
+        return f"MPGS: order {order_status}: {note}{paid}"
+    return ""
+
+
+def _money(amount: Decimal, currency: str) -> str:
+    """Format an amount at its currency's places, unless that would round it."""
+    fits = not precision_problem(amount, currency)
+    return to_provider(amount, currency) if fits else format(amount, "f")
 
 
 def _error_fields(data: Mapping[str, Any]) -> tuple[str, str, str]:

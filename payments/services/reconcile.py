@@ -31,6 +31,7 @@ from ..models import Payment, ReconciliationRun
 from ..states import PaymentStatus
 from .checks import payments_record_checks
 from .status import (
+    DECLINED_KEY,
     EXPIRY_ACTOR,
     SETTLING,
     payment_ref,
@@ -275,8 +276,8 @@ class _Applier:
                 self.unchanged.append(payment)
             elif (
                 result.status not in (None, payment.status)
-                or result.review
                 or result.settling != (SETTLING in payment.gateway_data)
+                or _has_news(payment, result)
             ):
                 self.changed[payment.pk] = result
             else:
@@ -304,6 +305,12 @@ class _Applier:
             return report_change(payment, result, checked_at=self.now)
 
         return decide
+
+
+def _has_news(payment: Payment, result: StatusResult) -> bool:
+    """Tell whether an unchanged status still brings something for the timeline."""
+    seen = payment.gateway_data.get(DECLINED_KEY) or []
+    return bool(result.review) or any(a not in seen for a in result.declined)
 
 
 def payment_expire_overdue(*, now: datetime | None = None, limit: int = 500) -> int:

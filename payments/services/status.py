@@ -14,7 +14,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from gateways.base import GatewayConfigError, GatewayError, PaymentRef, StatusResult
-from gateways.money import quantize
+from gateways.money import in_range, quantize
 from gateways.registry import get_gateway
 
 from ..exceptions import GatewayNotConfigured
@@ -37,6 +37,8 @@ REFRESH_ACTOR = Actor("refresh")
 RETURN_ACTOR = Actor("return")
 STATUS_API_ACTOR = Actor("status-api")
 EXPIRY_ACTOR = Actor("expiry")
+# gateway_data key listing the declined attempts already on the timeline.
+DECLINED_KEY = "declined_attempts"
 
 # What a provider report does is told by `Changed.changed / flagged / ignored`.
 Applied = Changed
@@ -59,21 +61,24 @@ def report_change(
     mismatch leaves the status alone and flags the payment. A report that
     would move it backwards is kept as an ignored event. WEBHOOK and RETURN
     reports always leave an event; a refresh only when something happened.
-    `checked_at` records a scheduled check in the same UPDATE. A report's
-    `review` flags the payment unless the report is ignored; `settling` is kept in
-    `gateway_data` (see SETTLING), with a timeline line when it starts.
+    `checked_at` records a scheduled check in the same UPDATE. What the
+    provider asks a person to look at (`result.review`) flags the payment once
+    unless the report is ignored; failed attempts the payer may follow with
+    another (`result.declined`) go on the timeline once each; `settling` is kept
+    in `gateway_data` (see SETTLING), with a timeline line when it starts.
     """
-    change = _report_verdict(payment, result, kind, data, checked_at)
+    change = _verdict_change(
+        payment, result, kind=kind, data=data, checked_at=checked_at
+    )
     ignored = verdict(payment.status, result.status) == Verdict.IGNORE
-    if result.review and not ignored:
-        review = "\n".join(filter(None, (change.review, result.review)))
-        change = replace(change, review=review)
+    change = _provider_notes(payment, result, change, kind, ignored=ignored)
     return _track_settling(payment, result, change)
 
 
-def _report_verdict(
+def _verdict_change(
     payment: Payment,
     result: StatusResult,
+    *,
     kind: str,
     data: Mapping[str, Any] | None,
     checked_at,
@@ -122,6 +127,38 @@ def _track_settling(payment: Payment, result: StatusResult, change: Change) -> C
         del data[SETTLING]
     updates = {**change.updates, "gateway_data": data}
     return replace(change, updates=updates, entries=entries)
+
+
+def _provider_notes(
+    payment: Payment, result: StatusResult, change: Change, kind: str, *, ignored: bool
+) -> Change:
+    """Add a provider's review request and new declined attempts to a change."""
+    review = "" if ignored else result.review
+    if review and (
+        review in payment.review_reason
+        or PaymentEvent.objects.filter(
+            payment=payment, kind=EventKind.REVIEW_FLAGGED, message=review
+        ).exists()
+    ):
+        review = ""  # flagged once already (maybe resolved since): not again
+    seen = list(payment.gateway_data.get(DECLINED_KEY) or [])
+    new = [attempt for attempt in result.declined if attempt not in seen]
+    if not (review or new):
+        return change
+    updates = dict(change.updates)
+    entries = change.entries
+    if new:
+        updates["gateway_data"] = {**payment.gateway_data, DECLINED_KEY: seen + new}
+        note = f"payment attempt {', '.join(new)} declined"
+        if result.status == S.PENDING:
+            note += "; the payer may try again until the checkout session ends"
+        entries = (*entries, Entry(kind, note, {"declined": new}))
+    return replace(
+        change,
+        updates=updates,
+        entries=entries,
+        review="\n".join(filter(None, [change.review, review])),
+    )
 
 
 def _move(base: Change, status, updates: Mapping[str, Any], message: str) -> Change:
@@ -190,9 +227,12 @@ def _amount_problem(payment: Payment, result: StatusResult) -> str:
         )
     if result.amount is None:
         return "provider reported success without an amount"
-    paid = quantize(result.amount, payment.currency)
-    due = quantize(payment.amount, payment.currency)
-    if paid < due:
+    # Exactly, before any rounding: 9.995 reported for 10.00 is short.
+    if not in_range(result.amount):
+        return "provider reported an amount out of range"
+    if result.amount < payment.amount:
+        paid = format(result.amount, "f")
+        due = quantize(payment.amount, payment.currency)
         return f"underpaid: provider reported {paid} of {due} {payment.currency}"
     return ""
 

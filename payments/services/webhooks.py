@@ -22,6 +22,7 @@ from gateways.base import (
     WebhookRejected,
     WebhookReply,
 )
+from gateways.money import in_range
 from gateways.registry import get_gateway
 
 from ..exceptions import GatewayNotConfigured, WebhookNotAccepted
@@ -40,6 +41,7 @@ class Intake(StrEnum):
     UNKNOWN_GATEWAY = "unknown_gateway"  # no such gateway, or not configured
     UNMATCHED = "unmatched"  # verified, but no payment has that reference
     RETRY_LATER = "retry_later"  # the provider could not confirm it: ask again
+    INVALID = "invalid"  # verified, but its content cannot be a real payment's
 
 
 @dataclass(frozen=True)
@@ -105,6 +107,14 @@ def webhook_ingest(
             "rejected %s notification #%s: %s", gateway_code, delivery.pk, exc
         )
         return WebhookOutcome(Intake.REJECTED, delivery, f"rejected: {exc}")
+    problem = event_problem(event)
+    if problem:
+        delivery.signature_valid = True
+        store_delivery(delivery, Outcome.REJECTED, error=f"invalid content: {problem}")
+        logger.warning(
+            "refused %s notification #%s: %s", gateway_code, delivery.pk, problem
+        )
+        return WebhookOutcome(Intake.INVALID, delivery, f"invalid content: {problem}")
     if settings.WEBHOOK_APPLY == "queued":
         from .webhook_batches import webhook_enqueue
 
@@ -148,7 +158,37 @@ def webhook_reprocess(*, delivery_id: int) -> WebhookOutcome:
         raise GatewayNotConfigured(str(exc)) from exc
     except WebhookRejected as exc:
         raise WebhookNotAccepted(str(exc)) from exc
+    problem = event_problem(event)
+    if problem:
+        raise WebhookNotAccepted(f"invalid content: {problem}")
     return webhook_process(delivery=delivery, event=event)
+
+
+def event_problem(event: WebhookEvent) -> str:
+    """Say why a verified notification cannot be about a real payment, or "".
+
+    A correct signature proves who sent it, not that its fields fit a
+    database: NUL characters (PostgreSQL refuses them in text and JSON) and
+    amounts beyond what a payment can hold are refused before any lookup.
+    """
+    for name in ("event_id", "ref_id", "transaction_id", "currency", "message"):
+        if "\x00" in str(getattr(event, name) or ""):
+            return f"{name} contains a NUL character"
+    if _has_nul(event.raw):
+        return "the body contains a NUL character"
+    if event.amount is not None and not in_range(event.amount):
+        return f"amount {event.amount} is out of range"
+    return ""
+
+
+def _has_nul(value: object) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, Mapping):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return any(_has_nul(v) for v in value)
+    return False
 
 
 def webhook_process(

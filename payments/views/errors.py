@@ -27,6 +27,7 @@ INTAKES = {
     Intake.UNKNOWN_GATEWAY: 404,
     Intake.UNMATCHED: 404,
     Intake.RETRY_LATER: 503,
+    Intake.INVALID: 400,
 }
 
 

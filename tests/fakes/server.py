@@ -115,8 +115,35 @@ _CURRENCY = re.compile(r"[A-Z]{3}")
 _MPGS_PATH = re.compile(
     r"/api/rest/version/(?P<version>[^/]+)/merchant/(?P<merchant>[^/]+)/(?P<rest>.+)"
 )
-# Currencies whose minor unit is not cents; everything else gets 2 places.
-_MINOR_UNITS = {"BHD": 3, "JOD": 3, "KWD": 3, "OMR": 3, "TND": 3, "JPY": 0, "KRW": 0}
+# ISO 4217 currencies whose minor unit is not cents; everything else gets 2
+# places. The fake's own copy (a test checks it against gateways.money).
+_MINOR_UNITS = {
+    **dict.fromkeys(("BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND"), 3),
+    **dict.fromkeys(
+        (
+            "BIF",
+            "CLP",
+            "DJF",
+            "GNF",
+            "ISK",
+            "JPY",
+            "KMF",
+            "KRW",
+            "PYG",
+            "RWF",
+            "UGX",
+            "VND",
+            "VUV",
+            "XAF",
+            "XOF",
+            "XPF",
+        ),  # fmt: skip
+        0,
+    ),
+}
+MPGS_DESCRIPTION_MAX = 127
+# Refund answers tests may queue (fake.mpgs_refund_answers) instead of a success.
+MPGS_REFUND_ANSWERS = frozenset({"rejected", "invalid", "declined", "busy"})
 
 _TRUNCATED_JSON = b'{"error": "ok", "result": {"amount": "0.0016", "status": '
 _GARBAGE = b"\x00\x9f\x92\x96\xff\xfe<<not json>>\x1f\x8b\x08"
@@ -202,6 +229,14 @@ class FakeProviderServer:
         self.errors: list[str] = []
         self.mpgs_versions_seen: set[int] = set()
         self.mpgs_refunds_applied = 0
+        # Every notification POST: (notification id, attempt, HTTP status or 0).
+        self.mpgs_deliveries: list[tuple[str, int, int]] = []
+        # Attempts per notification until a 2xx answer, and the pause between.
+        self.mpgs_notify_attempts = 3
+        self.mpgs_retry_delay = 0.0
+        # Answers for the next refund PUTs (see MPGS_REFUND_ANSWERS).
+        self.mpgs_refund_answers: list[str] = []
+        self._mpgs_senders: list[threading.Thread] = []
 
         # Re-entrant so control methods can compose without a second lock.
         self._lock = threading.RLock()
@@ -604,6 +639,55 @@ class FakeProviderServer:
             txn = self._mpgs_add_refund(order, "EXT-" + secrets.token_hex(6), value)
             return copy.deepcopy(txn["response"])
 
+    def mpgs_authorize(self, order_id: str) -> dict[str, Any]:
+        """Authorize the newest session's amount without capturing it (AUTHORIZED)."""
+        with self._lock:
+            session_id = self._mpgs_latest_session[order_id]
+        self._mpgs_record_payment(session_id, approve=True, txn_type="AUTHORIZATION")
+        self._mpgs_notify_quietly(order_id)
+        return self._mpgs_view(order_id)
+
+    def mpgs_dispute(self, order_id: str) -> dict[str, Any]:
+        """Mark a paid order as disputed by the payer (DISPUTED), and notify."""
+        with self._lock:
+            self._mpgs_orders[order_id]["disputed"] = True
+        self._mpgs_notify_quietly(order_id)
+        return self._mpgs_view(order_id)
+
+    def mpgs_chargeback(
+        self, order_id: str, amount: Decimal | str | None = None
+    ) -> dict[str, Any]:
+        """Record a processed chargeback (CHARGEBACK_PROCESSED), and notify."""
+        with self._lock:
+            order = self._mpgs_orders[order_id]
+            value = _mpgs_totals(order)["captured"] if amount is None else amount
+            txn: dict[str, Any] = {
+                "id": "CB-" + secrets.token_hex(5),
+                "type": "CHARGEBACK",
+                "amount": Decimal(str(value)),
+                "currency": order["currency"],
+                "result": "SUCCESS",
+                "gatewayCode": "APPROVED",
+                "timeOfRecord": _now_iso(),
+            }
+            order["transactions"].append(txn)
+            order["lastUpdatedTime"] = txn["timeOfRecord"]
+        self._mpgs_notify_quietly(order_id)
+        return self._mpgs_view(order_id)
+
+    def mpgs_wait_notifications(self, timeout: float = 10.0) -> None:
+        """Wait for notifications sent in the background (after refunds)."""
+        end = time.monotonic() + timeout
+        while True:
+            with self._lock:
+                senders = [t for t in self._mpgs_senders if t.is_alive()]
+                self._mpgs_senders = senders
+            if not senders:
+                return
+            senders[0].join(max(0.0, end - time.monotonic()))
+            if time.monotonic() >= end:
+                raise TimeoutError("MPGS notifications still being sent")
+
     def mpgs_order(self, order_id: str) -> dict[str, Any] | None:
         """Return the order as Retrieve Order would, or None before any payment."""
         with self._lock:
@@ -663,8 +747,14 @@ class FakeProviderServer:
         secret: str | None = None,
         notification_id: str | None = None,
         body_overrides: Mapping[str, Any] | None = None,
+        attempts: int = 1,
     ) -> requests.Response:
-        """POST a notification to `url`, the order's notificationUrl or the default."""
+        """POST a notification to `url`, the order's notificationUrl or the default.
+
+        Not answered 2xx, it is sent again (same X-Notification-Id, the
+        X-Notification-Attempt header counting up) up to `attempts` times in all.
+        MPGS publishes no retry schedule; this is the fake's choice.
+        """
         with self._lock:
             target = (
                 url
@@ -679,9 +769,27 @@ class FakeProviderServer:
             notification_id=notification_id,
             body_overrides=body_overrides,
         )
-        return requests.post(
-            target, data=body, headers=headers, timeout=self.notify_timeout
-        )
+        for attempt in range(1, max(1, attempts) + 1):
+            if attempt > 1:
+                self._pause(self.mpgs_retry_delay)
+            headers["X-Notification-Attempt"] = str(attempt)
+            try:
+                response = requests.post(
+                    target, data=body, headers=headers, timeout=self.notify_timeout
+                )
+            except requests.RequestException:
+                self._mpgs_delivered(headers, attempt, 0)
+                if attempt >= attempts:
+                    raise
+                continue
+            self._mpgs_delivered(headers, attempt, response.status_code)
+            if 200 <= response.status_code < 300:
+                break
+        return response
+
+    def _mpgs_delivered(self, headers: dict[str, str], attempt: int, status: int):
+        with self._lock:
+            self.mpgs_deliveries.append((headers["X-Notification-Id"], attempt, status))
 
     # --- request plumbing (called from handler threads) ----------------------
 
@@ -1030,8 +1138,13 @@ class FakeProviderServer:
         notification_url = order.get("notificationUrl")
         if notification_url is not None and not _is_http_url(notification_url):
             return _mpgs_invalid("order.notificationUrl", notification_url)
+        description = order.get("description", "")
+        if not isinstance(description, str) or len(description) > MPGS_DESCRIPTION_MAX:
+            return _mpgs_invalid("order.description", description)
         merchant = interaction.get("merchant")
         merchant_name = merchant.get("name") if isinstance(merchant, dict) else None
+        if not merchant_name:
+            return _mpgs_missing("interaction.merchant.name")
         session = {
             "id": "SESSION0002" + _random_alnum(20),
             "version": secrets.token_hex(5),
@@ -1110,9 +1223,19 @@ class FakeProviderServer:
                     "Requested refund amount exceeds available balance",
                     field="transaction.amount",
                 )
-            txn = self._mpgs_add_refund(order, txn_id, amount)
-            self.mpgs_refunds_applied += 1
-            return _json_reply(txn["response"])
+            answer = self.mpgs_refund_answers.pop(0) if self.mpgs_refund_answers else ""
+            refused = _mpgs_refund_refusal(answer)
+            if refused is not None:
+                return refused  # nothing recorded: the refund was not done
+            txn = self._mpgs_add_refund(
+                order, txn_id, amount, declined=answer == "declined"
+            )
+            self.mpgs_refunds_applied += answer != "declined"
+            reply = _json_reply(txn["response"])
+        # Like the gateway: a notification once the Refund completes, sent
+        # after the answer (the caller is not kept waiting for its delivery).
+        self._mpgs_notify_in_background(order_id)
+        return reply
 
     def _mpgs_get_txn(self, order_id: str, txn_id: str) -> _Reply:
         with self._lock:
@@ -1137,8 +1260,9 @@ class FakeProviderServer:
         *,
         approve: bool,
         amount: Decimal | str | None = None,
+        txn_type: str = "PAYMENT",
     ) -> dict[str, Any]:
-        """Record a PAYMENT for the session's order and return the session."""
+        """Record a PAYMENT (or AUTHORIZATION) for the session's order."""
         with self._lock:
             session = self._mpgs_sessions[session_id]
             paid = session["amount"] if amount is None else Decimal(str(amount))
@@ -1163,7 +1287,7 @@ class FakeProviderServer:
             )
             txn: dict[str, Any] = {
                 "id": secrets.token_hex(5),
-                "type": "PAYMENT",
+                "type": txn_type,
                 "amount": paid,
                 "currency": session["currency"],
                 "result": "SUCCESS" if approve else "FAILURE",
@@ -1177,15 +1301,15 @@ class FakeProviderServer:
             return copy.deepcopy(session)
 
     def _mpgs_add_refund(
-        self, order: dict[str, Any], txn_id: str, amount: Decimal
+        self, order: dict[str, Any], txn_id: str, amount: Decimal, declined=False
     ) -> dict[str, Any]:
         txn: dict[str, Any] = {
             "id": txn_id,
             "type": "REFUND",
             "amount": amount,
             "currency": order["currency"],
-            "result": "SUCCESS",
-            "gatewayCode": "APPROVED",
+            "result": "FAILURE" if declined else "SUCCESS",
+            "gatewayCode": "DECLINED" if declined else "APPROVED",
             "timeOfRecord": _now_iso(),
         }
         order["transactions"].append(txn)
@@ -1200,7 +1324,23 @@ class FakeProviderServer:
             return
         # Delivery problems are the receiver's to report; the payer is unaffected.
         with contextlib.suppress(requests.RequestException):
-            self.mpgs_send_notification(order_id)
+            self.mpgs_send_notification(order_id, attempts=self.mpgs_notify_attempts)
+
+    def _mpgs_notify_in_background(self, order_id: str) -> None:
+        sender = threading.Thread(
+            target=self._mpgs_notify_quietly,
+            args=(order_id,),
+            name="fake-mpgs-notify",
+            daemon=True,
+        )
+        with self._lock:
+            self._mpgs_senders.append(sender)
+        sender.start()
+
+    def _mpgs_view(self, order_id: str) -> dict[str, Any]:
+        order = self.mpgs_order(order_id)
+        assert order is not None
+        return order
 
     def _mpgs_order_summary(self, order: dict[str, Any]) -> dict[str, Any]:
         totals = _mpgs_totals(order)
@@ -1210,10 +1350,15 @@ class FakeProviderServer:
             "currency": order["currency"],
             "status": totals["status"],
             "creationTime": order["creationTime"],
-            "totalAuthorizedAmount": float(totals["captured"]),
+            "totalAuthorizedAmount": float(totals["authorized"]),
             "totalCapturedAmount": float(totals["captured"]),
             "totalRefundedAmount": float(totals["refunded"]),
         }
+        if totals["chargeback"] > 0:
+            summary["chargeback"] = {
+                "amount": float(totals["chargeback"]),
+                "currency": order["currency"],
+            }
         if order["description"]:
             summary["description"] = order["description"]
         if order["reference"] is not None:
@@ -1507,8 +1652,9 @@ def _mpgs_error(
     field: str | None = None,
     validation_type: str | None = None,
     status: int = 400,
+    cause: str = "INVALID_REQUEST",
 ) -> _Reply:
-    error: dict[str, str] = {"cause": "INVALID_REQUEST", "explanation": explanation}
+    error: dict[str, str] = {"cause": cause, "explanation": explanation}
     if field is not None:
         error["field"] = field
     if validation_type is not None:
@@ -1543,27 +1689,65 @@ def _mpgs_amount(value: Any, currency: str) -> Decimal | None:
     number = _decimal(str(value))
     if number is None or not number.is_finite() or number <= 0:
         return None
-    quantum = Decimal(1).scaleb(-_MINOR_UNITS.get(currency, 2))
+    places = _MINOR_UNITS.get(currency, 2)
+    exponent = number.as_tuple().exponent
+    # Written with more decimals than the currency has ("1000.0" JPY, "10.5"
+    # ISK) is refused, even when they are zeros.
+    if not isinstance(exponent, int) or -exponent > places:
+        return None
     try:
-        rounded = number.quantize(quantum)
+        return number.quantize(Decimal(1).scaleb(-places))
     except InvalidOperation:
         return None
-    return rounded if rounded == number else None
 
 
 def _mpgs_totals(order: dict[str, Any]) -> dict[str, Any]:
     ok = [t for t in order["transactions"] if t["result"] == "SUCCESS"]
-    captured = sum((t["amount"] for t in ok if t["type"] == "PAYMENT"), Decimal(0))
-    refunded = sum((t["amount"] for t in ok if t["type"] == "REFUND"), Decimal(0))
+
+    def total(kind: str) -> Decimal:
+        return sum((t["amount"] for t in ok if t["type"] == kind), Decimal(0))
+
+    captured, refunded = total("PAYMENT"), total("REFUND")
+    authorized, chargeback = captured + total("AUTHORIZATION"), total("CHARGEBACK")
     if captured == 0:
-        status = "FAILED"
+        status = "AUTHORIZED" if authorized else "FAILED"
+    elif chargeback > 0:
+        status = "CHARGEBACK_PROCESSED"
+    elif order.get("disputed"):
+        status = "DISPUTED"
     elif refunded == 0:
         status = "CAPTURED"
     elif refunded < captured:
         status = "PARTIALLY_REFUNDED"
     else:
         status = "REFUNDED"
-    return {"captured": captured, "refunded": refunded, "status": status}
+    return {
+        "captured": captured,
+        "refunded": refunded,
+        "authorized": authorized,
+        "chargeback": chargeback,
+        "status": status,
+    }
+
+
+def _mpgs_refund_refusal(answer: str) -> _Reply | None:
+    """Return the queued refusal of a refund, or None to process it."""
+    if answer == "rejected":
+        return _mpgs_error(
+            "Request rejected: operation not permitted for this merchant",
+            cause="REQUEST_REJECTED",
+        )
+    if answer == "invalid":
+        return _mpgs_error(
+            "Value 'REFUND' is invalid. Refunds are not enabled for this merchant",
+            field="apiOperation",
+            validation_type="INVALID",
+        )
+    if answer == "busy":
+        return _mpgs_error(
+            "The server is busy, try again later", cause="SERVER_BUSY", status=503
+        )
+    return None
 
 
 def _mpgs_available(order: dict[str, Any]) -> Decimal:

@@ -25,7 +25,9 @@ class Receiver:
 
     def __init__(self) -> None:
         self.received: list[tuple[str, Message, bytes]] = []
-        received = self.received
+        # HTTP statuses for the next POSTs (200 once they run out).
+        self.answers: list[int] = []
+        received, answers = self.received, self.answers
 
         class Handler(BaseHTTPRequestHandler):
             """Store each POST."""
@@ -36,7 +38,7 @@ class Receiver:
                 """Store the request and answer 200."""
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 received.append((self.path, self.headers, body))
-                self.send_response(200)
+                self.send_response(answers.pop(0) if answers else 200)
                 self.send_header("Content-Length", "2")
                 self.end_headers()
                 self.wfile.write(b"OK")
@@ -764,6 +766,218 @@ def test_mpgs_notification_headers_and_body_overrides(
     assert payload["order"]["currency"] == "USD"
     assert payload["order"]["status"] == "CAPTURED"
     assert payload["transaction"]["type"] == "PAYMENT"
+
+
+# --- MPGS: as strict as the real gateway (issue 8) ---------------------------
+
+
+def initiate(fake: FakeProviderServer, **changes: Any) -> requests.Response:
+    """POST INITIATE_CHECKOUT with `changes` merged into a valid request."""
+    payload: dict[str, Any] = {
+        "apiOperation": "INITIATE_CHECKOUT",
+        "interaction": {
+            "operation": "PURCHASE",
+            "returnUrl": "http://shop.test/return",
+            "merchant": {"name": "Magic eSIM"},
+        },
+        "order": {
+            "id": new_order_id(),
+            "amount": "10.00",
+            "currency": "USD",
+            "description": "eSIM 10 GB",
+        },
+    }
+    for section, values in changes.items():
+        payload[section] = {**payload[section], **values}
+    return requests.post(
+        mpgs_url(fake, "session"), json=payload, auth=MPGS_AUTH, timeout=5
+    )
+
+
+def test_mpgs_minor_units_agree_with_the_project_table() -> None:
+    from gateways import money
+
+    from .server import _MINOR_UNITS
+
+    assert {
+        code: money.exponent(code)
+        for code in money.ISO_4217
+        if money.exponent(code) != 2
+    } == _MINOR_UNITS
+
+
+@pytest.mark.parametrize(
+    ("currency", "amount", "accepted"),
+    [
+        ("CLP", "1000.50", False),
+        ("ISK", "10.5", False),
+        ("JPY", "1000.0", False),
+        ("CLP", "1000", True),
+        ("JPY", "1000", True),
+        ("IQD", "1.234", True),
+        ("LYD", "12.345", True),
+        ("KWD", "1.2345", False),
+        ("USD", "10.001", False),
+    ],
+)
+def test_mpgs_amount_must_fit_the_currency(
+    fake: FakeProviderServer, currency: str, amount: str, accepted: bool
+) -> None:
+    response = initiate(fake, order={"currency": currency, "amount": amount})
+
+    if accepted:
+        assert response.status_code == 201, response.text
+    else:
+        assert response.status_code == 400
+        assert response.json()["error"]["field"] == "order.amount"
+
+
+def test_mpgs_description_is_capped_at_127_characters(
+    fake: FakeProviderServer,
+) -> None:
+    fits = initiate(fake, order={"description": "d" * 127})
+    too_long = initiate(fake, order={"description": "d" * 128})
+
+    assert fits.status_code == 201
+    assert too_long.status_code == 400
+    assert too_long.json()["error"]["field"] == "order.description"
+
+
+def test_mpgs_merchant_name_is_required(fake: FakeProviderServer) -> None:
+    response = initiate(fake, interaction={"merchant": {}})
+
+    assert response.status_code == 400
+    assert response.json()["error"] == {
+        "cause": "INVALID_REQUEST",
+        "explanation": "Missing parameter 'interaction.merchant.name'",
+        "field": "interaction.merchant.name",
+        "validationType": "MISSING",
+    }
+
+
+def test_mpgs_notification_is_retried_until_answered_2xx(
+    fake: FakeProviderServer, receiver: Receiver
+) -> None:
+    order_id = new_order_id()
+    create_session(fake, order_id, notification_url=f"{receiver.url}/hook")
+    receiver.answers[:] = [503, 500]
+
+    fake.mpgs_pay(order_id)
+
+    attempts = [h["X-Notification-Attempt"] for _, h, _ in receiver.received]
+    ids = {h["X-Notification-Id"] for _, h, _ in receiver.received}
+    assert attempts == ["1", "2", "3"]
+    assert len(ids) == 1  # the same notification each time
+    assert [d[1:] for d in fake.mpgs_deliveries[-3:]] == [(1, 503), (2, 500), (3, 200)]
+
+
+def test_mpgs_notification_gives_up_after_the_last_attempt(
+    fake: FakeProviderServer, receiver: Receiver
+) -> None:
+    order_id = new_order_id()
+    create_session(fake, order_id, notification_url=f"{receiver.url}/hook")
+    receiver.answers[:] = [503] * 10
+
+    fake.mpgs_pay(order_id)
+
+    assert len(receiver.received) == fake.mpgs_notify_attempts
+
+
+def test_mpgs_refund_sends_a_notification(
+    fake: FakeProviderServer, receiver: Receiver
+) -> None:
+    order_id = new_order_id()
+    create_session(fake, order_id, notification_url=f"{receiver.url}/hook")
+    fake.mpgs_pay(order_id)
+
+    answer = refund(fake, order_id, "refund-n1", "5.00")
+    fake.mpgs_wait_notifications()
+
+    assert answer.status_code == 200
+    payments, refunds = (
+        [json.loads(b) for _, _, b in receiver.received if kind in b.decode()]
+        for kind in ('"PAYMENT"', '"REFUND"')
+    )
+    assert len(payments) == 1 and len(refunds) == 1
+    assert refunds[0]["transaction"]["id"] == "refund-n1"
+    assert refunds[0]["order"]["status"] == "PARTIALLY_REFUNDED"
+    assert refunds[0]["order"]["totalRefundedAmount"] == 5.0
+
+
+def test_mpgs_decline_then_capture_in_one_session(fake: FakeProviderServer) -> None:
+    order_id = new_order_id()
+    session_id = create_session(fake, order_id)["session"]["id"]
+    pay_page = f"{fake.url}/checkout/pay/{session_id}"
+
+    declined = requests.post(
+        pay_page, data={"action": "decline"}, allow_redirects=False, timeout=5
+    )
+    after_decline = fake.mpgs_order(order_id)
+    paid = requests.post(
+        pay_page, data={"action": "pay"}, allow_redirects=False, timeout=5
+    )
+    order = fake.mpgs_order(order_id)
+
+    assert declined.status_code == 303  # back to the shop
+    assert after_decline is not None and after_decline["status"] == "FAILED"
+    assert paid.status_code == 303
+    assert order is not None and order["status"] == "CAPTURED"
+    results = [
+        (t["result"], t["response"]["gatewayCode"]) for t in order["transaction"]
+    ]
+    assert results == [("FAILURE", "DECLINED"), ("SUCCESS", "APPROVED")]
+
+
+def test_mpgs_authorized_disputed_and_charged_back_orders(
+    fake: FakeProviderServer,
+) -> None:
+    authorized_id, paid_id = new_order_id(), new_order_id()
+    create_session(fake, authorized_id)
+    create_session(fake, paid_id)
+
+    authorized = fake.mpgs_authorize(authorized_id)
+    fake.mpgs_pay(paid_id)
+    disputed = fake.mpgs_dispute(paid_id)
+    charged_back = fake.mpgs_chargeback(paid_id, "25.00")
+
+    assert authorized["status"] == "AUTHORIZED"
+    assert authorized["totalAuthorizedAmount"] == 25.0
+    assert authorized["totalCapturedAmount"] == 0.0
+    assert disputed["status"] == "DISPUTED"
+    assert "chargeback" not in disputed
+    assert charged_back["status"] == "CHARGEBACK_PROCESSED"
+    assert charged_back["chargeback"] == {"amount": 25.0, "currency": "USD"}
+    assert charged_back["transaction"][-1]["transaction"]["type"] == "CHARGEBACK"
+
+
+@pytest.mark.parametrize(
+    ("answer", "status", "result", "cause"),
+    [
+        ("rejected", 400, "ERROR", "REQUEST_REJECTED"),
+        ("invalid", 400, "ERROR", "INVALID_REQUEST"),
+        ("busy", 503, "ERROR", "SERVER_BUSY"),
+        ("declined", 200, "FAILURE", None),
+    ],
+)
+def test_mpgs_refund_refusals(
+    fake: FakeProviderServer, answer: str, status: int, result: str, cause: str | None
+) -> None:
+    order_id = new_order_id()
+    create_session(fake, order_id)
+    fake.mpgs_pay(order_id)
+    fake.mpgs_refund_answers[:] = [answer]
+
+    response = refund(fake, order_id, "refund-x", "5.00")
+    order = fake.mpgs_order(order_id)
+
+    assert response.status_code == status
+    assert response.json()["result"] == result
+    if cause:
+        assert response.json()["error"]["cause"] == cause
+    else:
+        assert response.json()["response"]["gatewayCode"] == "DECLINED"
+    assert order is not None and order["totalRefundedAmount"] == 0.0
+    assert fake.mpgs_refund_answers == []
 
 
 # --- faults and transport --------------------------------------------------

@@ -167,11 +167,28 @@ def test_paid_is_completed_with_amount_and_currency(contract):
     assert many[ref.ref_id].status == Status.COMPLETED
 
 
-def test_declined_is_failed(contract):
+def test_declined_is_failed_once_the_session_is_over(contract):
     code, gateway, driver, fake = contract
     session, ref = open_checkout(gateway)
     driver.decline(fake, gateway, session, ref.ref_id)
-    assert gateway.fetch_status(ref).status == Status.FAILED
+    over = replace(ref, expires_at=datetime.now(UTC) - timedelta(minutes=1))
+    assert gateway.fetch_status(over).status == Status.FAILED
+
+
+def test_decline_inside_the_session_is_final_or_open(contract):
+    """A decline either ends the payment or keeps it open for another attempt."""
+    code, gateway, driver, fake = contract
+    session, ref = open_checkout(gateway)
+    driver.decline(fake, gateway, session, ref.ref_id)
+    result = gateway.fetch_status(ref)
+    assert result.status in (Status.FAILED, Status.PENDING)
+    if result.status == Status.PENDING:
+        # Open: the declined attempt is reported, and another may still pay.
+        assert result.declined
+        driver.pay(fake, gateway, session, ref.ref_id)
+        paid = gateway.fetch_status(ref)
+        assert (paid.status, paid.amount) == (Status.COMPLETED, Decimal("19.00"))
+        assert paid.declined == result.declined and not paid.review
 
 
 def test_refund_or_not_supported(contract):

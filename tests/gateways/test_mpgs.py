@@ -417,26 +417,29 @@ def order_with(status: str, **fields: Any) -> dict[str, Any]:
     ("order_status", "expected", "note"),
     [
         ("CAPTURED", Status.COMPLETED, ""),
-        ("PURCHASED", Status.COMPLETED, ""),
         ("PARTIALLY_CAPTURED", Status.COMPLETED, "partial"),
         ("AUTHORIZED", Status.PENDING, "authorized, not captured"),
         ("REFUNDED", Status.REFUNDED, ""),
         ("EXCESSIVELY_REFUNDED", Status.REFUNDED, "excess"),
-        ("CHARGEBACK_PROCESSED", Status.REFUNDED, "chargeback"),
+        ("CHARGEBACK_PROCESSED", Status.COMPLETED, "chargeback"),
         ("PARTIALLY_REFUNDED", Status.PARTIALLY_REFUNDED, ""),
         ("REFUND_REQUESTED", Status.COMPLETED, "refund requested"),
         ("DISPUTED", Status.COMPLETED, "disputed"),
-        ("FAILED", Status.FAILED, ""),
-        ("AUTHENTICATION_UNSUCCESSFUL", Status.FAILED, ""),
-        ("DECLINED", Status.FAILED, ""),
+        # Inside the session a failed attempt may be followed by another card.
+        ("FAILED", Status.PENDING, "may try again"),
+        ("AUTHENTICATION_UNSUCCESSFUL", Status.PENDING, "may try again"),
         ("CANCELLED", Status.FAILED, "voided"),
         ("AUTHENTICATED", Status.PENDING, ""),
         ("AUTHENTICATION_INITIATED", Status.PENDING, ""),
         ("AUTHENTICATION_NOT_NEEDED", Status.PENDING, ""),
         ("INITIATED", Status.PENDING, ""),
         ("VERIFIED", Status.PENDING, ""),
-        ("FUNDING", Status.PENDING, "unrecognised"),
+        ("DISBURSED", Status.PENDING, "disbursement"),
+        ("FUNDING", Status.PENDING, "funding"),
         ("SOMETHING_NEW", Status.PENDING, "unrecognised"),
+        # Not order statuses of the API (a gatewayCode, an invented value).
+        ("DECLINED", Status.PENDING, "unrecognised"),
+        ("PURCHASED", Status.PENDING, "unrecognised"),
     ],
 )
 def test_fetch_status_maps_every_order_status(mocked, order_status, expected, note):
@@ -449,14 +452,16 @@ def test_fetch_status_maps_every_order_status(mocked, order_status, expected, no
     assert note in result.message
 
 
-def test_fetch_status_failed_reports_the_decline(mocked):
+def test_fetch_status_failed_after_the_session_reports_the_decline(mocked):
     mocked.get(ORDER_URL, json=load("order_failed"))
+    ended = datetime.now(UTC) - timedelta(minutes=1)
 
-    result = make_gateway().fetch_status(payment_ref())
+    result = make_gateway().fetch_status(payment_ref(expires_at=ended))
 
     assert result.status == Status.FAILED
     assert result.amount == Decimal("19.99")  # nothing captured: the order amount
     assert result.transaction_id == ""
+    assert result.declined == ("1",)
     assert "DECLINED" in result.message
 
 
@@ -798,6 +803,225 @@ def test_refund_notification_is_a_hint_about_the_refund():
     assert event.status == Status.PARTIALLY_REFUNDED
     assert event.transaction_id == ""  # not the payment's transaction
     assert event.message == "notification: order PARTIALLY_REFUNDED, transaction REFUND"
+
+
+# --- provider edges (issue 8), each on a documented example ---------------------------
+# Order shapes follow Retrieve Order (API v100); error causes the Transaction
+# Errors page (https://developer.mastercard.com/mastercard-gateway/documentation/
+# testing/trans-error/).
+
+
+def test_decline_inside_the_session_keeps_the_payment_open(mocked):
+    """Case 6: Hosted Checkout lets the payer try another card after a decline."""
+    mocked.get(ORDER_URL, json=load("order_failed"))
+
+    result = make_gateway().fetch_status(payment_ref())
+
+    assert result.status == Status.PENDING
+    assert result.declined == ("1",)
+    assert "DECLINED" in result.message and "may try again" in result.message
+    assert result.review == ""
+
+
+def test_decline_then_capture_in_one_session_completes_cleanly(mocked):
+    """Case 6: a success after a decline is a plain COMPLETED, no review."""
+    mocked.get(ORDER_URL, json=load("order_declined_then_captured"))
+
+    result = make_gateway().fetch_status(payment_ref())
+
+    assert result.status == Status.COMPLETED
+    assert result.transaction_id == "2"  # the approved attempt
+    assert result.amount == Decimal("19.99")
+    assert result.declined == ("1",)
+    assert result.review == ""
+
+
+def test_authentication_failure_inside_the_session_is_pending(mocked):
+    mocked.get(ORDER_URL, json=order_with("AUTHENTICATION_UNSUCCESSFUL"))
+
+    assert make_gateway().fetch_status(payment_ref()).status == Status.PENDING
+
+
+def test_voided_order_is_failed_at_once(mocked):
+    mocked.get(ORDER_URL, json=order_with("CANCELLED"))
+
+    assert make_gateway().fetch_status(payment_ref()).status == Status.FAILED
+
+
+@pytest.mark.parametrize(
+    ("fixture", "review"),
+    [
+        (
+            "order_disputed",
+            "MPGS: order DISPUTED: disputed by the payer (19.99 USD captured)",
+        ),
+        (
+            "order_chargeback_processed",
+            "MPGS: chargeback of 19.99 USD (order CHARGEBACK_PROCESSED)",
+        ),
+    ],
+)
+def test_disputes_and_chargebacks_ask_for_review(mocked, fixture, review):
+    """Case 7: never a silent refund; the payment keeps its status, flagged."""
+    mocked.get(ORDER_URL, json=load(fixture))
+
+    result = make_gateway().fetch_status(payment_ref())
+
+    assert result.status == Status.COMPLETED
+    assert result.review == review
+    assert result.amount_refunded == Decimal("0")
+
+
+def test_chargeback_amount_alone_asks_for_review(mocked):
+    order = order_with("CAPTURED", chargeback={"amount": 5.5, "currency": "USD"})
+    mocked.get(ORDER_URL, json=order)
+
+    result = make_gateway().fetch_status(payment_ref())
+
+    assert result.review == "MPGS: chargeback of 5.50 USD (order CAPTURED)"
+
+
+def test_absurd_chargeback_amount_still_asks_for_review(mocked):
+    order = order_with("CHARGEBACK_PROCESSED", chargeback={"amount": 1e30})
+    mocked.get(ORDER_URL, json=order)
+
+    result = make_gateway().fetch_status(payment_ref())
+
+    assert result.review == (
+        "MPGS: chargeback with an unreadable amount (order CHARGEBACK_PROCESSED)"
+    )
+
+
+@pytest.mark.parametrize("order_status", ["DISBURSED", "FUNDING"])
+def test_orders_that_are_not_payments_ask_for_review(mocked, order_status):
+    mocked.get(ORDER_URL, json=order_with(order_status))
+
+    result = make_gateway().fetch_status(payment_ref())
+
+    assert result.status == Status.PENDING
+    assert result.review.startswith(f"MPGS: order {order_status}")
+
+
+def test_authorized_order_is_pending(mocked):
+    mocked.get(ORDER_URL, json=load("order_authorized"))
+
+    result = make_gateway().fetch_status(payment_ref())
+
+    assert result.status == Status.PENDING
+    assert result.transaction_id == ""  # an AUTHORIZATION is not a payment
+    assert "authorized, not captured" in result.message
+
+
+@pytest.mark.parametrize(
+    ("fixture", "status"),
+    [
+        ("error_request_rejected", 400),
+        ("error_invalid_amount", 400),
+        ("error_not_authorised", 400),
+    ],
+)
+def test_refund_the_gateway_refused_is_failed(mocked, fixture, status):
+    """Case 8: REQUEST_REJECTED / INVALID_REQUEST mean the refund was not done."""
+    mocked.put(REFUND_URL, json=load(fixture), status=status)
+
+    result = make_gateway().refund(refund_request())
+
+    assert result.status == RefundStatus.FAILED
+    assert result.message.startswith(
+        f"refund refused: {load(fixture)['error']['cause']}"
+    )
+    assert len(mocked.calls) == 1
+
+
+@pytest.mark.parametrize(
+    ("fixture", "status"),
+    [
+        ("error_server_busy", 503),
+        ("error_server_failed", 500),
+        ("error_server_busy", 400),
+        ("error_server_failed", 400),
+    ],
+)
+def test_refund_on_a_busy_gateway_is_an_unknown_outcome(mocked, fixture, status):
+    """Case 8: SERVER_BUSY / SERVER_FAILED may be resubmitted: look it up first."""
+    mocked.put(REFUND_URL, json=load(fixture), status=status)
+
+    with pytest.raises(GatewayUnavailable) as caught:
+        make_gateway().refund(refund_request())
+
+    if status < 500:  # the body is read only below the 5xx fault line
+        assert load(fixture)["error"]["cause"] in str(caught.value)
+    assert len(mocked.calls) == 1  # a refund is never re-sent blindly
+
+
+def test_amounts_are_reported_exactly(mocked):
+    """Case 9: 9.995 captured is reported as 9.995, never rounded to 10.00."""
+    order = order_with("CAPTURED", amount=10.0, totalCapturedAmount=9.995)
+    mocked.get(ORDER_URL, json=order)
+
+    result = make_gateway().fetch_status(payment_ref(amount=Decimal("10.00")))
+
+    assert str(result.amount) == "9.995"
+
+
+@pytest.mark.parametrize(
+    ("currency", "amount", "sent"),
+    [
+        ("IQD", Decimal("12.345"), "12.345"),
+        ("LYD", Decimal("1.5"), "1.500"),
+        ("KWD", Decimal("3"), "3.000"),
+        ("CLP", Decimal("1000"), "1000"),
+        ("ISK", Decimal("990"), "990"),
+        ("VND", Decimal("250000"), "250000"),
+        ("XOF", Decimal("5000"), "5000"),
+    ],
+)
+def test_checkout_amount_uses_the_currency_minor_unit(mocked, currency, amount, sent):
+    mocked.post(f"{BASE}/session", json=load("session"), status=201)
+
+    make_gateway().create_checkout(checkout_request(amount=amount, currency=currency))
+
+    assert json.loads(mocked.calls[0].request.body)["order"]["amount"] == sent
+
+
+def test_long_description_is_cut_to_127_characters(mocked):
+    mocked.post(f"{BASE}/session", json=load("session"), status=201)
+
+    make_gateway().create_checkout(checkout_request(description="x" * 300))
+
+    body = json.loads(mocked.calls[0].request.body)
+    assert body["order"]["description"] == "x" * 127
+    assert body["interaction"]["merchant"]["name"] == "Magic eSIM"
+
+
+def test_merchant_name_defaults_to_the_merchant_id(mocked):
+    mocked.post(f"{BASE}/session", json=load("session"), status=201)
+
+    make_gateway(merchant_name="").create_checkout(checkout_request())
+
+    body = json.loads(mocked.calls[0].request.body)
+    assert body["interaction"]["merchant"]["name"] == "TESTMERCHANT"
+
+
+def test_absurd_amount_in_retrieve_order_is_garbage(mocked):
+    """Case 10: a 1e20 total cannot be a payment: a fault, not a result."""
+    mocked.get(ORDER_URL, json=order_with("CAPTURED", totalCapturedAmount=1e20))
+
+    with pytest.raises(GatewayUnavailable, match="unreadable amount"):
+        make_gateway().fetch_status(payment_ref())
+
+
+def test_absurd_signed_notification_is_left_to_the_intake():
+    """Case 10: the adapter reads it; webhook intake refuses it (tested there)."""
+    payload = load("notification_payment")
+    payload["order"]["amount"] = 1e20
+    payload["order"]["id"] = REF_ID + "\u0000"
+    body = json.dumps(payload).encode()
+
+    event = make_gateway().parse_webhook(body, notification_headers())
+
+    assert event.amount == Decimal("1E+20")
+    assert event.ref_id == REF_ID + "\x00"
 
 
 # --- redaction ------------------------------------------------------------------------

@@ -109,7 +109,12 @@ def test_mpgs_return_alone_confirms_by_retrieve_order(
     assert "Payment received" in result.text
     payment.refresh_from_db()
     assert payment.status == Status.COMPLETED
-    assert WebhookDelivery.objects.get(payment=None).outcome == "REJECTED"
+    # Refused (403), the notification was sent again with the same id.
+    refused = WebhookDelivery.objects.filter(payment=None)
+    assert set(refused.values_list("outcome", flat=True)) == {"REJECTED"}
+    assert refused.count() == fake.mpgs_notify_attempts
+    attempts = sorted(d.headers["X-Notification-Attempt"] for d in refused)
+    assert attempts == [str(n) for n in range(1, fake.mpgs_notify_attempts + 1)]
     back = payment.events.get(kind=EventKind.RETURN)
     assert back.data["note"].startswith("resultIndicator matches")
 
@@ -232,7 +237,11 @@ def test_mpgs_repeated_notification_id_does_nothing(client, mpgs_payment, provid
 
 @pytest.mark.django_db
 def test_mpgs_body_alone_never_changes_status(client, mpgs_payment, providers):
-    """A notification claiming CAPTURED for a declined order is checked: FAILED."""
+    """A notification claiming CAPTURED for a declined order is checked.
+
+    Retrieve Order says the attempt was declined; the session is still open,
+    so the payment stays PENDING (the payer may use another card).
+    """
     providers.mpgs_pay(mpgs_payment.ref_id, approve=False)
     body, headers = providers.mpgs_notification(
         mpgs_payment.ref_id,
@@ -240,7 +249,8 @@ def test_mpgs_body_alone_never_changes_status(client, mpgs_payment, providers):
     )
     assert post_notification(client, body, headers).status_code == 200
     mpgs_payment.refresh_from_db()
-    assert mpgs_payment.status == Status.FAILED and mpgs_payment.date_paid is None
+    assert mpgs_payment.status == Status.PENDING and mpgs_payment.date_paid is None
+    assert mpgs_payment.events.filter(message__contains="declined").exists()
 
 
 @pytest.mark.django_db

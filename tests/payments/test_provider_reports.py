@@ -1,0 +1,93 @@
+"""What a provider's review request, declined attempts and exact amounts do."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from gateways.base import StatusResult
+from payments import services
+from payments.models import EventKind, Payment
+from tests.factories import PaymentFactory, PlanFactory
+
+pytestmark = pytest.mark.django_db
+Status = Payment.Status
+ACTOR = services.Actor("refresh")
+
+
+def apply(payment: Payment, **fields) -> services.Changed:
+    result = StatusResult(ref_id=payment.ref_id, **fields)
+    return services.payment_apply_status(
+        payment_id=payment.pk, result=result, actor=ACTOR
+    )
+
+
+def test_a_declined_attempt_goes_on_the_timeline_once():
+    payment = PaymentFactory()
+
+    for _ in range(3):
+        apply(payment, status=Status.PENDING, declined=("t1",))
+    apply(payment, status=Status.PENDING, declined=("t1", "t2"))
+
+    payment.refresh_from_db()
+    notes = payment.events.filter(message__startswith="payment attempt")
+    assert list(notes.values_list("message", flat=True)) == [
+        "payment attempt t1 declined; the payer may try again until the "
+        "checkout session ends",
+        "payment attempt t2 declined; the payer may try again until the "
+        "checkout session ends",
+    ]
+    assert payment.gateway_data["declined_attempts"] == ["t1", "t2"]
+    assert payment.status == Status.PENDING and not payment.needs_review
+
+
+def test_a_success_after_declines_completes_without_review():
+    payment = PaymentFactory()
+    apply(payment, status=Status.PENDING, declined=("t1",))
+
+    applied = apply(
+        payment,
+        status=Status.COMPLETED,
+        amount=payment.amount,
+        currency=payment.currency,
+        declined=("t1",),
+    )
+
+    assert applied.payment.status == Status.COMPLETED
+    assert not applied.flagged and applied.payment.review_reason == ""
+
+
+def test_a_review_request_flags_once_even_after_it_was_resolved():
+    payment = PaymentFactory()
+    apply(payment, status=Status.COMPLETED, amount=payment.amount)
+    review = "MPGS: chargeback of 10.00 USD (order CHARGEBACK_PROCESSED)"
+
+    first = apply(payment, status=Status.COMPLETED, review=review)
+    services.payment_resolve_review(payment_id=payment.pk, actor=ACTOR, message="ok")
+    again = apply(payment, status=Status.COMPLETED, review=review)
+    other = apply(payment, status=Status.COMPLETED, review=review + " more")
+
+    assert (first.flagged, again.flagged, other.flagged) == (True, False, True)
+    assert first.payment.status == Status.COMPLETED
+    assert first.payment.amount_refunded == 0
+    assert payment.events.filter(kind=EventKind.REVIEW_FLAGGED).count() == 2
+
+
+@pytest.mark.parametrize(
+    ("reported", "completed"),
+    [("9.995", False), ("9.999", False), ("10", True), ("10.000", True)],
+)
+def test_amounts_are_compared_before_any_rounding(reported, completed):
+    payment = PaymentFactory(plan=PlanFactory(price=Decimal("10.00")))
+
+    applied = apply(
+        payment, status=Status.COMPLETED, amount=Decimal(reported), currency="USD"
+    )
+
+    assert (applied.payment.status == Status.COMPLETED) is completed
+    assert applied.flagged is not completed
+    if not completed:
+        assert f"provider reported {reported} of 10.00 USD" in (
+            applied.payment.review_reason
+        )
