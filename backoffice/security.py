@@ -58,7 +58,7 @@ class SettingsExceptionReporterFilter(SafeExceptionReporterFilter):
     def cleanse_setting(self, key, value):
         cleansed = super().cleanse_setting(key, value)
         if isinstance(cleansed, str):
-            return mask_url_password(cleansed, self.cleansed_substitute)
+            return mask_url_password(str(cleansed), self.cleansed_substitute)
         return cleansed
 
     def get_traceback_frame_variables(self, request, tb_frame):

@@ -201,6 +201,9 @@ AXES_LOCKOUT_CALLABLE = "backoffice.security.lockout_response"
 # The same client address as the rate limits (REMOTE_ADDR, or X-Forwarded-For
 # behind TRUSTED_PROXY_COUNT proxies).
 AXES_CLIENT_IP_CALLABLE = "payments.views.common.client_ip"
+# Log lines name the username and address (who to look at); a password never
+# appears, whatever this list says.
+AXES_SENSITIVE_PARAMETERS: list[str] = []
 
 # --- security behind a TLS-terminating proxy ---------------------------------------
 
