@@ -6,7 +6,6 @@ import logging
 from datetime import timedelta
 
 import pytest
-from axes.models import AccessAttempt
 from django.contrib.auth import get_user_model
 from django.http import HttpRequest
 from django.utils import timezone
@@ -68,6 +67,8 @@ def test_the_lock_is_per_address_another_one_logs_in(client, staff):
 
 
 def test_the_lock_lifts_after_fifteen_minutes(client, staff):
+    from axes.models import AccessAttempt
+
     for number in range(10):
         attempt(client, f"wrong-{number}")
     assert attempt(client, PASSWORD).status_code == 429

@@ -13,9 +13,11 @@ from django.core.cache import cache
 
 from gateways import registry
 from gateways.base import WebhookRejected
-from gateways.sandbox import SECRET_CACHE_KEY, SIGNATURE_HEADER, SandboxGateway, sign
+from gateways.sandbox import SIGNATURE_HEADER, SandboxGateway, sign
 
 pytestmark = pytest.mark.django_db
+# Where the installation's secret is kept (gateways.sandbox.SECRET_CACHE_KEY).
+SECRET_CACHE_KEY = "sandbox-webhook-secret"
 NOTIFICATION = json.dumps(
     {
         "event_id": "e1",
