@@ -38,6 +38,9 @@ elif not DEBUG and (
         f"{SECRET_KEY_MIN_LENGTH} characters, 5 or more of them different. Make "
         "one with: python -c 'import secrets; print(secrets.token_urlsafe(50))'"
     )
+# Keys that signed what is still valid (sessions, password-reset links): set the
+# old key here while rotating SECRET_KEY, remove it once those have expired.
+SECRET_KEY_FALLBACKS = config("SECRET_KEY_FALLBACKS", default="", cast=Csv())
 
 ALLOWED_HOSTS = config("ALLOWED_HOSTS", default="localhost,127.0.0.1", cast=Csv())
 CSRF_TRUSTED_ORIGINS = config("CSRF_TRUSTED_ORIGINS", default="", cast=Csv())
@@ -204,6 +207,8 @@ AXES_CLIENT_IP_CALLABLE = "payments.views.common.client_ip"
 # Log lines name the username and address (who to look at); a password never
 # appears, whatever this list says.
 AXES_SENSITIVE_PARAMETERS: list[str] = []
+# Superusers see and lift locks in unfold's admin (payments/admin/access.py).
+AXES_ENABLE_ADMIN = False
 
 # --- security behind a TLS-terminating proxy ---------------------------------------
 
@@ -476,6 +481,12 @@ UNFOLD = {
                         "title": "Groups",
                         "icon": "group",
                         "link": _admin_link("auth_group_changelist"),
+                        "permission": _superuser,
+                    },
+                    {
+                        "title": "Failed logins",
+                        "icon": "lock_person",
+                        "link": _admin_link("axes_accessattempt_changelist"),
                         "permission": _superuser,
                     },
                 ],

@@ -114,3 +114,31 @@ def test_staff_sessions_end_after_eight_idle_hours(client, staff):
     assert again.status_code == 200
     assert again.cookies["sessionid"]["max-age"] == 8 * 60 * 60
     assert client.session.get_expiry_age() == 8 * 60 * 60
+
+
+def test_a_superuser_sees_the_lock_and_lifts_it_in_the_admin(
+    client, admin_client, staff
+):
+    from axes.models import AccessAttempt
+
+    for number in range(10):
+        attempt(client, f"wrong-{number}")
+    assert attempt(client, PASSWORD).status_code == 429
+
+    listing = admin_client.get("/admin/axes/accessattempt/")
+    assert listing.status_code == 200
+    assert "203.0.113.7" in listing.content.decode()
+    lock = AccessAttempt.objects.get(username="ops")
+    response = admin_client.post(
+        f"/admin/axes/accessattempt/{lock.pk}/delete/", {"post": "yes"}
+    )
+    assert response.status_code == 302
+    assert attempt(client, PASSWORD).status_code == 302
+
+
+def test_only_superusers_see_failed_logins(client, staff, django_user_model):
+    support = django_user_model.objects.create_user(
+        "support", password=PASSWORD, is_staff=True
+    )
+    client.force_login(support)
+    assert client.get("/admin/axes/accessattempt/").status_code == 403
