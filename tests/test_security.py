@@ -285,3 +285,17 @@ def test_production_serves_static_files_with_hashed_compressed_names(
         )
         assert "script-src 'self';" in page.headers["Content-Security-Policy"]
         assert requests.get(f"{base}/static/nope.js", timeout=10).status_code == 404
+
+
+@pytest.mark.slow
+def test_gunicorn_refuses_to_start_with_a_short_secret_key():
+    result = subprocess.run(
+        [sys.executable, "-m", "gunicorn", "backoffice.wsgi", "--bind", "127.0.0.1:0"],
+        cwd=ROOT,
+        env=production_env(SECRET_KEY="short"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert "SECRET_KEY is too weak for DEBUG off" in result.stderr
