@@ -12,7 +12,7 @@ PORT ?= 8000
 .PHONY: run test test-pg lint format venv venv-dev migrate seed clean help
 
 help:
-	@echo "make run    - set up .venv, migrate, seed demo data once, start web + qcluster"
+	@echo "make run    - set up .venv, migrate, collect static files, seed demo data once, start web + qcluster"
 	@echo "make test   - set up .venv with dev requirements and run the test suite (SQLite)"
 	@echo "make lint   - ruff check and format check"
 
@@ -35,6 +35,7 @@ migrate: venv
 	DEBUG=$${DEBUG:-true} $(PY) manage.py createcachetable
 
 run: migrate
+	DEBUG=$${DEBUG:-true} $(PY) manage.py collectstatic --no-input -v 0
 	DEBUG=$${DEBUG:-true} $(PY) manage.py setup_roles
 	DEBUG=$${DEBUG:-true} $(PY) manage.py seed_demo --if-empty
 	DEBUG=$${DEBUG:-true} $(PY) manage.py setup_schedules

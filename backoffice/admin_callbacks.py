@@ -2,9 +2,18 @@
 
 from django.conf import settings
 
+from payments import selectors
+
 
 def environment_callback(request) -> list[str]:
-    """Show which environment the admin is looking at."""
+    """Show which environment the admin is looking at (TEST MODE first)."""
+    if selectors.test_mode():
+        return ["TEST MODE", "danger"]
     if settings.DEBUG:
         return ["Development", "warning"]
     return ["Production", "danger"]
+
+
+def environment_title_prefix(request) -> str:
+    """Prefix page titles with [TEST MODE] while the sandbox is offered."""
+    return "[TEST MODE]" if selectors.test_mode() else ""

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
 from decouple import Csv, config
 from django.core.exceptions import ImproperlyConfigured
 from django.urls import reverse_lazy
+from django.utils.csp import CSP
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 (BASE_DIR / "var").mkdir(exist_ok=True)
@@ -18,14 +19,28 @@ TESTING = "pytest" in sys.modules or (len(sys.argv) > 1 and sys.argv[1] == "test
 
 DEBUG = config("DEBUG", default=False, cast=bool)
 SECRET_KEY = config("SECRET_KEY", default="")
+SECRET_KEY_MIN_LENGTH = 50
 if not SECRET_KEY:
     if DEBUG or TESTING:
-        SECRET_KEY = "insecure-dev-only-key-do-not-use-in-production"
+        # Public, so nothing may derive a secret from it (see SANDBOX_WEBHOOK_SECRET).
+        SECRET_KEY = "insecure-dev-only-key-do-not-use-in-production-" + "0" * 8
     else:
         raise ImproperlyConfigured(
             "SECRET_KEY is required when DEBUG is off: set it in the environment "
             "or .env (see .env.example)."
         )
+elif not DEBUG and (
+    len(SECRET_KEY) < SECRET_KEY_MIN_LENGTH or len(set(SECRET_KEY)) < 5
+):
+    # At settings load, so that runserver, gunicorn and qcluster all refuse.
+    raise ImproperlyConfigured(
+        f"SECRET_KEY is too weak for DEBUG off: it needs at least "
+        f"{SECRET_KEY_MIN_LENGTH} characters, 5 or more of them different. Make "
+        "one with: python -c 'import secrets; print(secrets.token_urlsafe(50))'"
+    )
+# Keys that signed what is still valid (sessions, password-reset links): set the
+# old key here while rotating SECRET_KEY, remove it once those have expired.
+SECRET_KEY_FALLBACKS = config("SECRET_KEY_FALLBACKS", default="", cast=Csv())
 
 ALLOWED_HOSTS = config("ALLOWED_HOSTS", default="localhost,127.0.0.1", cast=Csv())
 CSRF_TRUSTED_ORIGINS = config("CSRF_TRUSTED_ORIGINS", default="", cast=Csv())
@@ -44,17 +59,27 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "import_export",
     "django_q",
+    "backoffice",
     "payments",
+    # Last, as its documentation asks: it watches the login signals of the above.
+    "axes",
 ]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Static files are answered here, before sessions and the database.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.middleware.csp.ContentSecurityPolicyMiddleware",
+    # Inside the one above: the admin's pages get their own policy.
+    "backoffice.security.AdminContentSecurityPolicyMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as its documentation asks: turns a lockout into the lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "backoffice.urls"
@@ -70,6 +95,8 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "django.template.context_processors.csp",
+                "backoffice.context_processors.test_mode",
             ],
         },
     },
@@ -121,6 +148,9 @@ else:
         "default": {
             "BACKEND": "django.core.cache.backends.db.DatabaseCache",
             "LOCATION": "backoffice_cache",
+            # Django's default of 300 entries would cull live sandbox sessions
+            # and the sandbox's installation secret.
+            "OPTIONS": {"MAX_ENTRIES": 100_000},
         }
     }
 
@@ -136,10 +166,49 @@ USE_I18N = True
 USE_TZ = True
 STATIC_URL = "/static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
-STATIC_ROOT = BASE_DIR / "staticfiles"
+# `manage.py collectstatic` writes here; WhiteNoise serves it with DEBUG off.
+STATIC_ROOT = config("STATIC_ROOT", default=str(BASE_DIR / "staticfiles"))
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    # Hashed, compressed names need collectstatic's manifest: production only.
+    # DEBUG and the tests serve the source files as they are (WhiteNoise finds
+    # them through the finders), so neither needs collectstatic.
+    "staticfiles": {
+        "BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"
+        if DEBUG or TESTING
+        else "whitenoise.storage.CompressedManifestStaticFilesStorage"
+    },
+}
+WHITENOISE_USE_FINDERS = DEBUG or TESTING
+WHITENOISE_AUTOREFRESH = DEBUG or TESTING
 MEDIA_ROOT = config("MEDIA_ROOT", default=str(BASE_DIR / "var" / "media"))
 LOGIN_URL = "admin:login"
 LOGIN_REDIRECT_URL = "admin:index"
+
+# Only staff have sessions. They end after 8 idle hours: every request renews
+# the cookie for another 8.
+SESSION_COOKIE_AGE = 8 * 60 * 60
+SESSION_SAVE_EVERY_REQUEST = True
+
+# Login throttling (django-axes): 10 failures of one username from one address
+# lock that pair for 15 minutes; the lockout is logged and answered with a page.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = 10
+AXES_COOLOFF_TIME = timedelta(minutes=15)
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_CALLABLE = "backoffice.security.lockout_response"
+# The same client address as the rate limits (REMOTE_ADDR, or X-Forwarded-For
+# behind TRUSTED_PROXY_COUNT proxies).
+AXES_CLIENT_IP_CALLABLE = "payments.views.common.client_ip"
+# Log lines name the username and address (who to look at); a password never
+# appears, whatever this list says.
+AXES_SENSITIVE_PARAMETERS: list[str] = []
+# Superusers see and lift locks in unfold's admin (payments/admin/access.py).
+AXES_ENABLE_ADMIN = False
 
 # --- security behind a TLS-terminating proxy ---------------------------------------
 
@@ -152,8 +221,55 @@ CSRF_COOKIE_SECURE = config("CSRF_COOKIE_SECURE", default=_secure, cast=bool)
 SECURE_HSTS_SECONDS = config(
     "SECURE_HSTS_SECONDS", default=31536000 if _secure else 0, cast=int
 )
+SECURE_HSTS_INCLUDE_SUBDOMAINS = config(
+    "SECURE_HSTS_INCLUDE_SUBDOMAINS", default=_secure, cast=bool
+)
+# "preload" consents to the browsers' HSTS preload list (hstspreload.org): a
+# domain listed there is HTTPS-only, subdomains included, for months after it
+# asks to leave. On by default with DEBUG off, as the deploy check expects.
+SECURE_HSTS_PRELOAD = config("SECURE_HSTS_PRELOAD", default=_secure, cast=bool)
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
+# Content-Security-Policy (Django's own middleware). Customer pages run only
+# this app's scripts and styles; inline ones carry the request's nonce. The
+# MPGS pay page adds the acquirer's origin (payments/views/pages.py). With DEBUG
+# on the policies are report-only, so that Django's debug pages keep their
+# inline styles and a violation still shows in the browser's console.
+_public_csp = {
+    "default-src": [CSP.SELF],
+    "script-src": [CSP.SELF, CSP.NONCE],
+    "style-src": [CSP.SELF, CSP.NONCE],
+    "img-src": [CSP.SELF, "data:"],
+    "connect-src": [CSP.SELF],
+    "object-src": [CSP.NONE],
+    "base-uri": [CSP.NONE],
+    "frame-ancestors": [CSP.NONE],
+    # No form-action: the checkout form without JavaScript is answered with a
+    # redirect to the provider's page, which form-action would block.
+}
+# The unfold admin: Alpine.js evaluates its attributes (unsafe-eval) and unfold
+# writes style attributes and <style> blocks (unsafe-inline for styles only).
+_admin_csp = {
+    "default-src": [CSP.SELF],
+    "script-src": [CSP.SELF, CSP.UNSAFE_EVAL],
+    "style-src": [CSP.SELF, CSP.UNSAFE_INLINE],
+    "img-src": [CSP.SELF, "data:"],
+    "font-src": [CSP.SELF, "data:"],
+    "connect-src": [CSP.SELF],
+    "object-src": [CSP.NONE],
+    "base-uri": [CSP.SELF],
+    "form-action": [CSP.SELF],
+    "frame-ancestors": [CSP.NONE],
+}
+SECURE_CSP = {} if DEBUG else _public_csp
+SECURE_CSP_REPORT_ONLY = _public_csp if DEBUG else {}
+SECURE_CSP_ADMIN = {} if DEBUG else _admin_csp
+SECURE_CSP_ADMIN_REPORT_ONLY = _admin_csp if DEBUG else {}
+# The debug page and error reports mask *_URL, *_PASSWORD, *_SECRET, *_KEY and
+# *_TOKEN settings and the passwords inside connection URLs.
+DEFAULT_EXCEPTION_REPORTER_FILTER = (
+    "backoffice.security.SettingsExceptionReporterFilter"
+)
 DATA_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
 
 # --- payments -----------------------------------------------------------------------
@@ -162,10 +278,13 @@ PAYMENT_GATEWAYS = config(
     "PAYMENT_GATEWAYS", default="sandbox,coinpayments,mpgs", cast=Csv()
 )
 SANDBOX_ENABLED = config("SANDBOX_ENABLED", default=DEBUG, cast=bool)
-SANDBOX_WEBHOOK_SECRET = (
-    config("SANDBOX_WEBHOOK_SECRET", default="")
-    or hashlib.sha256(f"sandbox-webhook:{SECRET_KEY}".encode()).hexdigest()
+# Staging only: a sandbox with DEBUG off. Pages then show a TEST MODE banner;
+# without it the sandbox stays off and `manage.py check` reports an error.
+SANDBOX_ALLOW_WITHOUT_DEBUG = config(
+    "SANDBOX_ALLOW_WITHOUT_DEBUG", default=False, cast=bool
 )
+# Empty: a random secret made once per installation and kept in the shared cache.
+SANDBOX_WEBHOOK_SECRET = config("SANDBOX_WEBHOOK_SECRET", default="")
 GATEWAY_CONNECT_TIMEOUT = config("GATEWAY_CONNECT_TIMEOUT", default=5.0, cast=float)
 GATEWAY_READ_TIMEOUT = config("GATEWAY_READ_TIMEOUT", default=20.0, cast=float)
 
@@ -176,7 +295,7 @@ _http = {
 }
 GATEWAY_SETTINGS = {
     "sandbox": {
-        "enabled": SANDBOX_ENABLED,
+        "enabled": SANDBOX_ENABLED and (DEBUG or SANDBOX_ALLOW_WITHOUT_DEBUG),
         "secret": SANDBOX_WEBHOOK_SECRET,
         "fail": config("SANDBOX_FAIL", default=""),
         "session_minutes": config("SANDBOX_SESSION_MINUTES", default=30, cast=int),
@@ -260,6 +379,7 @@ UNFOLD = {
     "SITE_HEADER": "Magic eSIM payments",
     "SITE_SUBHEADER": "Back office",
     "ENVIRONMENT": "backoffice.admin_callbacks.environment_callback",
+    "ENVIRONMENT_TITLE_PREFIX": "backoffice.admin_callbacks.environment_title_prefix",
     "DASHBOARD_CALLBACK": "backoffice.dashboard.dashboard_callback",
     "SHOW_VIEW_ON_SITE": False,
     # Each entry is shown only to those who may open it.
@@ -364,6 +484,12 @@ UNFOLD = {
                         "link": _admin_link("auth_group_changelist"),
                         "permission": _superuser,
                     },
+                    {
+                        "title": "Failed logins",
+                        "icon": "lock_person",
+                        "link": _admin_link("axes_accessattempt_changelist"),
+                        "permission": _superuser,
+                    },
                 ],
             },
         ],
@@ -378,5 +504,9 @@ LOGGING = {
     },
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": config("LOG_LEVEL", default="INFO")},
-    "loggers": {"urllib3": {"level": "WARNING"}},
+    "loggers": {
+        "urllib3": {"level": "WARNING"},
+        # Lockouts are WARNING lines ("AXES: Locked out ..."); the rest is chatter.
+        "axes": {"level": "WARNING"},
+    },
 }

@@ -888,8 +888,9 @@ def main() -> None:
         sys.exit("bench.admin_changelist needs PostgreSQL: postgres://... only")
     os.environ.update(
         DATABASE_URL=url,
-        SECRET_KEY="bench",
+        SECRET_KEY="bench-only-secret-key-never-used-outside-local-benchmarks-0123456789",
         DEBUG="false",
+        STATIC_ROOT=os.environ.get("STATIC_ROOT", "/tmp/bench-admin-static"),
         LOG_LEVEL="WARNING",
         ALLOWED_HOSTS="localhost,127.0.0.1,testserver",
         SECURE_SSL_REDIRECT="false",
@@ -919,6 +920,8 @@ def main() -> None:
     )
     call_command("migrate", verbosity=0)
     call_command("createcachetable", verbosity=0)
+    # DEBUG is off: pages name the hashed files of collectstatic's manifest.
+    call_command("collectstatic", interactive=False, verbosity=0)
     problems = schema_problems()
     if problems:
         print(

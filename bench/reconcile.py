@@ -370,7 +370,7 @@ def main() -> None:
         os.environ["DATABASE_URL"] = args.database_url
     os.environ.setdefault("DATABASE_URL", f"sqlite:///{workdir}/bench.sqlite3")
     os.environ.update(
-        SECRET_KEY="bench",
+        SECRET_KEY="bench-only-secret-key-never-used-outside-local-benchmarks-0123456789",
         DEBUG="false",
         PAYMENT_GATEWAYS="coinpayments,mpgs",
         LOG_LEVEL="WARNING",

@@ -224,9 +224,10 @@ def main() -> None:
             "(a throw-away database: its tables are flushed)"
         )
     os.environ.update(
-        SECRET_KEY="bench",
+        SECRET_KEY="bench-only-secret-key-never-used-outside-local-benchmarks-0123456789",
         DEBUG="false",
         SANDBOX_ENABLED="true",
+        SANDBOX_ALLOW_WITHOUT_DEBUG="true",
         SANDBOX_WEBHOOK_SECRET=WEBHOOK_SECRET,
         PAYMENT_GATEWAYS="sandbox",
         LOG_LEVEL="WARNING",

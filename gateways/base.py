@@ -200,6 +200,8 @@ class Gateway:
     secret_headers: ClassVar[tuple[str, ...]] = ()
     # A configured gateway may still ask for a coin at checkout.
     choices_field: ClassVar[str] = ""
+    # A pretend provider (no real money): pages show a TEST MODE banner.
+    test_mode: ClassVar[bool] = False
 
     def __init__(self, settings: Mapping[str, Any]):
         self.settings = dict(settings)
@@ -255,6 +257,10 @@ class Gateway:
         (MPGS) render it through this page; others return None.
         """
         return None
+
+    def pay_page_script_origins(self) -> tuple[str, ...]:
+        """Return the origins (scheme://host) whose scripts pay_page loads."""
+        return ()
 
     def checkout_options(self) -> list[str]:
         """Return the extra choices the checkout offers (e.g. coins)."""

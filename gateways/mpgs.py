@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from requests.auth import HTTPBasicAuth
 
@@ -218,6 +218,11 @@ class MPGSGateway(Gateway):
             "checkout_js": self.checkout_url,
             "session_id": ref.session_id,
         }
+
+    def pay_page_script_origins(self) -> tuple[str, ...]:
+        """Return the origin of checkout.min.js, which the pay page loads."""
+        parts = urlsplit(self.checkout_url)
+        return (f"{parts.scheme}://{parts.netloc}",) if parts.netloc else ()
 
     def return_message(self, ref: PaymentRef, params: Mapping[str, str]) -> str:
         """Compare resultIndicator with the stored successIndicator (a note only)."""

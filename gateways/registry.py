@@ -30,6 +30,7 @@ class GatewayInfo:
     configured: bool
     problem: str
     options: tuple[str, ...]
+    test_mode: bool = False
 
 
 def offered_codes() -> list[str]:
@@ -67,7 +68,9 @@ def gateway_infos() -> list[GatewayInfo]:
             gateway = get_gateway(code)
         except GatewayConfigError as exc:
             infos.append(
-                GatewayInfo(code, cls.display_name, cls.logo, False, str(exc), ())
+                GatewayInfo(
+                    code, cls.display_name, cls.logo, False, str(exc), (), cls.test_mode
+                )
             )
             continue
         infos.append(
@@ -78,6 +81,7 @@ def gateway_infos() -> list[GatewayInfo]:
                 True,
                 "",
                 tuple(gateway.checkout_options()),
+                cls.test_mode,
             )
         )
     return infos

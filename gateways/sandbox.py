@@ -36,6 +36,8 @@ from .money import parse_amount, to_provider
 
 SIGNATURE_HEADER = "X-Sandbox-Signature"
 TOLERANCE_SECONDS = 300
+# Cache key of the installation's secret when SANDBOX_WEBHOOK_SECRET is empty.
+SECRET_CACHE_KEY = "sandbox-webhook-secret"
 _OUTCOMES = {"paid": Status.COMPLETED, "declined": Status.FAILED}
 
 
@@ -47,6 +49,11 @@ class SandboxGateway(Gateway):
     Stripe's: `t=<unix>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`.
     `fail` ("create", "status", "refund" or "all") makes calls raise
     GatewayUnavailable, to rehearse a provider outage.
+
+    The signing secret is SANDBOX_WEBHOOK_SECRET or, when that is empty, a
+    random one made on first use and kept in the shared cache, so that every
+    process of one installation agrees on it and nobody else can know it. It is
+    read on every use: a process never holds a secret the others replaced.
     """
 
     code = "sandbox"
@@ -55,6 +62,7 @@ class SandboxGateway(Gateway):
     supports_refunds = True
     batch_size = 50
     secret_headers = (SIGNATURE_HEADER,)
+    test_mode = True
 
     def __init__(self, settings: Mapping[str, Any]):
         super().__init__(settings)
@@ -62,12 +70,24 @@ class SandboxGateway(Gateway):
             raise GatewayConfigError(
                 "the sandbox is off: set DEBUG or SANDBOX_ENABLED to offer it"
             )
-        self.secret = self.settings.get("secret") or ""
-        if not self.secret:
-            raise GatewayConfigError("SANDBOX_WEBHOOK_SECRET is empty")
+        self._configured_secret = str(self.settings.get("secret") or "")
         self.fail = set(filter(None, str(self.settings.get("fail", "")).split(",")))
         self.session_minutes = int(self.settings.get("session_minutes", 30))
         self.cache = caches[self.settings.get("cache", "default")]
+
+    @property
+    def secret(self) -> str:
+        """Return the key that signs and verifies notifications."""
+        if self._configured_secret:
+            return self._configured_secret
+        secret = self.cache.get(SECRET_CACHE_KEY)
+        if not secret:
+            # add() is atomic: when two processes race, both read the winner's.
+            self.cache.add(SECRET_CACHE_KEY, secrets.token_hex(32), timeout=None)
+            secret = self.cache.get(SECRET_CACHE_KEY)
+        if not secret:
+            raise GatewayUnavailable("sandbox: the cache did not keep its secret")
+        return secret
 
     # public API -------------------------------------------------------------------
 

@@ -98,8 +98,13 @@ def _iso(value) -> str | None:
 
 
 def checkout_gateways() -> list[GatewayInfo]:
-    """Return the gateways offered at checkout; unconfigured ones say why."""
-    return gateway_infos()
+    """Return the gateways a customer can pay with now (configured ones only)."""
+    return [info for info in gateway_infos() if info.configured]
+
+
+def test_mode() -> bool:
+    """Say whether checkout offers a pretend gateway (no real money moves)."""
+    return any(info.test_mode for info in checkout_gateways())
 
 
 def gateway_choices() -> list[tuple[str, str]]:
@@ -134,9 +139,18 @@ def pay_page(payment: Payment) -> tuple[str, dict[str, Any]] | None:
     from .services import payment_ref
 
     try:
-        return get_gateway(payment.payment_gateway).pay_page(payment_ref(payment))
+        gateway = get_gateway(payment.payment_gateway)
     except GatewayConfigError as exc:
         raise GatewayNotConfigured(str(exc)) from exc
+    return gateway.pay_page(payment_ref(payment))
+
+
+def pay_page_script_origins(payment: Payment) -> tuple[str, ...]:
+    """Return the origins whose scripts a gateway's pay page loads (for its CSP)."""
+    try:
+        return get_gateway(payment.payment_gateway).pay_page_script_origins()
+    except GatewayConfigError:
+        return ()
 
 
 def sandbox_charge(token: str) -> dict[str, Any] | None:

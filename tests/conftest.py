@@ -80,3 +80,59 @@ def subprocess_database_url() -> str:
     host = db.get("HOST") or "127.0.0.1"
     auth = db["USER"] + (f":{db['PASSWORD']}" if db.get("PASSWORD") else "")
     return f"postgres://{auth}@{host}:{db.get('PORT') or 5432}/{db['NAME']}"
+
+
+def production_env(**extra: str | None) -> dict[str, str]:
+    """Return the environment of a production-style subprocess (DEBUG off).
+
+    Plain HTTP on loopback, so the TLS redirect and secure cookies are off; the
+    caller adds DATABASE_URL, STATIC_ROOT and whatever it tests. A None in
+    `extra` removes that variable (its setting takes its default).
+    """
+    import os
+
+    clean = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in {"DATABASE_URL", "REDIS_URL", "Q_BROKER_URL", "DEBUG"}
+    }
+    env = {
+        **clean,
+        "DJANGO_SETTINGS_MODULE": "backoffice.settings",
+        "DEBUG": "false",
+        "SECRET_KEY": STRONG_SECRET_KEY,
+        "ALLOWED_HOSTS": "127.0.0.1,localhost",
+        "SECURE_SSL_REDIRECT": "false",
+        "SESSION_COOKIE_SECURE": "false",
+        "CSRF_COOKIE_SECURE": "false",
+        **extra,
+    }
+    return {k: v for k, v in env.items() if v is not None}
+
+
+# 64 characters of many kinds: passes Django's deploy check (security.W009).
+STRONG_SECRET_KEY = "tK9#vQ2$mW7!pL4@xR8%nB3^cJ6&hF1*gD5(zS0)yA-e_u+i=o[p]l{k}j|h;g:f"
+
+
+@pytest.fixture(scope="session")
+def collected_static(tmp_path_factory):
+    """Run collectstatic once with production settings into a temporary STATIC_ROOT.
+
+    Production-style subprocesses (gunicorn with DEBUG off) need it: their
+    pages name hashed files from its manifest.
+    """
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = tmp_path_factory.mktemp("staticfiles")
+    result = subprocess.run(
+        [sys.executable, "manage.py", "collectstatic", "--no-input", "-v", "0"],
+        cwd=Path(__file__).resolve().parent.parent,
+        env=production_env(STATIC_ROOT=str(root)),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    return root

@@ -7,12 +7,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from tests.conftest import STRONG_SECRET_KEY
+
 ROOT = Path(__file__).resolve().parent.parent
 PROBE = (
     "import django; django.setup(); from django.conf import settings as s; "
     "from gateways.registry import gateway_infos; "
     "print(s.DATABASES['default']['OPTIONS'].get('transaction_mode'), s.SECURE_SSL_REDIRECT, "
-    "s.SESSION_COOKIE_SECURE, s.SECURE_HSTS_SECONDS, "
+    "s.SESSION_COOKIE_SECURE, s.SECURE_HSTS_SECONDS, s.SECURE_HSTS_INCLUDE_SUBDOMAINS, "
     "[(g.code, g.configured) for g in gateway_infos()], 'redis' in s.Q_CLUSTER)"
 )
 
@@ -38,12 +42,46 @@ def test_secret_key_is_required_without_debug():
 
 
 def test_production_defaults_are_secure_and_sandbox_off():
-    result = run({"DEBUG": "false", "SECRET_KEY": "x" * 50})
+    result = run({"DEBUG": "false", "SECRET_KEY": STRONG_SECRET_KEY})
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == (
-        "IMMEDIATE True True 31536000 "
+        "IMMEDIATE True True 31536000 True "
         "[('sandbox', False), ('coinpayments', False), ('mpgs', False)] False"
     )
+
+
+def test_hsts_subdomains_follow_the_environment():
+    env = {"DEBUG": "false", "SECRET_KEY": STRONG_SECRET_KEY}
+    result = run({**env, "SECURE_HSTS_INCLUDE_SUBDOMAINS": "false"})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split()[4] == "False"
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["short", "x" * 49, "ab" * 40],
+    ids=["short", "49-characters", "two-different-characters"],
+)
+def test_a_weak_secret_key_refuses_to_start_without_debug(key):
+    result = run({"DEBUG": "false", "SECRET_KEY": key})
+    assert result.returncode != 0
+    assert "SECRET_KEY is too weak for DEBUG off" in result.stderr
+    assert key not in result.stderr  # the refusal never prints the key
+
+
+def test_a_short_secret_key_is_fine_with_debug():
+    result = run({"DEBUG": "true", "SECRET_KEY": "short"})
+    assert result.returncode == 0, result.stderr
+
+
+def test_the_sandbox_stays_off_without_debug_unless_staging_allows_it():
+    env = {"DEBUG": "false", "SECRET_KEY": STRONG_SECRET_KEY, "SANDBOX_ENABLED": "true"}
+    refused = run(env)
+    assert refused.returncode == 0, refused.stderr
+    assert "('sandbox', False)" in refused.stdout
+    allowed = run({**env, "SANDBOX_ALLOW_WITHOUT_DEBUG": "true"})
+    assert allowed.returncode == 0, allowed.stderr
+    assert "('sandbox', True)" in allowed.stdout
 
 
 def test_debug_enables_the_sandbox_and_redis_switches_the_broker():

@@ -6,6 +6,7 @@ from django.conf import settings
 from django.http import Http404, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
+from django.views.decorators.csp import csp_override, csp_report_only_override
 from django.views.decorators.http import require_GET
 
 from .. import selectors, services
@@ -27,7 +28,7 @@ def checkout_context(form: PaymentCreateForm | None = None) -> dict:
 
 @require_GET
 def checkout(request):
-    """Show plans and gateways; unconfigured gateways are shown disabled."""
+    """Show plans and the gateways a customer can pay with now."""
     return render(request, "payments/checkout.html", checkout_context())
 
 
@@ -45,9 +46,39 @@ def pay_page(request, ref_id: str):
     if page is None:
         raise Http404("this gateway has no pay page")
     template, context = page
-    return render(
+    render_page = allow_scripts_from(selectors.pay_page_script_origins(payment))(render)
+    return render_page(
         request, template, {**context, "payment": payment, "return_url": return_url}
     )
+
+
+# Directives a provider's own script may need on the page that loads it.
+SCRIPT_DIRECTIVES = ("script-src", "connect-src", "frame-src", "style-src")
+
+
+def allow_scripts_from(origins: tuple[str, ...]):
+    """Decorate a view so that its page may run scripts from `origins` too.
+
+    Django's per-view CSP override: only this page gets the provider's origin,
+    every other page keeps SECURE_CSP as it is.
+    """
+
+    def widen(policy: dict) -> dict:
+        if not policy or not origins:
+            return policy
+        widened = dict(policy)
+        for directive in SCRIPT_DIRECTIVES:
+            base = widened.get(directive) or widened.get("default-src") or []
+            widened[directive] = [*base, *origins]
+        return widened
+
+    def decorator(view):
+        enforced = csp_override(widen(settings.SECURE_CSP))(view)
+        return csp_report_only_override(widen(settings.SECURE_CSP_REPORT_ONLY))(
+            enforced
+        )
+
+    return decorator
 
 
 @require_GET

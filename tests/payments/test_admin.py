@@ -8,6 +8,7 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
+from axes.models import AccessAttempt
 from django.contrib import admin
 from django.contrib.auth.models import Group, User
 from django.urls import reverse
@@ -130,6 +131,14 @@ def everything(completed, pending, admin_user):
     )
     ReconciliationRun.objects.create(trigger="schedule", checked=2, changed=1)
     Group.objects.create(name="Support")
+    AccessAttempt.objects.create(
+        username="boss",
+        ip_address="203.0.113.7",
+        user_agent="curl",
+        path_info="/admin/login/",
+        failures_since_start=10,
+        attempt_time=timezone.now(),
+    )
     Schedule.objects.create(
         name="reconcile",
         func="payments.tasks.reconcile_pending",

@@ -228,15 +228,34 @@ def test_update_pending_needs_staff_or_token(client, settings, admin_client):
 
 
 @pytest.mark.django_db
-def test_checkout_page_lists_gateways_with_unconfigured_disabled(client, plan, sandbox):
+def test_checkout_page_offers_only_configured_gateways(client, plan, sandbox):
     response = client.get("/checkout/")
     html = response.content.decode()
     assert response.status_code == 200
     assert 'name="payment_gateway" value="sandbox"' in html
     assert plan.name in html
-    # CoinPayments and MPGS have no credentials in tests: shown, but disabled.
-    mpgs = html.split('value="mpgs"')[1].split(">")[0]
-    assert "disabled" in mpgs
+    # CoinPayments and MPGS have no credentials in tests: not offered at all, and
+    # nothing on the page says which setting is missing.
+    assert 'value="mpgs"' not in html
+    assert 'value="coinpayments"' not in html
+    assert "MPGS_" not in html and "COINPAYMENTS_" not in html
+
+
+@pytest.mark.django_db
+def test_checkout_page_offers_a_gateway_once_configured(client, plan, providers):
+    html = client.get("/checkout/").content.decode()
+    assert 'name="payment_gateway" value="mpgs"' in html
+    assert 'name="payment_gateway" value="coinpayments"' in html
+
+
+@pytest.mark.django_db
+def test_checkout_page_without_any_configured_gateway_says_so(
+    client, plan, gateway_settings, settings
+):
+    settings.PAYMENT_GATEWAYS = ["coinpayments", "mpgs"]
+    html = client.get("/checkout/").content.decode()
+    assert 'name="payment_gateway"' not in html
+    assert "No payment method is available right now" in html
 
 
 @pytest.mark.django_db(transaction=True)

@@ -31,6 +31,7 @@ def start_cluster() -> subprocess.Popen:
         "SECRET_KEY": settings.SECRET_KEY,
         "DEBUG": "false",
         "SANDBOX_ENABLED": "true",
+        "SANDBOX_ALLOW_WITHOUT_DEBUG": "true",
         "PAYMENT_GATEWAYS": "sandbox",
         "Q_WORKERS": "1",
         "DJANGO_SETTINGS_MODULE": "backoffice.settings",

@@ -82,7 +82,9 @@ def test_abandon_leaves_the_payment_pending(live_server, plan, sandbox):
     assert not payment.events.filter(kind=EventKind.STATUS_CHANGE).exists()
 
 
-def test_flow_under_gunicorn_with_two_workers(plan, sandbox, settings):
+def test_flow_under_gunicorn_with_two_workers(
+    plan, sandbox, settings, collected_static
+):
     """The sandbox's notification never calls back into the server: no deadlock."""
     import os
     import signal
@@ -103,6 +105,8 @@ def test_flow_under_gunicorn_with_two_workers(plan, sandbox, settings):
         "SECRET_KEY": settings.SECRET_KEY,
         "DEBUG": "false",
         "SANDBOX_ENABLED": "true",
+        "SANDBOX_ALLOW_WITHOUT_DEBUG": "true",
+        "STATIC_ROOT": str(collected_static),
         "SANDBOX_WEBHOOK_SECRET": settings.GATEWAY_SETTINGS["sandbox"]["secret"],
         "ALLOWED_HOSTS": "127.0.0.1",
         "SECURE_SSL_REDIRECT": "false",
