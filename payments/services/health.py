@@ -7,7 +7,6 @@ import secrets
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.conf import settings
 from django.core.cache import cache
 from django.db import connection
 from django.utils import timezone
@@ -52,9 +51,10 @@ def _check_cache() -> None:
 
 def _check_broker() -> None:
     from django_q.brokers import get_broker
+    from django_q.conf import Conf
     from django_q.models import OrmQ
 
-    if "orm" in settings.Q_CLUSTER:
+    if Conf.ORM:
         # The ORM broker's own ping() says True without asking: read its table.
         OrmQ.objects.exists()
     elif not get_broker().ping():
