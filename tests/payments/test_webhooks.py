@@ -247,7 +247,7 @@ def test_a_declared_length_over_the_cap_is_refused_before_reading(client, sandbo
             "REQUEST_METHOD": "POST",
             "PATH_INFO": URL,
             "CONTENT_TYPE": "application/json",
-            "CONTENT_LENGTH": str(10 * 1024 * 1024),
+            "CONTENT_LENGTH": str(100 * 1024),
             "wsgi.input": stream,
             "SERVER_NAME": "testserver",
             "SERVER_PORT": "80",
