@@ -234,3 +234,27 @@ def test_anonymous_errors_never_name_a_setting(client, plan, sandbox, providers)
         assert not SETTING_NAME.search(text), text
     assert "payment method unavailable" in json.dumps(answers[0].json())
     assert answers[2].json()["error"] == "payment method unavailable"
+
+
+@pytest.mark.django_db
+def test_a_form_body_over_djangos_limit_is_413_json(admin_user, settings):
+    """Django's own RequestDataTooBig: a staff form read for its CSRF token."""
+    from django.middleware.csrf import get_token
+
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1024
+    client = Client(enforce_csrf_checks=True, raise_request_exception=False)
+    client.force_login(admin_user)
+    client.cookies["csrftoken"] = get_token(RequestFactory().get("/"))
+    response = client.post("/api/payments/update-pending/", {"note": "x" * 4096})
+    assert_json_error(response, 413)
+
+
+@pytest.mark.django_db
+def test_the_checkout_pages_own_form_post_still_gets_the_page(client, plan, sandbox):
+    response = client.post(
+        "/api/payments/",
+        {"plan": plan.code, "payment_gateway": "sandbox", "email": "not-an-email"},
+    )
+    assert response.status_code == 400
+    assert response["Content-Type"].startswith("text/html")
+    assert b'name="payment_gateway"' in response.content
