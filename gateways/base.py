@@ -125,6 +125,12 @@ class StatusResult:
     amount_refunded: Decimal | None = None
     message: str = ""
     raw: Mapping[str, Any] = field(default_factory=dict)
+    # Money has reached the provider but is not settled yet (e.g. coins
+    # waiting for confirmations): the payment must not expire meanwhile.
+    settling: bool = False
+    # A reason for a person to look at the payment, whatever the status
+    # (e.g. coins received for a payment the provider then timed out).
+    review: str = ""
 
 
 @dataclass(frozen=True)

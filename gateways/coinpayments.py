@@ -47,6 +47,25 @@ REQUIRED_SETTINGS = {
 NO_REFUNDS = "CoinPayments has no refund API; record a manual refund"
 _INTEGER = re.compile(r"-?\d+")
 _LONG_HEX = re.compile(r"[0-9a-fA-F]{64,}")
+# Answers that will not change however often the call is repeated: the key
+# cannot see the transaction, or may not use the command. Any other refusal
+# (e.g. "Too many errors in the last two minutes …", an unknown text) counts
+# as an outage and is retried with back-off. The texts are matched loosely:
+# the API documents no list of error messages (https://www.coinpayments.net/apidoc:
+# "otherwise it will contain an error message"); these are the ones seen in
+# answers: "Invalid payment ID" for an unknown txid, and "This API Key does
+# not have permission to use that command!" for a command not enabled on the
+# key (59adc5ed-4a64-4984-bf6a-2b9117da6625/pyCoinPayments issue #5).
+_NO_SUCH_PAYMENT = re.compile(r"invalid (payment|transaction) id", re.IGNORECASE)
+_NO_PERMISSION = re.compile(r"does not have permission", re.IGNORECASE)
+
+
+class _Refused(GatewayUnavailable):
+    """A permanent refusal: asking again will get the same answer."""
+
+    def __init__(self, message: str, words: str):
+        super().__init__(message)
+        self.words = words
 
 
 def sign(secret: str, body: bytes) -> str:
@@ -74,6 +93,24 @@ class CoinPaymentsGateway(Gateway):
     # - get_tx_info reports coin amounts (`amountf` asked, `receivedf` paid),
     #   never the fiat price; IPNs carry the fiat price in `amount1`/`currency1`.
     # - Status -1 means "cancelled / timed out" alike; -2 is a PayPal reversal.
+    # - Status 0 with `receivedf` > 0 (IPN: `received_amount`) means coins were
+    #   sent and wait for confirmations: such a payment is "settling" and must
+    #   not expire; only >= 100 or 2 completes it and < 0 ends it. The API
+    #   pages say "You should never ship/release your product until the
+    #   status is >= 100 OR == 2" (https://www.coinpayments.net/merchant-tools-ipn,
+    #   Payment Statuses).
+    # - -1 after coins arrived (underpaid, or confirmed too late) ends the
+    #   payment and flags it: the provider keeps the coins and e-mails the
+    #   buyer ("This will let us send them a notice if they underpay",
+    #   https://www.coinpayments.net/apidoc-create-transaction, buyer_email).
+    # - A refusal such as "Invalid payment ID" or a missing permission is not
+    #   an outage: once the payment's own deadline has passed it ends the
+    #   payment FAILED (flagged when the key could not look at all).
+    # - Only `ipn_type=api` IPNs are about checkouts made here; `simple`,
+    #   `button`, `cart`, `donation`, `deposit` and `withdrawal` IPNs are
+    #   verified, answered and ignored (merchant-tools-ipn, ipn_type).
+    # - A repeated form field: PHP's $_POST, which the provider's own IPN
+    #   sample reads, keeps the last value; so does `_form`.
     # - There is no refund API: the merchant sends coins back by hand.
     # - A PHP backend: an empty object may come back as `[]`.
 
@@ -193,9 +230,15 @@ class CoinPaymentsGateway(Gateway):
                 message="no CoinPayments txn_id yet",
             )
         # https://www.coinpayments.net/apidoc-get-tx-info
-        entry = self._request(
-            "get_tx_info", {"txid": ref.transaction_id}, idempotent=True
-        )
+        try:
+            entry = self._request(
+                "get_tx_info", {"txid": ref.transaction_id}, idempotent=True
+            )
+        except _Refused as exc:
+            ended = self._refused(ref, exc.words, datetime.now(UTC))
+            if ended is None:
+                raise
+            return ended
         if not isinstance(entry, Mapping):
             raise GatewayUnavailable(f"{NAME}: get_tx_info answer is not an object")
         return self._parse(entry, ref, datetime.now(UTC))
@@ -204,7 +247,8 @@ class CoinPaymentsGateway(Gateway):
         """Ask get_tx_info_multi, 25 ids a call; entries with an error are left out.
 
         A failed call leaves its refs out too, unless every call failed: then
-        the first fault is raised.
+        the first fault is raised. A permanent refusal (of the call or of one
+        entry) ends the refs past their deadline instead (see `_refused`).
         """
         by_txid: dict[str, list[PaymentRef]] = {}
         for ref in refs:
@@ -215,6 +259,7 @@ class CoinPaymentsGateway(Gateway):
         faults: list[GatewayUnavailable] = []
         for start in range(0, len(txids), self.batch_size):
             chunk = txids[start : start + self.batch_size]
+            now = datetime.now(UTC)
             try:
                 # https://www.coinpayments.net/apidoc-get-tx-info-multi
                 answer = self._request(
@@ -226,13 +271,23 @@ class CoinPaymentsGateway(Gateway):
                     raise GatewayUnavailable(
                         f"{NAME}: get_tx_info_multi answer is not an object"
                     )
+            except _Refused as exc:
+                ended = self._refused_many(chunk, by_txid, exc.words, now)
+                results.update(ended)
+                if not ended:
+                    faults.append(exc)
+                continue
             except GatewayUnavailable as exc:
                 faults.append(exc)
                 continue
-            now = datetime.now(UTC)
             for txid in chunk:
                 entry = answer.get(txid)
-                if not isinstance(entry, Mapping) or entry.get("error") != "ok":
+                if not isinstance(entry, Mapping):
+                    continue
+                if entry.get("error") != "ok":
+                    words = self._redact(entry.get("error"))
+                    if _permanent(words):
+                        results.update(self._refused_many([txid], by_txid, words, now))
                     continue
                 for ref in by_txid[txid]:
                     try:
@@ -280,10 +335,12 @@ class CoinPaymentsGateway(Gateway):
             raise WebhookRejected("malformed IPN: no ipn_id")
         ipn_type = fields.get("ipn_type", "")
         if ipn_type != "api":
+            # Deposits, withdrawals, buttons…: legitimate, but never about a
+            # checkout made here, so they name no payment (their txn_id is a
+            # coin transaction or another checkout's) and carry no status.
+            # https://www.coinpayments.net/merchant-tools-ipn (ipn_type)
             return WebhookEvent(
                 event_id=event_id,
-                ref_id=fields.get("invoice", ""),
-                transaction_id=fields.get("txn_id", ""),
                 status=None,
                 message=f"ignored ipn_type {ipn_type or '(none)'}",
                 raw=fields,
@@ -304,6 +361,10 @@ class CoinPaymentsGateway(Gateway):
         message = fields.get("status_text", "")
         status = self._status_from(int(code), None, datetime.now(UTC), message)
         shortfall = _ipn_shortfall(fields) if status == Status.COMPLETED else ""
+        if status in (Status.FAILED, Status.EXPIRED):
+            # Coins that arrived before the end must be seen by a person; the
+            # lookup reports them with the payment's own coin amounts.
+            shortfall = _ipn_received(fields)
         return WebhookEvent(
             event_id=event_id,
             ref_id=fields.get("invoice", ""),
@@ -312,7 +373,8 @@ class CoinPaymentsGateway(Gateway):
             amount=amount,
             currency=currency,
             # amount1 is the price, not what arrived: a short payment reported
-            # complete is confirmed through get_tx_info, which compares coins.
+            # complete, or an ended one that received coins, is confirmed
+            # through get_tx_info, which compares coins.
             confirm=bool(shortfall),
             message=f"{message}; {shortfall}" if shortfall else message,
             raw=fields,
@@ -363,7 +425,10 @@ class CoinPaymentsGateway(Gateway):
             raise GatewayUnavailable(f"{NAME}: {cmd} answer has no error field")
         error = payload["error"]
         if error != "ok":
-            raise GatewayUnavailable(f"{NAME}: {cmd} refused: {self._redact(error)}")
+            words = self._redact(error)
+            if _permanent(words):
+                raise _Refused(f"{NAME}: {cmd} refused: {words}", words)
+            raise GatewayUnavailable(f"{NAME}: {cmd} refused: {words}")
         return payload.get("result")
 
     def _parse(
@@ -375,9 +440,23 @@ class CoinPaymentsGateway(Gateway):
         if expires is None and ref.expires_at is not None:
             expires = ref.expires_at.timestamp()
         status = self._status_from(entry.get("status"), expires, now, status_text)
-        amount, note = None, ""
+        amount, note, settling, review = None, "", False, ""
         if status == Status.COMPLETED:
             amount, note = self._paid_in_fiat(entry, ref)
+        elif status in (Status.PENDING, Status.FAILED, Status.EXPIRED):
+            coins = self._received(entry, ref)
+            if coins and status == Status.PENDING:
+                settling = True
+                confirms = entry.get("recv_confirms")
+                note = f"coins received, waiting for confirmations: {coins}" + (
+                    f", {confirms} confirmations" if confirms is not None else ""
+                )
+            elif coins:
+                note = f"ended after coins arrived: {coins}"
+                review = (
+                    f"CoinPayments ended the payment ({status_text or status}) "
+                    f"after coins arrived: {coins}; refund or top up by hand"
+                )
         return StatusResult(
             ref_id=ref.ref_id,
             status=status,
@@ -386,7 +465,66 @@ class CoinPaymentsGateway(Gateway):
             transaction_id=ref.transaction_id,
             message=f"{note} ({status_text})" if note else status_text,
             raw=dict(entry),
+            settling=settling,
+            review=review,
         )
+
+    def _received(self, entry: Mapping[str, Any], ref: PaymentRef) -> str:
+        """Describe the coins received for a payment not completed, or ""."""
+        coin = str(entry.get("coin") or ref.data.get("crypto_currency") or "")
+        try:
+            received = money.parse_amount(entry.get("receivedf") or "0")
+            asked = money.parse_amount(
+                ref.data.get("crypto_amount") or entry.get("amountf") or "0"
+            )
+        except ValueError as exc:
+            # Ending or keeping a payment on an unreadable amount would guess.
+            raise GatewayUnavailable(
+                f"{NAME}: payment {ref.ref_id} has unreadable coin amounts"
+            ) from exc
+        if received <= 0:
+            return ""
+        return f"received {_coins(received)} of {_coins(asked)} {coin}"
+
+    def _refused(self, ref: PaymentRef, words: str, now: datetime):
+        """End a payment the provider will never report on, once past its deadline.
+
+        Return None before the deadline (or without one): the refusal is then
+        treated like an outage and retried with back-off.
+        """
+        if ref.expires_at is None or now < ref.expires_at:
+            return None
+        review = ""
+        if _NO_PERMISSION.search(words):
+            # The key could not look: coins may have arrived all the same.
+            review = (
+                f"could not be checked after its deadline: CoinPayments answered "
+                f"{words!r}; enable get_tx_info for the API key, then refresh"
+            )
+        return StatusResult(
+            ref_id=ref.ref_id,
+            status=Status.FAILED,
+            currency=ref.currency,
+            transaction_id=ref.transaction_id,
+            message=f"CoinPayments answered: {words}",
+            raw={"error": words},
+            review=review,
+        )
+
+    def _refused_many(
+        self,
+        txids: Iterable[str],
+        by_txid: Mapping[str, list[PaymentRef]],
+        words: str,
+        now: datetime,
+    ) -> dict[str, StatusResult]:
+        ended = {}
+        for txid in txids:
+            for ref in by_txid[txid]:
+                result = self._refused(ref, words, now)
+                if result is not None:
+                    ended[ref.ref_id] = result
+        return ended
 
     @staticmethod
     def _status_from(
@@ -458,8 +596,21 @@ def _coin_list(value: Any) -> list[str]:
     return list(dict.fromkeys(coin for coin in coins if coin))
 
 
+def _coins(amount: Decimal) -> str:
+    """Format a coin amount as the provider does (8 places) unless finer."""
+    places = Decimal("0.00000001")
+    if amount == amount.quantize(places):
+        return format(amount.quantize(places), "f")
+    return format(amount, "f")
+
+
+def _permanent(words: str) -> bool:
+    return bool(_NO_SUCH_PAYMENT.search(words) or _NO_PERMISSION.search(words))
+
+
 def _form(body: bytes) -> dict[str, str]:
-    # The sender is PHP, whose $_POST keeps the last of repeated fields.
+    # The sender is PHP, whose $_POST keeps the last of repeated fields (as
+    # the provider's own IPN sample reads them); the fake server does the same.
     parsed = parse_qs(body.decode("utf-8", errors="replace"), keep_blank_values=True)
     return {key: values[-1] for key, values in parsed.items()}
 
@@ -474,3 +625,14 @@ def _ipn_shortfall(fields: Mapping[str, str]) -> str:
         return ""
     coin = fields.get("currency2", "")
     return f"underpaid: received {format(received, 'f')} of {format(asked, 'f')} {coin}"
+
+
+def _ipn_received(fields: Mapping[str, str]) -> str:
+    try:
+        received = money.parse_amount(fields.get("received_amount") or "0")
+    except ValueError:
+        return ""
+    if received <= 0:
+        return ""
+    asked, coin = fields.get("amount2", "?"), fields.get("currency2", "")
+    return f"received {format(received, 'f')} of {asked} {coin} before the end"

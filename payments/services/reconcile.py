@@ -30,7 +30,13 @@ from ..exceptions import GatewayNotConfigured
 from ..models import Payment, ReconciliationRun
 from ..states import PaymentStatus
 from .checks import payments_record_checks
-from .status import EXPIRY_ACTOR, payment_ref, payment_refresh, report_change
+from .status import (
+    EXPIRY_ACTOR,
+    SETTLING,
+    payment_ref,
+    payment_refresh,
+    report_change,
+)
 from .transitions import Actor, Change, logger, payments_change
 from .webhook_batches import webhooks_apply_received
 
@@ -267,7 +273,11 @@ class _Applier:
             if result is None:
                 self.tally.errors += 1
                 self.unchanged.append(payment)
-            elif result.status not in (None, payment.status):
+            elif (
+                result.status not in (None, payment.status)
+                or result.review
+                or result.settling != (SETTLING in payment.gateway_data)
+            ):
                 self.changed[payment.pk] = result
             else:
                 self.unchanged.append(payment)
@@ -300,13 +310,16 @@ def payment_expire_overdue(*, now: datetime | None = None, limit: int = 500) -> 
     """Expire pending payments past their expiry, after one last provider check.
 
     The least recently checked go first, so payments whose provider cannot be
-    reached (they stay pending) never starve the others.
+    reached (they stay pending) never starve the others. A payment whose
+    provider holds money not settled yet (SETTLING, as the last check found)
+    never expires: the reconciler keeps asking, with back-off, until the
+    provider completes or ends it.
     """
     now = now or timezone.now()
     overdue = list(
-        Payment.objects.filter(status=S.PENDING, expiry_datetime__lt=now).order_by(
-            F("last_checked_at").asc(nulls_first=True), "expiry_datetime"
-        )[:limit]
+        Payment.objects.filter(status=S.PENDING, expiry_datetime__lt=now)
+        .exclude(gateway_data__has_key=SETTLING)
+        .order_by(F("last_checked_at").asc(nulls_first=True), "expiry_datetime")[:limit]
     )
     expired = 0
     for payment in overdue:
@@ -327,7 +340,7 @@ def payment_expire_overdue(*, now: datetime | None = None, limit: int = 500) -> 
 
 
 def _expire(payment: Payment) -> Change:
-    if payment.status != S.PENDING:
+    if payment.status != S.PENDING or SETTLING in payment.gateway_data:
         return Change()
     reason = "payment window ended without payment"
     return Change(status=S.EXPIRED, updates={"failure_reason": reason}, message=reason)

@@ -41,6 +41,9 @@ EXPIRY_ACTOR = Actor("expiry")
 
 # What a provider report does is told by `Changed.changed / flagged / ignored`.
 Applied = Changed
+# Key in `Payment.gateway_data` while the provider holds money that is not
+# settled yet (StatusResult.settling); such a payment never expires.
+SETTLING = "settling"
 
 
 def report_change(
@@ -57,8 +60,25 @@ def report_change(
     mismatch leaves the status alone and flags the payment. A report that
     would move it backwards is kept as an ignored event. WEBHOOK and RETURN
     reports always leave an event; a refresh only when something happened.
-    `checked_at` records a scheduled check in the same UPDATE.
+    `checked_at` records a scheduled check in the same UPDATE. A report's
+    `review` flags the payment unless the report is ignored; `settling` is kept in
+    `gateway_data` (see SETTLING), with a timeline line when it starts.
     """
+    change = _report_verdict(payment, result, kind, data, checked_at)
+    ignored = verdict(payment.status, result.status) == Verdict.IGNORE
+    if result.review and not ignored:
+        review = "\n".join(filter(None, (change.review, result.review)))
+        change = replace(change, review=review)
+    return _track_settling(payment, result, change)
+
+
+def _report_verdict(
+    payment: Payment,
+    result: StatusResult,
+    kind: str,
+    data: Mapping[str, Any] | None,
+    checked_at,
+) -> Change:
     event_data = {**(data or {}), "provider": dict(result.raw)}
     entries: tuple[Entry, ...] = ()
     if kind != EventKind.REFRESH:
@@ -83,6 +103,26 @@ def report_change(
         case Verdict.REFUNDS:
             return _refunds(payment, result, base)
     return _ignore(payment, result, base)
+
+
+def _track_settling(payment: Payment, result: StatusResult, change: Change) -> Change:
+    """Record whether the provider holds unsettled money for this payment."""
+    settling = result.settling and result.status == S.PENDING
+    if settling == (SETTLING in payment.gateway_data):
+        return change
+    data = {
+        **payment.gateway_data,
+        **change.updates.get("gateway_data", {}),
+        SETTLING: result.message or "money received, not settled yet",
+    }
+    entries = change.entries
+    if settling:
+        note = f"not expiring while the money settles: {data[SETTLING]}"
+        entries = (*entries, Entry(EventKind.REFRESH, note, change.data))
+    else:
+        del data[SETTLING]
+    updates = {**change.updates, "gateway_data": data}
+    return replace(change, updates=updates, entries=entries)
 
 
 def _move(base: Change, status, updates: Mapping[str, Any], message: str) -> Change:

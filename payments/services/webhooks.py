@@ -174,6 +174,11 @@ def webhook_process(
         Intake.ACCEPTED, delivery, reply=gateway.webhook_reply(event)
     )
     if not (event.ref_id or event.transaction_id):
+        if event.status is None and not event.confirm:
+            # Verified, but about no payment of ours (e.g. a CoinPayments
+            # deposit IPN): kept and acknowledged, so the provider stops.
+            store_delivery(delivery, Outcome.IGNORED, error=event.message)
+            return accepted
         store_delivery(
             delivery, Outcome.UNMATCHED, error="no payment matches this notification"
         )

@@ -53,24 +53,53 @@ FAULT_KINDS = frozenset(
 
 # USD value of one unit; fixed so tests can predict every converted amount.
 CP_USD_RATES: dict[str, Decimal] = {
+    # coins (currency2, or currency1 when no conversion is wanted)
     "BTC": Decimal("60000"),
     "LTC": Decimal("80"),
     "ETH": Decimal("3000"),
     "USDT": Decimal("1"),
+    "USDC": Decimal("1"),
+    "BCH": Decimal("400"),
+    "DOGE": Decimal("0.15"),
+    "XRP": Decimal("0.50"),
+    "TRX": Decimal("0.12"),
+    "LTCT": Decimal("80"),  # the provider's Litecoin testnet coin
+    # fiat (currency1)
     "USD": Decimal("1"),
     "EUR": Decimal("1.10"),
     "GBP": Decimal("1.25"),
+    "CAD": Decimal("0.73"),
+    "AUD": Decimal("0.66"),
+    "CHF": Decimal("1.13"),
+    "JPY": Decimal("0.0067"),
+    "INR": Decimal("0.012"),
+    "BRL": Decimal("0.18"),
     "SAR": Decimal("0.2666"),
     "AED": Decimal("0.2723"),
+    "KWD": Decimal("3.25"),
 }
-CP_COINS = frozenset({"BTC", "LTC", "ETH", "USDT"})
+CP_COINS = frozenset(
+    {"BTC", "LTC", "ETH", "USDT", "USDC", "BCH", "DOGE", "XRP", "TRX", "LTCT"}
+)
+# Coins whose deposits need a destination tag next to the address.
+CP_TAG_COINS = frozenset({"XRP"})
+# https://www.coinpayments.net/merchant-tools-ipn (Payment Statuses)
 CP_STATUS_TEXT: dict[int, str] = {
+    -2: "PayPal Refund or Reversal",
     -1: "Cancelled / Timed Out",
     0: "Waiting for buyer funds...",
     1: "We have confirmed coin reception from the buyer",
     2: "Queued for nightly payout",
+    3: "PayPal Pending",
     100: "Complete",
 }
+# What the API answers for a txid the key cannot see, and for a command the
+# key was not given ("You must click 'Edit Permissions' to enable most
+# commands", https://www.coinpayments.net/apidoc).
+CP_INVALID_TXID = "Invalid payment ID"
+CP_NO_PERMISSION = "This API Key does not have permission to use that command!"
+# ipn_type values besides "api" (https://www.coinpayments.net/merchant-tools-ipn).
+CP_OTHER_IPN_TYPES = ("simple", "button", "cart", "donation", "deposit", "withdrawal")
 CP_MAX_MULTI_IDS = 25
 CP_CONFIRMS_NEEDED = 2
 CP_FEE_RATE = Decimal("0.005")
@@ -155,6 +184,8 @@ class FakeProviderServer:
         # Tunables tests may set directly.
         self.latency: float = 0.0
         self.cp_timeout: int = 3600
+        # Commands the API key may use; None allows every command.
+        self.cp_permissions: set[str] | None = None
         self.notify_timeout: float = 10.0
         self.verbose: bool = False
 
@@ -342,6 +373,38 @@ class FakeProviderServer:
             if tx["status"] >= 1:
                 tx["recv_confirms"] = CP_CONFIRMS_NEEDED
 
+    def cp_receive(
+        self,
+        txn_id: str,
+        received: Decimal | str | None = None,
+        *,
+        confirms: int = 0,
+    ) -> None:
+        """Show coins sent but not confirmed yet: status 0, `received` > 0.
+
+        `received` defaults to the full coin amount; `confirms` stays below
+        the confirmations needed.
+        """
+        with self._lock:
+            tx = self._cp_txs[txn_id]
+            tx["status"] = 0
+            amount = tx["amount2"] if received is None else Decimal(str(received))
+            tx["received"] = amount.quantize(_COIN_PLACES)
+            tx["recv_confirms"] = min(int(confirms), CP_CONFIRMS_NEEDED - 1)
+
+    def cp_time_out(self, txn_id: str, received: Decimal | str | None = None) -> None:
+        """Time a transaction out (-1, its expiry now past), keeping coins received.
+
+        `received` sets what arrived before the end (e.g. part of the amount);
+        None keeps what was received so far.
+        """
+        with self._lock:
+            tx = self._cp_txs[txn_id]
+            tx["status"] = -1
+            tx["expires"] = min(tx["expires"], int(time.time()) - 1)
+            if received is not None:
+                tx["received"] = Decimal(str(received)).quantize(_COIN_PLACES)
+
     def cp_transaction(self, txn_id: str) -> dict[str, Any]:
         """Return a copy of the stored transaction."""
         with self._lock:
@@ -363,8 +426,13 @@ class FakeProviderServer:
         overrides: Mapping[str, Any] | None = None,
         secret: str | None = None,
         ipn_id: str | None = None,
+        repeat: Mapping[str, Any] | None = None,
     ) -> tuple[bytes, dict[str, str]]:
-        """Build a signed IPN body and headers; `status` also updates the stored tx."""
+        """Build a signed IPN body and headers; `status` also updates the stored tx.
+
+        `repeat` appends fields a second time at the end of the body (signed
+        with it): a PHP reader, like the provider's sample, keeps the last.
+        """
         if status is not None:
             self.cp_set_status(txn_id, status)
         with self._lock:
@@ -396,7 +464,84 @@ class FakeProviderServer:
                 fields.pop(name, None)
             else:
                 fields[name] = str(value)
-        body = urlencode(fields).encode()
+        pairs = [*fields.items(), *((k, str(v)) for k, v in (repeat or {}).items())]
+        return self._cp_signed(urlencode(pairs).encode(), secret)
+
+    def cp_other_ipn(
+        self,
+        ipn_type: str,
+        *,
+        secret: str | None = None,
+        ipn_id: str | None = None,
+        **fields: Any,
+    ) -> tuple[bytes, dict[str, str]]:
+        """Build a signed IPN of another type (deposit, button, …) for this merchant.
+
+        The fields are those the IPN page lists for that type, with sample
+        values; keyword arguments replace or add fields.
+        """
+        if ipn_type not in CP_OTHER_IPN_TYPES:
+            raise ValueError(f"ipn_type must be one of {CP_OTHER_IPN_TYPES}")
+        coin_txid = secrets.token_hex(32)
+        common = {
+            "ipn_version": "1.0",
+            "ipn_type": ipn_type,
+            "ipn_mode": "hmac",
+            "ipn_id": ipn_id or uuid.uuid4().hex,
+            "merchant": self.cp_merchant_id,
+        }
+        if ipn_type == "deposit":
+            body = {
+                "deposit_id": "CD" + _random_alnum(22),
+                "txn_id": coin_txid,
+                "address": _deposit_address("BTC"),
+                "status": "100",
+                "status_text": "Deposit confirmed",
+                "currency": "BTC",
+                "confirms": "3",
+                "amount": "0.00500000",
+                "amounti": "500000",
+                "fee": "0.00002500",
+                "feei": "2500",
+                "fiat_coin": "USD",
+                "fiat_amount": "300.00000000",
+                "fiat_amounti": "30000000000",
+            }
+        elif ipn_type == "withdrawal":
+            body = {
+                "id": "CW" + _random_alnum(22),
+                "status": "2",
+                "status_text": "Complete",
+                "address": _deposit_address("BTC"),
+                "txn_id": coin_txid,
+                "currency": "BTC",
+                "amount": "0.01000000",
+                "amounti": "1000000",
+            }
+        else:  # simple, button, cart, donation: the provider's own checkouts
+            body = {
+                "txn_id": "CP" + _random_alnum(22),
+                "status": "100",
+                "status_text": "Complete",
+                "currency1": "USD",
+                "currency2": "BTC",
+                "amount1": "10.00",
+                "amount2": "0.00016667",
+                "subtotal": "10.00",
+                "fee": "0.00000083",
+                "net": "0.00016584",
+                "item_name": f"A {ipn_type} payment",
+                "invoice": "",
+                "custom": "",
+                "received_amount": "0.00016667",
+                "received_confirms": "3",
+            }
+        merged = {**common, **body, **{k: str(v) for k, v in fields.items()}}
+        return self._cp_signed(urlencode(merged).encode(), secret)
+
+    def _cp_signed(
+        self, body: bytes, secret: str | None
+    ) -> tuple[bytes, dict[str, str]]:
         key = self.cp_ipn_secret if secret is None else secret
         headers = {
             "Content-Type": "application/x-www-form-urlencoded",
@@ -631,6 +776,9 @@ class FakeProviderServer:
         command = commands.get(fields.get("cmd", ""))
         if command is None:
             return _cp_error("Unknown command")
+        allowed = self.cp_permissions
+        if allowed is not None and fields["cmd"] not in allowed:
+            return _cp_error(CP_NO_PERMISSION)
         return command(fields)
 
     def _cp_accept_nonce(self, key: str, raw: str) -> bool:
@@ -687,20 +835,21 @@ class FakeProviderServer:
             "received": Decimal("0").quantize(_COIN_PLACES),
             "recv_confirms": 0,
         }
+        result = {
+            "amount": _coin(amount2),
+            "txn_id": txn_id,
+            "address": tx["address"],
+            "confirms_needed": str(CP_CONFIRMS_NEEDED),
+            "timeout": timeout,
+            "checkout_url": f"{self.url}/cp/checkout/{txn_id}",
+            "status_url": f"{self.url}/cp/status/{txn_id}",
+            "qrcode_url": f"{self.url}/cp/qrgen/{txn_id}.png",
+        }
+        if currency2 in CP_TAG_COINS:
+            result["dest_tag"] = tx["dest_tag"] = str(secrets.randbelow(10**9))
         with self._lock:
             self._cp_txs[txn_id] = tx
-        return _cp_ok(
-            {
-                "amount": _coin(amount2),
-                "txn_id": txn_id,
-                "address": tx["address"],
-                "confirms_needed": str(CP_CONFIRMS_NEEDED),
-                "timeout": timeout,
-                "checkout_url": f"{self.url}/cp/checkout/{txn_id}",
-                "status_url": f"{self.url}/cp/status/{txn_id}",
-                "qrcode_url": f"{self.url}/cp/qrgen/{txn_id}.png",
-            }
-        )
+        return _cp_ok(result)
 
     def _cp_tx_info(self, tx: dict[str, Any]) -> dict[str, Any]:
         return {
@@ -723,7 +872,7 @@ class FakeProviderServer:
             self.cp_ids_asked[fields.get("txid", "").strip()] += 1
             tx = self._cp_txs.get(fields.get("txid", "").strip())
             if tx is None:
-                return _cp_error("Invalid payment ID")
+                return _cp_error(CP_INVALID_TXID)
             return _cp_ok(self._cp_tx_info(tx))
 
     def _cp_get_tx_info_multi(self, fields: dict[str, str]) -> _Reply:
@@ -738,7 +887,7 @@ class FakeProviderServer:
             for txn_id in ids:
                 tx = self._cp_txs.get(txn_id)
                 result[txn_id] = (
-                    {"error": "Invalid payment ID"}
+                    {"error": CP_INVALID_TXID}
                     if tx is None
                     else {"error": "ok", **self._cp_tx_info(tx)}
                 )
@@ -1458,8 +1607,9 @@ def _basic_auth(header: str) -> tuple[str, str]:
 
 
 def _form(body: bytes) -> dict[str, str]:
+    # The real service is PHP: $_POST keeps the last of repeated fields.
     parsed = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
-    return {name: values[0] for name, values in parsed.items()}
+    return {name: values[-1] for name, values in parsed.items()}
 
 
 def _decimal(text: str) -> Decimal | None:
@@ -1480,9 +1630,12 @@ def _random_alnum(length: int) -> str:
 
 
 def _deposit_address(coin: str) -> str:
-    if coin in ("ETH", "USDT"):
+    if coin in ("ETH", "USDT", "USDC"):
         return "0x" + secrets.token_hex(20)
-    prefix = "bc1q" if coin == "BTC" else "ltc1q"
+    if coin in ("XRP", "TRX", "DOGE"):
+        first = {"XRP": "r", "TRX": "T", "DOGE": "D"}[coin]
+        return first + _random_alnum(33)
+    prefix = {"BTC": "bc1q", "BCH": "qq"}.get(coin, "ltc1q")
     return prefix + "".join(secrets.choice(_BECH32) for _ in range(38))
 
 

@@ -422,6 +422,117 @@ def test_cp_checkout_page_pay_sends_ipn_and_redirects(
     assert "Complete" in status_page.text
 
 
+def test_cp_repeated_fields_keep_the_last_value_as_php_does(
+    fake: FakeProviderServer,
+) -> None:
+    real = create_tx(fake)["txn_id"]
+    data = {"version": "1", "key": fake.cp_public_key, "format": "json"}
+    pairs = [*data.items(), ("cmd", "get_tx_info"), ("txid", "CPNOPE"), ("txid", real)]
+    body = urlencode(pairs).encode()
+    answer = requests.post(
+        f"{fake.url}/api.php",
+        data=body,
+        headers={
+            "Content-Type": "application/x-www-form-urlencoded",
+            "HMAC": cp_signature(fake.cp_private_key, body),
+        },
+        timeout=5,
+    ).json()
+    assert answer["error"] == "ok"
+    assert fake.cp_ids_asked[real] == 1 and "CPNOPE" not in fake.cp_ids_asked
+
+    body, _ = fake.cp_ipn(real, status=0, repeat={"status": "100"})
+    assert body.endswith(b"&status=100")
+    assert parse_qs(body.decode())["status"] == ["0", "100"]
+
+
+@pytest.mark.parametrize(
+    "currency1, amount",
+    [("EUR", "10.00"), ("JPY", "1500"), ("CAD", "12.50"), ("KWD", "3.250")],
+)
+@pytest.mark.parametrize(
+    "coin", ["BTC", "LTC", "ETH", "USDT", "USDC", "BCH", "DOGE", "XRP", "TRX", "LTCT"]
+)
+def test_cp_converts_more_fiat_currencies_into_more_coins(
+    fake: FakeProviderServer, currency1: str, amount: str, coin: str
+) -> None:
+    result = create_tx(fake, amount=amount, currency1=currency1, currency2=coin)
+    tx = fake.cp_transaction(result["txn_id"])
+    assert tx["currency1"] == currency1 and tx["currency2"] == coin
+    assert float(result["amount"]) > 0
+    assert ("dest_tag" in result) is (coin == "XRP")
+
+
+def test_cp_unknown_fiat_or_coin_is_refused(fake: FakeProviderServer) -> None:
+    fields = {"amount": "1", "buyer_email": "b@example.com"}
+    bad_fiat = cp_call(
+        fake, "create_transaction", currency1="XXX", currency2="BTC", **fields
+    )
+    assert bad_fiat.json() == {"error": "Unknown currency1: XXX"}
+    bad_coin = cp_call(
+        fake, "create_transaction", currency1="USD", currency2="EUR", **fields
+    )
+    assert bad_coin.json()["error"].startswith("Unknown or unsupported currency2")
+
+
+def test_cp_key_without_permission_is_refused_in_the_providers_words(
+    fake: FakeProviderServer,
+) -> None:
+    real = create_tx(fake)["txn_id"]
+    fake.cp_permissions = {"create_transaction"}
+    try:
+        for cmd in ("get_tx_info", "get_tx_info_multi"):
+            answer = cp_call(fake, cmd, txid=real).json()
+            assert answer == {
+                "error": "This API Key does not have permission to use that command!"
+            }
+        assert create_tx(fake)["txn_id"]
+    finally:
+        fake.cp_permissions = None
+
+
+def test_cp_coins_received_but_unconfirmed(fake: FakeProviderServer) -> None:
+    result = create_tx(fake)
+    fake.cp_receive(result["txn_id"], confirms=5)
+    info = cp_call(fake, "get_tx_info", txid=result["txn_id"]).json()["result"]
+    assert info["status"] == 0
+    assert info["status_text"] == "Waiting for buyer funds..."
+    assert info["receivedf"] == result["amount"]
+    assert info["recv_confirms"] == 1  # always short of the confirmations needed
+    fake.cp_receive(result["txn_id"], "0.00001")
+    info = cp_call(fake, "get_tx_info", txid=result["txn_id"]).json()["result"]
+    assert info["receivedf"] == "0.00001000"
+
+
+def test_cp_underpaid_then_timed_out(fake: FakeProviderServer) -> None:
+    result = create_tx(fake)
+    fake.cp_receive(result["txn_id"], "0.00010000")
+    fake.cp_time_out(result["txn_id"])
+    info = cp_call(fake, "get_tx_info", txid=result["txn_id"]).json()["result"]
+    assert (info["status"], info["status_text"]) == (-1, "Cancelled / Timed Out")
+    assert info["receivedf"] == "0.00010000"
+    assert info["time_expires"] < time.time()
+    body, _ = fake.cp_ipn(result["txn_id"])
+    ipn = parse_qs(body.decode())
+    assert (ipn["status"], ipn["received_amount"]) == (["-1"], ["0.00010000"])
+
+
+@pytest.mark.parametrize(
+    "ipn_type", ["simple", "button", "cart", "donation", "deposit", "withdrawal"]
+)
+def test_cp_other_ipn_types_are_signed_for_the_merchant(
+    fake: FakeProviderServer, ipn_type: str
+) -> None:
+    body, headers = fake.cp_other_ipn(ipn_type, status="0")
+    fields = {k: v[-1] for k, v in parse_qs(body.decode()).items()}
+    assert fields["ipn_type"] == ipn_type and fields["status"] == "0"
+    assert fields["merchant"] == fake.cp_merchant_id
+    assert fields["ipn_mode"] == "hmac" and fields["txn_id"]
+    assert headers["HMAC"] == cp_signature(fake.cp_ipn_secret, body)
+    with pytest.raises(ValueError, match="ipn_type"):
+        fake.cp_other_ipn("api")
+
+
 # --- MPGS ---------------------------------------------------------------------
 
 

@@ -839,3 +839,215 @@ def test_logs_and_errors_never_carry_keys_secrets_or_hmacs(gateway, caplog):
         assert secret not in caplog.text
         for message in messages:
             assert secret not in message
+
+
+# edges: unconfirmed coins, underpaid then timed out, permanent answers, other IPN
+# types, repeated fields (issue #8). Fixtures follow the field lists of
+# https://www.coinpayments.net/apidoc-get-tx-info and
+# https://www.coinpayments.net/merchant-tools-ipn.
+
+PAST = datetime(2025, 1, 1, tzinfo=UTC)
+FUTURE = datetime.now(UTC) + timedelta(hours=1)
+
+
+@responses.activate
+def test_coins_received_but_unconfirmed_are_pending_and_settling(gateway):
+    responses.add(
+        responses.POST, API_URL, json=load_json("get_tx_info_unconfirmed.json")
+    )
+    result = gateway.fetch_status(paid_ref(expires_at=PAST))
+    assert result.status == Status.PENDING
+    assert result.settling is True
+    assert result.review == ""
+    assert result.message == (
+        "coins received, waiting for confirmations: received 0.00123456 of "
+        "0.00123456 BTC, 1 confirmations (Waiting for buyer funds...)"
+    )
+
+
+@pytest.mark.parametrize(
+    "code, received, settling",
+    [
+        (0, "0.00000000", False),  # nothing sent yet: free to expire
+        (0, "0.00000001", True),
+        (1, "0.00123456", True),
+        (100, "0.00123456", False),  # completed: nothing left to settle
+    ],
+)
+@responses.activate
+def test_settling_only_while_pending_with_coins(gateway, code, received, settling):
+    responses.add(
+        responses.POST,
+        API_URL,
+        json=tx_info(status=code, receivedf=received, time_expires=0),
+    )
+    assert gateway.fetch_status(paid_ref()).settling is settling
+
+
+@responses.activate
+def test_unreadable_received_amount_while_pending_is_a_fault(gateway):
+    responses.add(responses.POST, API_URL, json=tx_info(status=0, receivedf="x"))
+    with pytest.raises(GatewayUnavailable, match="unreadable coin amounts"):
+        gateway.fetch_status(paid_ref())
+
+
+@responses.activate
+def test_underpaid_then_timed_out_is_expired_and_flagged_with_the_coins(gateway):
+    responses.add(
+        responses.POST,
+        API_URL,
+        json=load_json("get_tx_info_underpaid_timed_out.json"),
+    )
+    result = gateway.fetch_status(paid_ref())
+    assert result.status == Status.EXPIRED
+    assert result.settling is False
+    assert "received 0.00100000 of 0.00123456 BTC" in result.review
+    assert "refund or top up by hand" in result.review
+    assert result.message.startswith("ended after coins arrived: received 0.00100000")
+
+
+@responses.activate
+def test_timed_out_with_nothing_received_is_not_flagged(gateway):
+    responses.add(
+        responses.POST,
+        API_URL,
+        json=tx_info(status=-1, status_text="Cancelled / Timed Out", receivedf="0"),
+    )
+    result = gateway.fetch_status(paid_ref())
+    assert (result.status, result.review) == (Status.EXPIRED, "")
+
+
+@pytest.mark.parametrize(
+    "fixture, flagged",
+    [("error_invalid_payment_id.json", False), ("error_no_permission.json", True)],
+)
+@responses.activate
+def test_permanent_answer_after_the_deadline_fails_the_payment(
+    gateway, fixture, flagged
+):
+    words = load_json(fixture)["error"]
+    responses.add(responses.POST, API_URL, json=load_json(fixture))
+    result = gateway.fetch_status(paid_ref(expires_at=PAST))
+    assert result.status == Status.FAILED
+    assert result.message == f"CoinPayments answered: {words}"
+    assert bool(result.review) is flagged
+    if flagged:
+        assert words in result.review
+
+
+@pytest.mark.parametrize(
+    "fixture", ["error_invalid_payment_id.json", "error_no_permission.json"]
+)
+@pytest.mark.parametrize("expires_at", [FUTURE, None])
+@responses.activate
+def test_permanent_answer_before_the_deadline_is_retried_like_an_outage(
+    gateway, fixture, expires_at
+):
+    responses.add(responses.POST, API_URL, json=load_json(fixture))
+    with pytest.raises(GatewayUnavailable, match="get_tx_info refused"):
+        gateway.fetch_status(paid_ref(expires_at=expires_at))
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        {"json": load_json("error.json")},
+        {"json": {"error": "Too many errors in the last two minutes from 1.2.3.4"}},
+        {"body": "Bad Gateway", "status": 502},
+        {"body": "<html>busy</html>", "status": 200},
+    ],
+    ids=["other-error", "lockout", "502", "garbage"],
+)
+@responses.activate
+def test_outages_after_the_deadline_still_raise(gateway, reply):
+    responses.add(responses.POST, API_URL, **reply)
+    with pytest.raises(GatewayUnavailable):
+        gateway.fetch_status(paid_ref(expires_at=PAST))
+
+
+@responses.activate
+def test_batch_entry_refused_for_ever_fails_only_refs_past_their_deadline(gateway):
+    responses.add(responses.POST, API_URL, json=load_json("get_tx_info_multi.json"))
+    unknown = "CPHK0UNKNOWNTXID00000000000"
+    refs = [
+        paid_ref(),
+        paid_ref(ref_id="late", transaction_id=unknown, expires_at=PAST),
+    ]
+    results = gateway.fetch_status_many(refs)
+    assert results["late"].status == Status.FAILED
+    assert results["late"].message == "CoinPayments answered: Invalid transaction ID!"
+    assert results[REF_ID].status == Status.PENDING
+    # Before the deadline the same entry is left out (retried with back-off).
+    early = paid_ref(ref_id="early", transaction_id=unknown, expires_at=FUTURE)
+    assert "early" not in gateway.fetch_status_many([early])
+
+
+@responses.activate
+def test_batch_call_without_permission_fails_overdue_refs_and_flags_them(gateway):
+    responses.add(responses.POST, API_URL, json=load_json("error_no_permission.json"))
+    refs = [
+        paid_ref(ref_id="late", transaction_id="CP1", expires_at=PAST),
+        paid_ref(ref_id="early", transaction_id="CP2", expires_at=FUTURE),
+    ]
+    results = gateway.fetch_status_many(refs)
+    assert list(results) == ["late"]
+    assert results["late"].status == Status.FAILED
+    assert "permission" in results["late"].review
+    # With no ref past its deadline the refusal is a fault, as before.
+    with pytest.raises(GatewayUnavailable, match="permission"):
+        gateway.fetch_status_many(refs[1:])
+
+
+@pytest.mark.parametrize(
+    "fixture, ipn_type",
+    [
+        ("ipn_deposit.txt", "deposit"),
+        ("ipn_simple.txt", "simple"),
+        ("ipn_button.txt", "button"),
+        ("ipn_cart.txt", "cart"),
+        ("ipn_donation.txt", "donation"),
+        ("ipn_withdrawal.txt", "withdrawal"),
+    ],
+)
+def test_ipns_of_other_types_name_no_payment_and_carry_no_status(
+    gateway, fixture, ipn_type
+):
+    body = load_form(fixture)
+    event = gateway.parse_webhook(body, signed(body))
+    assert (event.status, event.ref_id, event.transaction_id) == (None, "", "")
+    assert event.confirm is False
+    assert event.message == f"ignored ipn_type {ipn_type}"
+    assert event.raw["ipn_type"] == ipn_type
+    # Still verified like any IPN: a forged one is refused.
+    with pytest.raises(WebhookRejected):
+        gateway.parse_webhook(body, signed(body, "guessed"))
+
+
+def test_ipn_timed_out_after_coins_arrived_asks_for_confirmation(gateway):
+    body = load_form("ipn_api_timed_out_underpaid.txt")
+    event = gateway.parse_webhook(body, signed(body))
+    assert event.status == Status.EXPIRED
+    assert event.confirm is True
+    assert "received 0.00100000 of 0.00123456 BTC" in event.message
+
+
+def test_ipn_timed_out_with_nothing_received_needs_no_confirmation(gateway):
+    body = with_fields(
+        load_form("ipn_api_timed_out_underpaid.txt"), received_amount="0.00000000"
+    )
+    event = gateway.parse_webhook(body, signed(body))
+    assert (event.status, event.confirm) == (Status.EXPIRED, False)
+
+
+def test_repeated_ipn_fields_keep_the_last_value_as_php_does(gateway):
+    # PHP's $_POST, read by the provider's own IPN sample, keeps the last of
+    # repeated fields; the signature covers the whole body either way.
+    body = load_form("ipn_api.txt") + b"&status=0&status_text=Waiting&invoice=other"
+    event = gateway.parse_webhook(body, signed(body))
+    assert event.status == Status.PENDING
+    assert event.ref_id == "other"
+    assert event.message == "Waiting"
+    first_wins = b"status=0&" + load_form("ipn_api.txt")
+    assert gateway.parse_webhook(first_wins, signed(first_wins)).status == (
+        Status.COMPLETED
+    )

@@ -8,7 +8,8 @@ the payer and the provider; the assertions are the same for all.
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -60,6 +61,20 @@ class CoinPaymentsDriver:
 
     def break_transport(self, fake, gateway, kind):
         fake.add_fault("*", kind, times=5, seconds=1.0)
+
+    # Edges (issue #8); a driver without one of these skips that contract.
+    def receive_unconfirmed(self, fake, gateway, session, ref_id):
+        fake.cp_receive(session.transaction_id)
+
+    def end_after_part_arrived(self, fake, gateway, session, ref_id):
+        fake.cp_receive(session.transaction_id, "0.00000100")
+        fake.cp_time_out(session.transaction_id)
+
+    def unknown(self, ref):
+        return replace(ref, transaction_id="CPUNKNOWNTOTHEPROVIDER0000")
+
+    def other_notification(self, fake, gateway, session, ref_id):
+        return fake.cp_other_ipn("deposit", txn_id=session.transaction_id)
 
 
 class MPGSDriver:
@@ -216,3 +231,61 @@ def test_notification_bodies_are_json_or_form(contract):
     body, _ = driver.notification(fake, gateway, session, ref.ref_id)
     text = body.decode()
     assert text.startswith("{") and json.loads(text) or "=" in text
+
+
+# --- edges (issue #8): only drivers that can stage them ---------------------------
+
+
+def edge(driver, name: str):
+    if not hasattr(driver, name):
+        pytest.skip(f"this provider has no {name.replace('_', ' ')} case")
+    return getattr(driver, name)
+
+
+def test_money_in_flight_is_pending_and_settling(contract):
+    code, gateway, driver, fake = contract
+    stage = edge(driver, "receive_unconfirmed")
+    session, ref = open_checkout(gateway)
+    stage(fake, gateway, session, ref.ref_id)
+    for result in (
+        gateway.fetch_status(ref),
+        gateway.fetch_status_many([ref])[ref.ref_id],
+    ):
+        assert (result.status, result.settling) == (Status.PENDING, True)
+        assert result.review == ""
+
+
+def test_ended_after_part_of_the_money_arrived_is_flagged(contract):
+    code, gateway, driver, fake = contract
+    stage = edge(driver, "end_after_part_arrived")
+    session, ref = open_checkout(gateway)
+    stage(fake, gateway, session, ref.ref_id)
+    result = gateway.fetch_status(ref)
+    assert result.status in (Status.EXPIRED, Status.FAILED)
+    assert result.settling is False and result.review
+
+
+def test_unknown_to_the_provider_fails_only_after_the_deadline(contract):
+    code, gateway, driver, fake = contract
+    unknown = edge(driver, "unknown")
+    session, ref = open_checkout(gateway)
+    with pytest.raises(GatewayUnavailable):
+        gateway.fetch_status(unknown(ref))
+    late = replace(unknown(ref), expires_at=datetime.now(UTC) - timedelta(minutes=1))
+    for result in (
+        gateway.fetch_status(late),
+        gateway.fetch_status_many([late])[ref.ref_id],
+    ):
+        assert result.status == Status.FAILED and result.message
+
+
+def test_notifications_about_other_things_are_verified_but_name_nothing(contract):
+    code, gateway, driver, fake = contract
+    stage = edge(driver, "other_notification")
+    session, ref = open_checkout(gateway)
+    body, headers = stage(fake, gateway, session, ref.ref_id)
+    event = gateway.parse_webhook(body, headers)
+    assert event.event_id and event.status is None and not event.confirm
+    assert (event.ref_id, event.transaction_id) == ("", "")
+    with pytest.raises(WebhookRejected):
+        gateway.parse_webhook(body, {})
