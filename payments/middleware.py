@@ -42,9 +42,12 @@ class ApiErrorMiddleware:
         rewritten = json_error(
             response.status_code, plain_message(response.status_code)
         )
-        for header in ("Allow", "Retry-After"):
-            if header in response:
-                rewritten[header] = response[header]
+        # Keep Allow, Retry-After and the security headers set further in.
+        for header, value in response.items():
+            if header.lower() not in ("content-type", "content-length"):
+                rewritten[header] = value
+        for cookie in response.cookies.values():
+            rewritten.cookies[cookie.key] = cookie
         return rewritten
 
     def process_exception(self, request, exception):

@@ -49,6 +49,9 @@ def test_wrong_method_is_405_json_with_allow(client, method, path, allowed):
     body = assert_json_error(response, 405)
     assert body["error"] == "method not allowed"
     assert response["Allow"] == allowed
+    # The security headers set inside survive the rewrite.
+    assert response["X-Content-Type-Options"] == "nosniff"
+    assert response["X-Frame-Options"] == "DENY"
 
 
 @pytest.mark.django_db
