@@ -100,7 +100,7 @@ def test_csrf_failures_under_api_are_json_and_html_elsewhere(settings):
 
 
 @pytest.mark.django_db
-def test_a_csrf_failure_from_the_middleware_is_json(admin_user, plan, sandbox):
+def test_a_staff_post_without_its_csrf_token_is_json_403(admin_user, plan, sandbox):
     """A staff session posting without its CSRF token is refused in JSON."""
     client = Client(enforce_csrf_checks=True)
     client.force_login(admin_user)

@@ -146,3 +146,77 @@ def test_a_malformed_rate_refuses_to_start():
     )
     assert result.returncode != 0
     assert "RATE_LIMIT_CREATE must look like 20/m" in result.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_the_limit_holds_across_gunicorn_workers(settings):
+    """Two worker processes share one count: the cache, not process memory."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    import requests
+    from django.core.cache import cache
+
+    from tests.conftest import subprocess_database_url
+
+    cache.clear()
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {
+        **os.environ,
+        "DATABASE_URL": subprocess_database_url(),
+        "SECRET_KEY": settings.SECRET_KEY,
+        "DEBUG": "false",
+        "ALLOWED_HOSTS": "127.0.0.1",
+        "SECURE_SSL_REDIRECT": "false",
+        # A day's window: the test cannot straddle a window boundary in practice.
+        "RATE_LIMIT_STATUS": "10/d",
+    }
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "backoffice.wsgi",
+            "--workers",
+            "2",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--timeout",
+            "30",
+        ],
+        cwd=Path(__file__).resolve().parents[2],
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                requests.get(f"{base}/health/", timeout=5)
+                break
+            except requests.RequestException:
+                time.sleep(0.2)
+        codes = []
+        for n in range(24):
+            # A new connection each time, so both workers take requests.
+            response = requests.get(
+                f"{base}/api/payments/status/unknown-reference-{n:04d}/",
+                headers={"Connection": "close"},
+                timeout=10,
+            )
+            codes.append(response.status_code)
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=10)
+    assert codes == [404] * 10 + [429] * 14
