@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 from datetime import timedelta
 from pathlib import Path
@@ -66,6 +67,9 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First, so that every answer under /api/ is JSON, including a database or
+    # cache outage met by the middleware below it.
+    "payments.middleware.ApiErrorMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Static files are answered here, before sessions and the database.
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -83,6 +87,7 @@ MIDDLEWARE = [
 ]
 
 ROOT_URLCONF = "backoffice.urls"
+CSRF_FAILURE_VIEW = "payments.views.errors.csrf_failure"
 WSGI_APPLICATION = "backoffice.wsgi.application"
 
 TEMPLATES = [
@@ -340,6 +345,33 @@ PAYMENT_EXPIRY_MINUTES = config("PAYMENT_EXPIRY_MINUTES", default=60, cast=int)
 RECONCILE_API_TOKEN = config("RECONCILE_API_TOKEN", default="")
 RECONCILE_CONCURRENCY = config("RECONCILE_CONCURRENCY", default=8, cast=int)
 API_MAX_BODY_BYTES = 64 * 1024
+# Total seconds a customer-facing refresh (status API, return page) may spend
+# asking a provider, connect and read together, without retries; past it the
+# stored status is answered and the reconciler checks later.
+STATUS_REFRESH_BUDGET_SECONDS = config(
+    "STATUS_REFRESH_BUDGET_SECONDS", default=2.0, cast=float
+)
+
+# --- public endpoint limits ---------------------------------------------------------
+
+# Requests per client IP: "<count>/<period>", the period s, m, h or d with an
+# optional multiplier ("20/m", "100/10m"); empty = no limit. Counted in the
+# shared cache, so the limit holds across workers and hosts.
+RATE_LIMIT_PATTERN = r"^\s*(\d+)\s*/\s*(\d*)\s*([smhd])\s*$"
+RATE_LIMIT_CREATE = config("RATE_LIMIT_CREATE", default="20/m").strip()
+RATE_LIMIT_STATUS = config("RATE_LIMIT_STATUS", default="120/m").strip()
+for _name in ("RATE_LIMIT_CREATE", "RATE_LIMIT_STATUS"):
+    if globals()[_name] and not re.match(RATE_LIMIT_PATTERN, globals()[_name]):
+        raise ImproperlyConfigured(
+            f"{_name} must look like 20/m or 100/10m (count/period, period s, m, "
+            "h or d), or be empty to turn the limit off"
+        )
+# X-Forwarded-For hops appended by proxies this app trusts (0: use REMOTE_ADDR).
+TRUSTED_PROXY_COUNT = config("TRUSTED_PROXY_COUNT", default=0, cast=int)
+# Seconds a client is told to wait (Retry-After) when the database or cache is down.
+OUTAGE_RETRY_AFTER_SECONDS = 30
+# Bearer token for GET /metrics; empty = /metrics answers 404.
+METRICS_TOKEN = config("METRICS_TOKEN", default="")
 
 # --- django-q2 --------------------------------------------------------------------------
 

@@ -5,16 +5,40 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
+from urllib3.util.timeout import Timeout
 
 from .base import GatewayUnavailable
 
 logger = logging.getLogger("gateways.http")
+
+# The monotonic time by which every provider call in the current context must
+# be over (see `time_budget`); None: each call has only its own timeouts.
+_deadline: ContextVar[float | None] = ContextVar("gateway_deadline", default=None)
+
+
+@contextmanager
+def time_budget(seconds: float) -> Iterator[None]:
+    """Bound the provider calls made inside to `seconds` in total, without retries.
+
+    Each call gets what is left of the budget as its total connect + read
+    time (urllib3's `Timeout(total=...)`); once it is spent, a call fails at
+    once with GatewayUnavailable(contacted=False). For customer-facing
+    refreshes: a hanging provider must not hold a web worker.
+    """
+    token = _deadline.set(time.monotonic() + max(0.0, seconds))
+    try:
+        yield
+    finally:
+        _deadline.reset(token)
 
 
 class GatewayHTTP:
@@ -77,6 +101,21 @@ class GatewayHTTP:
         kwargs.setdefault("timeout", self.timeout)
         started = time.monotonic()
         where = _safe_url(url)
+        deadline = _deadline.get()
+        if deadline is not None:
+            remaining = deadline - started
+            if remaining <= 0:
+                self._log(op, method, where, "budget-spent", started)
+                raise GatewayUnavailable(
+                    f"{self.name}: time budget spent", contacted=False
+                )
+            session = self._single_session
+            connect, read = self.timeout
+            kwargs["timeout"] = Timeout(
+                total=remaining,
+                connect=min(connect, remaining),
+                read=min(read, remaining),
+            )
         try:
             response = session.request(method, url, **kwargs)
         except requests.exceptions.ConnectTimeout as exc:

@@ -355,6 +355,10 @@ class WebhookDelivery(models.Model):
         permissions = [
             ("reprocess_webhookdelivery", "Can re-process a webhook delivery")
         ]
+        indexes = [
+            # /metrics counts deliveries by gateway and outcome from this index.
+            models.Index(fields=["gateway", "outcome"], name="delivery_gateway_outcome")
+        ]
         constraints = [
             models.UniqueConstraint(
                 fields=["gateway", "provider_event_id"],

@@ -112,14 +112,18 @@ def gateway_choices() -> list[tuple[str, str]]:
     return [(code, import_string(path).display_name) for code, path in ADAPTERS.items()]
 
 
+UNAVAILABLE = "payment method unavailable"
+
+
 def gateway_problem(code: str) -> str:
     """Say why a gateway cannot take a payment now, or "" when it can."""
     if code not in offered_codes():
         return f"unknown gateway {code!r}"
     try:
         get_gateway(code)
-    except GatewayConfigError as exc:
-        return f"gateway {code!r} is not available: {exc}"
+    except GatewayConfigError:
+        # The cause names settings: it is for the operator, never the customer.
+        return UNAVAILABLE
     return ""
 
 
@@ -328,3 +332,76 @@ def failing_deliveries(*, since: datetime) -> QuerySet[WebhookDelivery]:
         received_at__gte=since,
         outcome__in=(DeliveryOutcome.REJECTED, DeliveryOutcome.ERROR),
     ).order_by("-received_at")
+
+
+# --- monitoring (GET /metrics, GET /health/) --------------------------------------
+
+# Upper bounds (seconds) of the age buckets of pending payments; the last is open.
+PENDING_AGE_BUCKETS = ((300, "lt_5m"), (3600, "5m_1h"), (86400, "1h_24h"))
+PENDING_AGE_OLDEST = "gt_24h"
+
+
+@dataclass(frozen=True)
+class MonitoringSnapshot:
+    """What /metrics reports, read in a handful of index-backed aggregates."""
+
+    pending_by_gateway_age: dict[tuple[str, str], int]
+    needing_review: int
+    refunds_pending: int
+    payments_by_gateway_status: dict[tuple[str, str], int]
+    deliveries_by_gateway_outcome: dict[tuple[str, str], int]
+    last_reconciliation: ReconciliationRun | None
+
+
+def last_successful_reconciliation() -> ReconciliationRun | None:
+    """Return the most recent reconciliation run that finished."""
+    return (
+        ReconciliationRun.objects.filter(finished_at__isnull=False)
+        .order_by("-finished_at")
+        .first()
+    )
+
+
+def monitoring_snapshot(*, now: datetime | None = None) -> MonitoringSnapshot:
+    """Read the operational figures: counts by gateway, status, age and outcome.
+
+    Pending payments and reviews read partial or leading-column indexes; the
+    per-gateway totals read covering indexes, never the table's wide rows.
+    """
+    now = now or timezone.now()
+    buckets = {
+        label: Count("id", filter=Q(date_created__gt=now - timedelta(seconds=bound)))
+        for bound, label in PENDING_AGE_BUCKETS
+    }
+    pending = {}
+    for row in (
+        Payment.objects.filter(status=Payment.Status.PENDING)
+        .order_by()
+        .values("payment_gateway")
+        .annotate(total=Count("id"), **buckets)
+    ):
+        younger = 0
+        for _bound, label in PENDING_AGE_BUCKETS:
+            pending[(row["payment_gateway"], label)] = row[label] - younger
+            younger = row[label]
+        pending[(row["payment_gateway"], PENDING_AGE_OLDEST)] = row["total"] - younger
+    by_status = {
+        (row["payment_gateway"], row["status"]): row["n"]
+        for row in Payment.objects.order_by()
+        .values("payment_gateway", "status")
+        .annotate(n=Count("id"))
+    }
+    deliveries = {
+        (row["gateway"], row["outcome"]): row["n"]
+        for row in WebhookDelivery.objects.order_by()
+        .values("gateway", "outcome")
+        .annotate(n=Count("id"))
+    }
+    return MonitoringSnapshot(
+        pending_by_gateway_age=pending,
+        needing_review=Payment.objects.filter(needs_review=True).count(),
+        refunds_pending=Refund.objects.filter(status=RefundStatus.PENDING).count(),
+        payments_by_gateway_status=by_status,
+        deliveries_by_gateway_outcome=deliveries,
+        last_reconciliation=last_successful_reconciliation(),
+    )

@@ -1,7 +1,7 @@
 from django.urls import path, re_path
 from django.views.generic import RedirectView
 
-from .views import api, pages, sandbox, webhooks
+from .views import api, health, pages, sandbox, webhooks
 
 app_name = "payments"
 
@@ -14,6 +14,8 @@ urlpatterns = [
     path("api/payments/status/<slug:ref_id>/", api.payment_status, name="status"),
     path("api/payments/update-pending/", api.update_pending, name="update_pending"),
     path("api/webhooks/<slug:code>/", webhooks.webhook, name="webhook"),
+    path("health/", health.health, name="health"),
+    path("metrics", health.metrics, name="metrics"),
     path("sandbox/pay/<slug:token>/", sandbox.sandbox_pay, name="sandbox_pay"),
     # Anything else under /api/ (including malformed references) is a JSON 404.
     re_path(r"^api/", api.not_found),

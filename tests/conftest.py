@@ -19,6 +19,29 @@ def _fresh_gateways():
     registry.reset()
 
 
+@pytest.fixture(autouse=True)
+def _no_rate_limits(settings):
+    """Turn the per-IP limits off: the suite creates many payments from 127.0.0.1.
+
+    Tests of the limits themselves turn them back on (`rate_limits`); servers
+    started as subprocesses keep the defaults of the environment.
+    """
+    settings.RATE_LIMIT_CREATE = ""
+    settings.RATE_LIMIT_STATUS = ""
+
+
+@pytest.fixture
+def rate_limits(settings):
+    """Per-IP limits on, in a fresh cache: returns the settings to adjust."""
+    from django.core.cache import cache
+
+    settings.RATE_LIMIT_CREATE = "3/m"
+    settings.RATE_LIMIT_STATUS = "5/m"
+    cache.clear()
+    yield settings
+    cache.clear()
+
+
 @pytest.fixture
 def gateway_settings(settings):
     """Deep-copied GATEWAY_SETTINGS that a test may change freely."""

@@ -30,6 +30,7 @@ from .checks import (
     payment_claim_refresh,
     payments_record_checks,
 )
+from .health import HealthReport, system_health
 from .plans import plan_save
 from .reconcile import (
     claim_due,
@@ -90,6 +91,7 @@ __all__ = [
     "Entry",
     "GatewayNotConfigured",
     "GatewayUnavailable",
+    "HealthReport",
     "IdempotencyConflict",
     "IllegalTransition",
     "Intake",
@@ -136,6 +138,7 @@ __all__ = [
     "sandbox_choose",
     "schedulable_tasks",
     "schedule_validate",
+    "system_health",
     "webhook_ingest",
     "webhook_process",
     "webhook_reprocess",

@@ -14,6 +14,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from gateways.base import GatewayConfigError, GatewayError, PaymentRef, StatusResult
+from gateways.http import time_budget
 from gateways.money import in_range, quantize
 from gateways.registry import get_gateway
 
@@ -327,14 +328,17 @@ def payment_refresh_for_customer(*, payment: Payment) -> Payment:
     """Refresh a pending payment a customer is looking at, throttled; return it.
 
     Throttled per payment across workers (STATUS_REFRESH_SECONDS); never moves
-    the reconciler's schedule. A provider fault leaves the stored status.
+    the reconciler's schedule. The provider gets STATUS_REFRESH_BUDGET_SECONDS
+    in all, without retries: past it, or on any fault, the stored status is
+    answered and the reconciler checks later.
     """
     if payment.status != S.PENDING or not payment_claim_refresh(
         payment=payment, min_age_seconds=settings.STATUS_REFRESH_SECONDS
     ):
         return payment
     try:
-        payment_refresh(payment=payment, actor=STATUS_API_ACTOR)
+        with time_budget(settings.STATUS_REFRESH_BUDGET_SECONDS):
+            payment_refresh(payment=payment, actor=STATUS_API_ACTOR)
     except GatewayNotConfigured:
         return payment
     payment.refresh_from_db()
@@ -360,15 +364,16 @@ def payment_return(*, payment: Payment, params: Mapping[str, str]) -> Payment:
     seen = PaymentEvent.objects.filter(
         payment=payment, kind=EventKind.RETURN, data__status=payment.status
     ).exists()
-    payment_refresh(
-        payment=payment,
-        actor=RETURN_ACTOR,
-        kind=EventKind.REFRESH if seen else EventKind.RETURN,
-        data={
-            "note": note,
-            "cancelled": "cancelled" in params,
-            "status": payment.status,
-        },
-    )
+    with time_budget(settings.STATUS_REFRESH_BUDGET_SECONDS):
+        payment_refresh(
+            payment=payment,
+            actor=RETURN_ACTOR,
+            kind=EventKind.REFRESH if seen else EventKind.RETURN,
+            data={
+                "note": note,
+                "cancelled": "cancelled" in params,
+                "status": payment.status,
+            },
+        )
     payment.refresh_from_db()
     return payment

@@ -6,6 +6,7 @@ turns that into the HTTP answer the provider gets.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from enum import StrEnum
@@ -23,7 +24,7 @@ from gateways.base import (
     WebhookReply,
 )
 from gateways.money import in_range
-from gateways.registry import get_gateway
+from gateways.registry import ADAPTERS, get_gateway
 
 from ..exceptions import GatewayNotConfigured, WebhookNotAccepted
 from ..models import EventKind, Payment, WebhookDelivery
@@ -31,6 +32,8 @@ from .status import payment_ref, report_change
 from .transitions import Actor, Change, logger, payments_change
 
 Outcome = WebhookDelivery.Outcome
+# How much of a notification for an unconfigured gateway is kept.
+PREVIEW_BYTES = 1024
 
 
 class Intake(StrEnum):
@@ -49,7 +52,7 @@ class WebhookOutcome:
     """The stored delivery, what became of it, and the provider's expected reply."""
 
     intake: Intake
-    delivery: WebhookDelivery
+    delivery: WebhookDelivery | None  # None: nothing was stored
     message: str = ""
     reply: WebhookReply | None = None
 
@@ -83,20 +86,27 @@ def webhook_ingest(
     the payment change it causes (one commit); a delivery that is rejected,
     unmatched, a duplicate or fails is stored on its own.
     """
+    if gateway_code not in ADAPTERS:
+        # Anyone can POST here: a slug that names no gateway stores nothing.
+        return WebhookOutcome(Intake.UNKNOWN_GATEWAY, None, "no such gateway")
     delivery = WebhookDelivery(
-        gateway=gateway_code[:32],
+        gateway=gateway_code,
         body=storable(body.decode("utf-8", "replace")),
         remote_addr=remote_addr,
     )
     try:
         gateway = get_gateway(gateway_code)
     except GatewayConfigError as exc:
+        # Kept short for the operator (a provider may be calling an unconfigured
+        # gateway): the first KiB and a hash, never a large anonymous body.
+        delivery.body = storable(body[:PREVIEW_BYTES].decode("utf-8", "replace"))
         delivery.headers = redact_headers(headers, ())
-        store_delivery(
-            delivery, Outcome.REJECTED, error=f"gateway not configured: {exc}"
+        error = (
+            f"gateway not configured: {exc}; body of {len(body)} bytes, "
+            f"sha256 {hashlib.sha256(body).hexdigest()}"
         )
-        message = f"gateway {gateway_code!r} is not configured"
-        return WebhookOutcome(Intake.UNKNOWN_GATEWAY, delivery, message)
+        store_delivery(delivery, Outcome.REJECTED, error=error)
+        return WebhookOutcome(Intake.UNKNOWN_GATEWAY, delivery, "no such gateway")
     delivery.headers = redact_headers(headers, gateway.secret_headers)
     try:
         event = gateway.parse_webhook(body, headers)

@@ -18,6 +18,7 @@ from ..forms import PaymentCreateForm
 from ..models import Payment
 from .common import json_error, site_url
 from .errors import api_errors, error_response
+from .limits import rate_limited
 from .pages import checkout_context
 
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
@@ -76,6 +77,7 @@ def _wants_json(request, is_form: bool) -> bool:
 
 @csrf_exempt
 @require_POST
+@rate_limited("RATE_LIMIT_CREATE", scope="create")
 @api_errors
 def payment_create(request):
     """Create a payment; JSON for API clients, a redirect for the checkout form."""
@@ -158,12 +160,17 @@ def _once(key: str, fingerprint: str, create) -> HttpResponse:
 
 
 def _checkout_page(request, form, status: int):
-    return render(
+    response = render(
         request, "payments/checkout.html", checkout_context(form), status=status
     )
+    # The checkout page's own form POST gets the page back with its errors:
+    # the one HTML answer under /api/ (ApiErrorMiddleware leaves it alone).
+    response.renders_page = True
+    return response
 
 
 @require_GET
+@rate_limited("RATE_LIMIT_STATUS", scope="status")
 def payment_status(request, ref_id: str):
     """Return a payment's public status, refreshing it from the provider."""
     payment = Payment.objects.filter(ref_id=ref_id).first()

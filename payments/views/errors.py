@@ -3,8 +3,15 @@
 from __future__ import annotations
 
 import functools
+import re
+import sys
 
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
+from django.db import InterfaceError, OperationalError
 from django.http import HttpResponse, JsonResponse
+from django.views import defaults
+from django.views.csrf import csrf_failure as django_csrf_failure
 
 from .. import exceptions as errors
 from ..services import Intake, WebhookOutcome
@@ -17,7 +24,7 @@ ERRORS: dict[type[errors.PaymentError], tuple[int, str]] = {
         503,
         "the payment provider is unavailable, please try again later",
     ),
-    errors.GatewayNotConfigured: (503, "this payment method is not available"),
+    errors.GatewayNotConfigured: (503, "payment method unavailable"),
     errors.RefundNotAllowed: (400, ""),
     errors.IllegalTransition: (409, ""),
     errors.WebhookNotAccepted: (400, ""),
@@ -37,9 +44,27 @@ def json_error(
     fields: dict[str, list[str]] | None = None,
     extra: dict | None = None,
 ) -> JsonResponse:
-    """Return the project's error shape: {"error": ..., "fields": {...}}."""
-    body = {"error": message, "fields": fields or {}, **(extra or {})}
+    """Return the project's error shape: {"error": ..., "fields": {...}}.
+
+    A message that names a setting (MPGS_API_BASE_URL, ...) is for operators:
+    the client reads "payment method unavailable" instead.
+    """
+    fields = {
+        name: [_public(text) for text in texts]
+        for name, texts in (fields or {}).items()
+    }
+    body = {"error": _public(message), "fields": fields, **(extra or {})}
     return JsonResponse(body, status=status)
+
+
+# An upper-case, underscore-joined word: the shape of every setting name.
+SETTING_NAME = re.compile(r"\b[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+\b")
+
+
+def _public(message: str) -> str:
+    if SETTING_NAME.search(str(message)):
+        return "payment method unavailable"
+    return message
 
 
 def error_response(exc: errors.PaymentError) -> JsonResponse:
@@ -54,6 +79,88 @@ def error_response(exc: errors.PaymentError) -> JsonResponse:
     payment = getattr(exc, "payment", None)
     extra = {"ref_id": payment.ref_id, "status": payment.status} if payment else {}
     return json_error(status, public or str(exc), fields, extra)
+
+
+# What a client reads when Django itself refused a request under /api/.
+PLAIN_MESSAGES = {
+    400: "bad request",
+    403: "forbidden",
+    404: "no such API endpoint",
+    405: "method not allowed",
+    413: "request body is too large",
+    429: "too many requests",
+    500: "internal error: the request could not be completed",
+    503: "service temporarily unavailable, please try again later",
+}
+
+
+def api_path(path: str) -> bool:
+    """Tell whether a request path belongs to the JSON API."""
+    return path == "/api" or path.startswith("/api/")
+
+
+def plain_message(status: int) -> str:
+    """Return the generic message for an HTTP error status."""
+    return PLAIN_MESSAGES.get(status) or (
+        "request failed" if status < 500 else PLAIN_MESSAGES[500]
+    )
+
+
+def outage_exceptions() -> tuple[type[BaseException], ...]:
+    """Return the exceptions that mean the database or the cache is down."""
+    kinds: list[type[BaseException]] = [OperationalError, InterfaceError]
+    try:
+        from redis import exceptions as redis_errors
+    except ImportError:  # pragma: no cover - redis is a runtime requirement
+        return tuple(kinds)
+    return (*kinds, redis_errors.ConnectionError, redis_errors.TimeoutError)
+
+
+def outage_response() -> JsonResponse:
+    """Answer a request that met a database or cache outage: 503, Retry-After."""
+    response = json_error(503, PLAIN_MESSAGES[503])
+    response["Retry-After"] = str(settings.OUTAGE_RETRY_AFTER_SECONDS)
+    return response
+
+
+def csrf_failure(request, reason: str = ""):
+    """Answer a failed CSRF check: JSON under /api/, Django's page elsewhere."""
+    if api_path(request.path):
+        return json_error(403, "CSRF check failed: reload the page and try again")
+    return django_csrf_failure(request, reason)
+
+
+def page_not_found(request, exception=None):
+    """handler404: JSON under /api/, the HTML page elsewhere."""
+    if api_path(request.path):
+        return json_error(404, plain_message(404))
+    return defaults.page_not_found(request, exception)
+
+
+def bad_request(request, exception=None):
+    """handler400: JSON under /api/ (413 for an oversized body)."""
+    if api_path(request.path):
+        if isinstance(exception, RequestDataTooBig):
+            return json_error(413, plain_message(413))
+        return json_error(400, plain_message(400))
+    return defaults.bad_request(request, exception)
+
+
+def permission_denied(request, exception=None):
+    """handler403: JSON under /api/."""
+    if api_path(request.path):
+        return json_error(403, plain_message(403))
+    return defaults.permission_denied(request, exception)
+
+
+def server_error(request):
+    """handler500: JSON under /api/ (503 when the database or cache is down)."""
+    if not api_path(request.path):
+        return defaults.server_error(request)
+    exc = sys.exc_info()[1]
+    if exc is not None and isinstance(exc, outage_exceptions()):
+        return outage_response()
+    return json_error(500, plain_message(500))
 
 
 def api_errors(view):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from django.core.exceptions import RequestDataTooBig
+from django.conf import settings
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
@@ -11,14 +11,37 @@ from .common import client_ip, json_error
 from .errors import webhook_response
 
 
+class BodyTooLarge(Exception):
+    pass
+
+
+def _capped_body(request, cap: int) -> bytes:
+    """Read at most `cap` bytes of the body; raise BodyTooLarge past it.
+
+    The declared length is checked before anything is read, and the stream is
+    read to cap + 1 bytes at most, so an oversized body never sits in memory.
+    """
+    try:
+        declared = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        declared = 0
+    if declared > cap:
+        raise BodyTooLarge
+    body = request.read(cap + 1)
+    if len(body) > cap:
+        raise BodyTooLarge
+    return body
+
+
 @csrf_exempt
 @require_POST
 def webhook(request, code: str):
     """Receive a provider notification; 2xx only once stored and applied."""
+    cap = settings.API_MAX_BODY_BYTES
     try:
-        body = request.body
-    except RequestDataTooBig:
-        return json_error(413, "notification body is too large")
+        body = _capped_body(request, cap)
+    except BodyTooLarge:
+        return json_error(413, f"notification body is over {cap} bytes")
     outcome = services.webhook_ingest(
         gateway_code=code,
         body=body,

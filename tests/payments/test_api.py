@@ -52,7 +52,7 @@ def test_form_post_redirects_to_provider_page(client, valid):
         ({"plan": "no-such-plan"}, "plan", "unknown plan"),
         ({"payment_gateway": None}, "payment_gateway", "required"),
         ({"payment_gateway": "paypal"}, "payment_gateway", "unknown gateway"),
-        ({"payment_gateway": "mpgs"}, "payment_gateway", "not available"),
+        ({"payment_gateway": "mpgs"}, "payment_gateway", "payment method unavailable"),
         ({"email": "not-an-email"}, "email", "valid email"),
         ({"email": None}, "email", "required"),
         ({"amount": "0.01"}, "amount", "set by the server"),

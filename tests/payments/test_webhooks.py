@@ -186,3 +186,75 @@ def test_garbage_to_every_webhook_url_is_4xx_never_500(client, providers):
         WebhookDelivery.objects.exclude(outcome__in=["REJECTED", "UNMATCHED"]).count()
         == 0
     )
+
+
+# --- bounded intake ------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_a_notification_to_an_unknown_gateway_stores_nothing(client):
+    response = client.post(
+        "/api/webhooks/no-such-gateway/",
+        b"x" * 60_000,
+        content_type="application/octet-stream",
+    )
+    assert response.status_code == 404
+    assert response.json()["error"] == "no such gateway"
+    assert not WebhookDelivery.objects.exists()
+
+
+@pytest.mark.django_db
+def test_an_unconfigured_gateway_keeps_one_kib_and_a_hash(client):
+    import hashlib
+
+    body = b'{"txn_id": "abc"}' + b" " * 50_000
+    response = client.post(
+        "/api/webhooks/coinpayments/", body, content_type="application/json"
+    )
+    assert response.status_code == 404
+    delivery = WebhookDelivery.objects.get()
+    assert delivery.outcome == WebhookDelivery.Outcome.REJECTED
+    assert len(delivery.body.encode()) == 1024
+    assert hashlib.sha256(body).hexdigest() in delivery.error
+    assert f"{len(body)} bytes" in delivery.error
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("code", ["sandbox", "no-such-gateway"])
+def test_bodies_over_64_kib_are_413_json_and_not_stored(client, sandbox, code):
+    response = client.post(
+        f"/api/webhooks/{code}/",
+        b"{" + b" " * (64 * 1024) + b"}",
+        content_type="application/json",
+    )
+    assert response.status_code == 413
+    assert response.json()["error"] == "notification body is over 65536 bytes"
+    assert not WebhookDelivery.objects.exists()
+
+
+@pytest.mark.django_db
+def test_a_declared_length_over_the_cap_is_refused_before_reading(client, sandbox):
+    """The Content-Length alone decides: the body is never read."""
+    from io import BytesIO
+
+    from django.core.handlers.wsgi import WSGIRequest
+
+    from payments.views.webhooks import webhook
+
+    stream = BytesIO(b"{}")
+    request = WSGIRequest(
+        {
+            "REQUEST_METHOD": "POST",
+            "PATH_INFO": URL,
+            "CONTENT_TYPE": "application/json",
+            "CONTENT_LENGTH": str(100 * 1024),
+            "wsgi.input": stream,
+            "SERVER_NAME": "testserver",
+            "SERVER_PORT": "80",
+            "wsgi.url_scheme": "http",
+        }
+    )
+    response = webhook(request, code="sandbox")
+    assert response.status_code == 413
+    assert stream.tell() == 0
+    assert not WebhookDelivery.objects.exists()
