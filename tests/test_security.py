@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 import re
-import signal
-import socket
 import subprocess
 import sys
-import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -18,6 +14,7 @@ from django.views.debug import technical_500_response
 
 from payments import services
 from tests.conftest import production_env, subprocess_database_url
+from tests.servers import gunicorn
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -204,47 +201,6 @@ def debug_page(request, connection_url: str) -> str:
 
 
 # --- a production process: gunicorn, DEBUG off, after collectstatic ------------------
-
-
-@contextmanager
-def gunicorn(env: dict[str, str]):
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "backoffice.wsgi",
-            "--workers",
-            "1",
-            "--bind",
-            f"127.0.0.1:{port}",
-        ],
-        cwd=ROOT,
-        env=env,
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                requests.get(f"{base}/static/", timeout=2)
-                break
-            except requests.ConnectionError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise AssertionError(server.stderr.read().decode()) from None
-                time.sleep(0.2)
-        yield base
-    finally:
-        import os
-
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=10)
 
 
 @pytest.mark.slow

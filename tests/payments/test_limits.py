@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
+import requests
 from django.test import RequestFactory
 
 from payments.models import Payment
@@ -152,61 +154,19 @@ def test_a_malformed_rate_refuses_to_start():
 @pytest.mark.django_db(transaction=True)
 def test_the_limit_holds_across_gunicorn_workers(settings):
     """Two worker processes share one count: the cache, not process memory."""
-    import os
-    import signal
-    import socket
-    import subprocess
-    import sys
-    import time
-    from pathlib import Path
-
-    import requests
     from django.core.cache import cache
 
-    from tests.conftest import subprocess_database_url
+    from tests.conftest import production_env, subprocess_database_url
+    from tests.servers import gunicorn
 
     cache.clear()
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    env = {
-        **os.environ,
-        "DATABASE_URL": subprocess_database_url(),
-        "SECRET_KEY": settings.SECRET_KEY,
-        "DEBUG": "false",
-        "ALLOWED_HOSTS": "127.0.0.1",
-        "SECURE_SSL_REDIRECT": "false",
+    env = production_env(
+        DATABASE_URL=subprocess_database_url(),
+        REDIS_URL=os.environ.get("REDIS_URL"),
         # A day's window: the test cannot straddle a window boundary in practice.
-        "RATE_LIMIT_STATUS": "10/d",
-    }
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "backoffice.wsgi",
-            "--workers",
-            "2",
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--timeout",
-            "30",
-        ],
-        cwd=Path(__file__).resolve().parents[2],
-        env=env,
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        RATE_LIMIT_STATUS="10/d",
     )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                requests.get(f"{base}/health/", timeout=5)
-                break
-            except requests.RequestException:
-                time.sleep(0.2)
+    with gunicorn(env, workers=2) as base:
         codes = []
         for n in range(24):
             # A new connection each time, so both workers take requests.
@@ -216,7 +176,4 @@ def test_the_limit_holds_across_gunicorn_workers(settings):
                 timeout=10,
             )
             codes.append(response.status_code)
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=10)
     assert codes == [404] * 10 + [429] * 14

@@ -87,61 +87,20 @@ def test_flow_under_gunicorn_with_two_workers(
 ):
     """The sandbox's notification never calls back into the server: no deadlock."""
     import os
-    import signal
-    import socket
-    import subprocess
-    import sys
-    import time
-    from pathlib import Path
 
-    from tests.conftest import subprocess_database_url
+    from tests.conftest import production_env, subprocess_database_url
+    from tests.servers import gunicorn
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    env = {
-        **os.environ,
-        "DATABASE_URL": subprocess_database_url(),
-        "SECRET_KEY": settings.SECRET_KEY,
-        "DEBUG": "false",
-        "SANDBOX_ENABLED": "true",
-        "SANDBOX_ALLOW_WITHOUT_DEBUG": "true",
-        "STATIC_ROOT": str(collected_static),
-        "SANDBOX_WEBHOOK_SECRET": settings.GATEWAY_SETTINGS["sandbox"]["secret"],
-        "ALLOWED_HOSTS": "127.0.0.1",
-        "SECURE_SSL_REDIRECT": "false",
-        "SESSION_COOKIE_SECURE": "false",
-        "CSRF_COOKIE_SECURE": "false",
-        "PAYMENT_GATEWAYS": "sandbox",
-    }
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "backoffice.wsgi",
-            "--workers",
-            "2",
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--timeout",
-            "30",
-        ],
-        cwd=Path(__file__).resolve().parents[2],
-        env=env,
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+    env = production_env(
+        DATABASE_URL=subprocess_database_url(),
+        REDIS_URL=os.environ.get("REDIS_URL"),
+        SANDBOX_ENABLED="true",
+        SANDBOX_ALLOW_WITHOUT_DEBUG="true",
+        STATIC_ROOT=str(collected_static),
+        SANDBOX_WEBHOOK_SECRET=settings.GATEWAY_SETTINGS["sandbox"]["secret"],
+        PAYMENT_GATEWAYS="sandbox",
     )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if requests.get(f"{base}/checkout/", timeout=5).status_code == 200:
-                    break
-            except requests.RequestException:
-                time.sleep(0.2)
+    with gunicorn(env, workers=2) as base:
 
         class Server:
             url = base
@@ -150,8 +109,5 @@ def test_flow_under_gunicorn_with_two_workers(
         result = press(http, created["payment_url"], "pay")
         assert "Payment received" in result.text
         assert status(Server, http, created["ref_id"])["status"] == "COMPLETED"
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=10)
     payment = Payment.objects.get(ref_id=created["ref_id"])
     assert payment.deliveries.get().outcome == "APPLIED"
