@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import subprocess
 import sys
 import tempfile
 import threading
@@ -47,37 +46,13 @@ sys.path.insert(0, str(ROOT))
 from bench.webhooks import (  # noqa: E402
     Load,
     free_port,
+    start_server,
     stop_server,
     wait_until_up,
 )
 
 HANG_SECONDS = 600.0
 SEED = 20261129
-
-
-def start_server(workers: int, threads: int, port: int, log) -> subprocess.Popen:
-    """gunicorn with threads: a hanging provider call holds a thread, not a worker."""
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "backoffice.wsgi",
-            "--workers",
-            str(workers),
-            "--threads",
-            str(threads),
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--timeout",
-            "60",
-        ],
-        cwd=ROOT,
-        env=dict(os.environ),
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=log,
-    )
 
 
 class Mixed:
@@ -139,7 +114,8 @@ def main() -> None:
     fake = FakeProviderServer().start()
     mpgs = fake.gateway_settings()["mpgs"]
     os.environ.update(
-        SECRET_KEY="bench",
+        SECRET_KEY="bench-only-secret-key-never-used-outside-local-benchmarks-0123456789",
+        STATIC_ROOT=os.environ.get("STATIC_ROOT", "/tmp/bench-status-static"),
         DEBUG="false",
         PAYMENT_GATEWAYS="mpgs",
         MPGS_API_BASE_URL=str(mpgs["api_base_url"]),
@@ -170,6 +146,8 @@ def main() -> None:
     call_command("migrate", verbosity=0)
     call_command("createcachetable", verbosity=0)
     call_command("flush", interactive=False, verbosity=0)
+    # DEBUG is off: /checkout/ names the hashed files of collectstatic's manifest.
+    call_command("collectstatic", interactive=False, verbosity=0)
     plan = Plan.objects.create(
         code="bench", name="Bench", price=Decimal("19.00"), currency="USD"
     )
@@ -219,7 +197,7 @@ def main() -> None:
         ).run()
 
     with tempfile.TemporaryFile() as log:
-        server = start_server(args.workers, args.threads, port, log)
+        server = start_server(args.workers, port, log, threads=args.threads, timeout=60)
         try:
             wait_until_up(server, f"{base}/checkout/")
             Load(args.page_clients, 1.0, page_request).run()  # warm every worker up

@@ -60,7 +60,10 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def start_server(workers: int, port: int, log) -> subprocess.Popen:
+def start_server(
+    workers: int, port: int, log, *, threads: int = 1, timeout: int = 30
+) -> subprocess.Popen:
+    """gunicorn on loopback with this process's environment (its own group)."""
     return subprocess.Popen(
         [
             sys.executable,
@@ -69,10 +72,12 @@ def start_server(workers: int, port: int, log) -> subprocess.Popen:
             "backoffice.wsgi",
             "--workers",
             str(workers),
+            "--threads",
+            str(threads),
             "--bind",
             f"127.0.0.1:{port}",
             "--timeout",
-            "30",
+            str(timeout),
         ],
         cwd=ROOT,
         env=dict(os.environ),
