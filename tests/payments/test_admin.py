@@ -20,6 +20,7 @@ from gateways import registry
 from payments import services
 from payments.models import (
     EventKind,
+    ExportJob,
     IdempotencyRecord,
     Payment,
     PaymentEvent,
@@ -129,6 +130,7 @@ def everything(completed, pending, admin_user):
         response_body={"ref_id": pending.ref_id},
     )
     ReconciliationRun.objects.create(trigger="schedule", checked=2, changed=1)
+    ExportJob.objects.create(requested_by=admin_user, filters="q=x", format="csv")
     Group.objects.create(name="Support")
     Schedule.objects.create(
         name="reconcile",
@@ -160,6 +162,7 @@ def test_every_registered_model_renders(admin_client, everything):
         "payments.WebhookDelivery",
         "payments.ReconciliationRun",
         "payments.IdempotencyRecord",
+        "payments.ExportJob",
         "auth.User",
         "auth.Group",
         "django_q.Schedule",
