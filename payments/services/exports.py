@@ -42,6 +42,7 @@ from ..models import ExportFormat, ExportJob, ExportStatus
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 CHUNK_ROWS = 5000
 DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
+CRLF = "\r\n"
 
 TEXT, DATETIME, MONEY, DECIMAL, FLAG = "text", "datetime", "money", "decimal", "flag"
 
@@ -252,13 +253,18 @@ def _no_progress(rows: int) -> None:
 def write_csv(
     queryset: QuerySet, out: IO[bytes], *, progress: Progress = _no_progress
 ) -> int:
-    """Write the payments as UTF-8 CSV (header first); return the row count."""
-    out.write(_csv_line(HEADERS))
+    """Write the payments as UTF-8 CSV (header first); return the row count.
+
+    COPY ends lines with LF; Python's csv module is given CRLF, because it
+    quotes a field holding a carriage return only when CR ends its lines.
+    """
     if uses_copy(queryset):
+        out.write(_csv_line(HEADERS, "\n"))
         return _copy_csv(queryset, out, progress)
+    out.write(_csv_line(HEADERS))
     rows = 0
     buffer = _LineBuffer()
-    writer = csv.writer(buffer, lineterminator="\n")
+    writer = csv.writer(buffer, lineterminator=CRLF)
     for row in payment_rows(queryset):
         writer.writerow(row)
         rows += 1
@@ -304,9 +310,9 @@ class _LineBuffer:
         return data
 
 
-def _csv_line(cells: Iterable[Any]) -> bytes:
+def _csv_line(cells: Iterable[Any], terminator: str = "\r\n") -> bytes:
     buffer = _LineBuffer()
-    csv.writer(buffer, lineterminator="\n").writerow(cells)
+    csv.writer(buffer, lineterminator=terminator).writerow(cells)
     return buffer.take()
 
 
