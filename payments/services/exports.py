@@ -17,7 +17,9 @@ rows is in memory, whatever the row count.
 
 from __future__ import annotations
 
+import copy
 import csv
+import logging
 import os
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
@@ -29,13 +31,15 @@ from typing import IO, Any
 
 from django.conf import settings
 from django.core.files.storage import default_storage
-from django.db import connections, transaction
+from django.db import DatabaseError, connections, transaction
 from django.db.models import CharField, F, Func, QuerySet
 from django.utils import timezone
 
 from gateways.money import THREE_DECIMAL, ZERO_DECIMAL, quantize
 
 from ..models import ExportFormat, ExportJob, ExportStatus
+
+logger = logging.getLogger(__name__)
 
 # A cell starting with one of these is run as a formula by Excel, LibreOffice
 # or Google Sheets (OWASP "CSV injection"; ASVS 1.2.10).
@@ -442,9 +446,11 @@ def export_job_run(
 class _ProgressReporter:
     """Write a job's percentage as rows are written, at most once per 2 %.
 
-    On PostgreSQL the rows are read in a transaction (and COPY holds its
-    connection), so the percentage goes through a connection of its own,
-    committed at once; SQLite writes it on the shared connection.
+    Through a connection of its own, committed at once: the rows are read in
+    a transaction on PostgreSQL (and COPY holds its connection), and on
+    SQLite a write from the reading connection fails once another process
+    has written since the read began. The percentage is advisory: a write
+    that cannot be made within a second is skipped.
     """
 
     STEP = 2
@@ -453,10 +459,8 @@ class _ProgressReporter:
         self.job_id = job_id
         self.expected = 0
         self.shown = 0
-        self.own = connections[using].vendor == "postgresql"
-        self.connection = (
-            connections.create_connection(using) if self.own else connections[using]
-        )
+        self.using = using
+        self.connection = None
 
     def __call__(self, rows: int) -> None:
         if not self.expected:
@@ -465,15 +469,27 @@ class _ProgressReporter:
         if percent < self.shown + self.STEP:
             return
         self.shown = percent
-        table = self.connection.ops.quote_name(ExportJob._meta.db_table)
-        with self.connection.cursor() as cursor:
-            cursor.execute(
-                f"UPDATE {table} SET progress = %s WHERE id = %s AND progress < %s",  # noqa: S608
-                [percent, self.job_id, percent],
-            )
+        table = ExportJob._meta.db_table
+        try:
+            with self._connection().cursor() as cursor:
+                cursor.execute(
+                    f'UPDATE "{table}" SET progress = %s WHERE id = %s AND progress < %s',  # noqa: S608
+                    [percent, self.job_id, percent],
+                )
+        except DatabaseError:
+            logger.info("export %s: progress %s%% not recorded", self.job_id, percent)
+
+    def _connection(self):
+        if self.connection is None:
+            shared = connections[self.using]
+            params = copy.deepcopy(shared.settings_dict)
+            if shared.vendor == "sqlite":
+                params["OPTIONS"] = {**params.get("OPTIONS", {}), "timeout": 1}
+            self.connection = type(shared)(params, alias=self.using)
+        return self.connection
 
     def close(self) -> None:
-        if self.own:
+        if self.connection is not None:
             self.connection.close()
 
 
