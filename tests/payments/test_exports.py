@@ -553,6 +553,21 @@ def test_owasp_payloads_are_neutralised_in_both_csv_engines(payloads):
     assert_neutralised(csv_rows(python.getvalue().encode()), numbers_native=False)
 
 
+def test_owasp_payloads_are_neutralised_in_both_xlsx_engines(payloads):
+    """COPY-written rows on PostgreSQL, openpyxl's appended rows everywhere."""
+    out = io.BytesIO()
+    exports.write_xlsx(Payment.objects.all(), out)
+    assert_neutralised(xlsx_rows(out.getvalue()), numbers_native=True)
+    python = io.BytesIO()
+    exports.write_xlsx_rows(
+        "Payments",
+        exports.HEADERS,
+        exports.payment_rows(Payment.objects.all(), for_xlsx=True),
+        python,
+    )
+    assert_neutralised(xlsx_rows(python.getvalue()), numbers_native=True)
+
+
 @pytest.mark.parametrize("native", [False, True])
 def test_owasp_payloads_are_neutralised_by_the_import_export_resource(payloads, native):
     from import_export.formats.base_formats import CSV, XLSX
@@ -588,6 +603,23 @@ def test_copy_and_python_rows_agree_cell_for_cell(mix):
     amounts = {(row[8], row[9]) for row in python}
     assert {("JPY", "1500"), ("KWD", "2.125"), ("EUR", "24.00")} <= amounts
     assert {row[14] for row in python} == {"", "0.000123"}
+
+
+def test_xlsx_engines_agree_cell_for_cell(mix):
+    queryset = Payment.objects.order_by("-date_created", "-id")
+    out = io.BytesIO()
+    exports.write_xlsx(queryset, out)
+    python = io.BytesIO()
+    exports.write_xlsx_rows(
+        "Payments",
+        exports.HEADERS,
+        exports.payment_rows(queryset, for_xlsx=True),
+        python,
+    )
+    assert xlsx_rows(out.getvalue()) == xlsx_rows(python.getvalue())
+    sheet = load_workbook(out).worksheets[0]
+    created = sheet.cell(2, list(exports.HEADERS).index("Created (UTC)") + 1)
+    assert created.is_date and created.number_format == "yyyy-mm-dd h:mm:ss"
 
 
 def test_the_resource_has_the_export_columns_and_refuses_imports(mix):
