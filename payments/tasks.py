@@ -55,12 +55,20 @@ def apply_webhooks() -> int:
     return services.webhooks_apply_received()
 
 
+EXPORT_TASK_TIMEOUT = 3600
+
+
 def enqueue_export(*, user, filters: str, fmt: str) -> ExportJob:
     """Record an export job and queue it once the record is committed."""
     job = exports.export_job_create(user=user, filters=filters, fmt=fmt)
+    # Its own timeout: a large XLSX on SQLite may outlast the cluster's 300 s.
+    # A redelivery after Q_CLUSTER["retry"] finds the job claimed and stops.
     transaction.on_commit(
         lambda: async_task(
-            "payments.tasks.run_export", job.pk, task_name=f"export-{job.pk}"
+            "payments.tasks.run_export",
+            job.pk,
+            task_name=f"export-{job.pk}",
+            timeout=EXPORT_TASK_TIMEOUT,
         )
     )
     return job

@@ -17,6 +17,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.core.exceptions import PermissionDenied
+from django.db.models import QuerySet
 from django.http import (
     FileResponse,
     Http404,
@@ -65,7 +66,7 @@ def export_filters(request: HttpRequest) -> str:
     return params.urlencode()
 
 
-def changelist_queryset(filters: str, user) -> object:
+def changelist_queryset(filters: str, user) -> QuerySet:
     """Return the payments the changelist lists for `filters`, as `user` sees them.
 
     What a background job exports: the payment admin reads the stored query
@@ -306,11 +307,12 @@ class ExportJobAdmin(ReadOnlyAdminMixin, ModelAdmin):
             '<div class="flex items-center gap-2 min-w-32" data-progress="{}"{}>'
             '<div class="bg-base-200 dark:bg-base-700 h-2 rounded-full w-24">'
             '<div class="bg-primary-600 h-2 rounded-full" style="width: {}%"></div>'
-            "</div><span>{} %</span></div>",
+            "</div><span>{} %</span> {}</div>",
             obj.progress,
             poll,
             obj.progress,
             obj.progress,
+            self.download(obj) if obj.status == ExportStatus.DONE else "",
         )
 
     @display(description=_("file"))
