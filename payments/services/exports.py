@@ -203,17 +203,22 @@ def _sql_list(codes: Iterable[str]) -> str:
     return ", ".join(f"'{code}'" for code in sorted(codes) if code.isalpha())
 
 
+# One integer compare per cell: the first character's code (= + - @ tab CR).
 NEUTRALISE_SQL = (
-    "CASE WHEN substr(coalesce({x}, ''), 1, 1) IN "
-    "('=', '+', '-', '@', chr(9), chr(13)) "
-    "THEN '''' || {x} ELSE coalesce({x}, '') END"
+    "CASE WHEN ascii({x}) IN ("
+    + ", ".join(str(ord(c)) for c in FORMULA_STARTS)
+    + ") THEN '''' || {x} ELSE coalesce({x}, '') END"
 )
+# One hashed look-up per amount in the common case (2 decimals); codes are
+# compared byte by byte ("C" collation), not by the locale's rules.
 MONEY_SQL = (
-    f"(CASE WHEN {{c}} IN ({_sql_list(ZERO_DECIMAL)}) THEN round({{x}}, 0) "
-    f"WHEN {{c}} IN ({_sql_list(THREE_DECIMAL)}) THEN round({{x}}, 3) "
+    f'(CASE WHEN {{c}} COLLATE "C" IN ({_sql_list(ZERO_DECIMAL | THREE_DECIMAL)}) '
+    f'THEN (CASE WHEN {{c}} COLLATE "C" IN ({_sql_list(THREE_DECIMAL)}) '
+    "THEN round({x}, 3) ELSE round({x}, 0) END) "
     "ELSE round({x}, 2) END)::text"
 )
-DATE_SQL = "to_char({x} AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS')"
+# The COPY runs with DateStyle ISO: "YYYY-MM-DD HH:MM:SS".
+DATE_SQL = "date_trunc('second', {x} AT TIME ZONE 'UTC')::text"
 DECIMAL_SQL = "CASE WHEN {x} = 0 THEN '0' ELSE rtrim(rtrim(({x})::text, '0'), '.') END"
 FLAG_SQL = "CASE WHEN {x} THEN 'yes' ELSE 'no' END"
 
@@ -288,17 +293,15 @@ def _copy_csv(queryset: QuerySet, out: IO[bytes], progress: Progress) -> int:
     rows = 0
     # In a transaction: the statement sees one snapshot, even when the caller
     # runs in autocommit.
-    with (
-        transaction.atomic(using=queryset.db),
-        connection.cursor() as cursor,
-        cursor.cursor.copy(statement, params) as copy,
-    ):
-        # PostgreSQL sends one message per row.
-        for data in copy:
-            out.write(data)
-            rows += 1
-            if rows % CHUNK_ROWS == 0:
-                progress(rows)
+    with transaction.atomic(using=queryset.db), connection.cursor() as cursor:
+        cursor.execute("SET LOCAL DateStyle TO 'ISO, YMD'")
+        with cursor.cursor.copy(statement, params) as copy:
+            # PostgreSQL sends one message per row.
+            for data in copy:
+                out.write(data)
+                rows += 1
+                if rows % CHUNK_ROWS == 0:
+                    progress(rows)
     return rows
 
 
