@@ -812,3 +812,25 @@ def test_plan_import_is_for_superusers(client, admin_client, finance):
     url = reverse("admin:payments_plan_import")
     assert admin_client.get(url).status_code == 200
     assert as_user(client, finance).get(url).status_code == 403
+
+
+@pytest.mark.parametrize("fmt", ["csv", "xlsx"])
+def test_owasp_payloads_are_neutralised_in_the_settlement_export(
+    client, payloads, finance, fmt
+):
+    client = as_user(client, finance)
+    today = timezone.localdate().isoformat()
+    response = client.get(
+        reverse("admin:payments_settlement"),
+        {"start": today, "end": today, "format": fmt},
+    )
+    data = body(response)
+    rows = csv_rows(data) if fmt == "csv" else xlsx_rows(data)
+    gateways = [row["Gateway"] for row in rows if row["Day"] != "Total"]
+    assert len(gateways) == len({p[:32] for p in OWASP_PAYLOADS})
+    for gateway in gateways:
+        assert gateway.startswith("'"), gateway
+    totals = [row for row in rows if row["Day"] == "Total"]
+    assert [(t["Currency"], Decimal(str(t["Net"]))) for t in totals] == [
+        ("USD", Decimal("56.25"))  # 15 payments of 5.00 less 1.25 refunded
+    ]
