@@ -14,6 +14,7 @@ from __future__ import annotations
 from datetime import date, timedelta
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.core.exceptions import PermissionDenied
@@ -174,8 +175,7 @@ class PaymentExportMixin(ExportActionMixin):
 
 
 def request_limit() -> int:
-    from django.conf import settings
-
+    """The most rows an export writes within the request (EXPORT_SYNC_LIMIT)."""
     return settings.EXPORT_SYNC_LIMIT
 
 
