@@ -295,6 +295,15 @@ def main() -> None:
         measured["label"] = label
         results.append(measured)
         print(f"  {label}: {measured['seconds']:.2f} s", flush=True)
+    if "floor" in paths:
+        # The floor again, last: the first export of a run reads colder caches.
+        again = run_child(url, "floor", 0)
+        print(f"  floor, again: {again['seconds']:.2f} s", flush=True)
+        first = next(r for r in results if r["path"] == "floor")
+        if again["seconds"] < first["seconds"]:
+            results[results.index(first)] = {**again, "label": "floor (best of 2)"}
+        else:
+            first["label"] = "floor (best of 2)"
     by_path = {r["path"]: r for r in results}
     floor = by_path["floor"]["seconds"] if "floor" in by_path else 1.0
     print(f"\n{args.rows:,} payments, database {url.rsplit('/', 1)[-1]}")
