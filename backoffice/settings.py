@@ -373,6 +373,16 @@ OUTAGE_RETRY_AFTER_SECONDS = 30
 # Bearer token for GET /metrics; empty = /metrics answers 404.
 METRICS_TOKEN = config("METRICS_TOKEN", default="")
 
+# Payment exports: more rows than this are written by a background job
+# (an ExportJob) instead of the request; its file is deleted after
+# EXPORT_RETENTION_DAYS days.
+EXPORT_SYNC_LIMIT = config("EXPORT_SYNC_LIMIT", default=10000, cast=int)
+EXPORT_RETENTION_DAYS = config("EXPORT_RETENTION_DAYS", default=7, cast=int)
+if EXPORT_SYNC_LIMIT < 1 or EXPORT_RETENTION_DAYS < 1:
+    raise ImproperlyConfigured(
+        "EXPORT_SYNC_LIMIT and EXPORT_RETENTION_DAYS must be at least 1"
+    )
+
 # --- django-q2 --------------------------------------------------------------------------
 
 Q_CLUSTER = {
@@ -464,6 +474,23 @@ UNFOLD = {
                         "icon": "key",
                         "link": _admin_link("payments_idempotencyrecord_changelist"),
                         "permission": _perm("payments.view_idempotencyrecord"),
+                    },
+                ],
+            },
+            {
+                "title": "Finance",
+                "items": [
+                    {
+                        "title": "Settlement summary",
+                        "icon": "account_balance",
+                        "link": _admin_link("payments_settlement"),
+                        "permission": _perm("payments.view_settlement"),
+                    },
+                    {
+                        "title": "Exports",
+                        "icon": "download",
+                        "link": _admin_link("payments_exportjob_changelist"),
+                        "permission": _perm("payments.export_payment"),
                     },
                 ],
             },

@@ -405,3 +405,71 @@ class ReconciliationRun(models.Model):
 
     def __str__(self) -> str:
         return f"reconciliation #{self.pk} ({self.trigger})"
+
+
+class ExportFormat(models.TextChoices):
+    CSV = "csv", "CSV"
+    XLSX = "xlsx", "Excel (XLSX)"
+
+
+class ExportStatus(models.TextChoices):
+    QUEUED = "QUEUED", "Queued"
+    RUNNING = "RUNNING", "Running"
+    DONE = "DONE", "Done"
+    FAILED = "FAILED", "Failed"
+    EXPIRED = "EXPIRED", "Expired (file deleted)"
+
+
+class ExportJob(models.Model):
+    """A payment export too large for a request, written by a django-q2 task.
+
+    The filters are kept exactly as given (the changelist's query string), not
+    as a list of ids: the task asks the payment admin for the same rows.
+    """
+
+    Format = ExportFormat
+    Status = ExportStatus
+
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
+    )
+    filters = models.TextField(blank=True)
+    format = models.CharField(max_length=8, choices=ExportFormat.choices)
+    status = models.CharField(
+        max_length=16, choices=ExportStatus.choices, default=ExportStatus.QUEUED
+    )
+    progress = models.PositiveSmallIntegerField(default=0)
+    expected_rows = models.PositiveIntegerField(null=True, blank=True)
+    row_count = models.PositiveIntegerField(null=True, blank=True)
+    file = models.FileField(upload_to="exports/", max_length=255, blank=True)
+    file_size = models.PositiveBigIntegerField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(
+                fields=["expires_at"],
+                condition=Q(status="DONE"),
+                name="export_done_expiry",
+            )
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(progress__lte=100), name="export_progress_percent"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"export #{self.pk} ({self.format})"
+
+    @property
+    def duration(self):
+        """Time from start to finish (None while it runs)."""
+        if self.started_at and self.finished_at:
+            return self.finished_at - self.started_at
+        return None

@@ -11,7 +11,8 @@ from django.db import transaction
 from django_q.tasks import async_task
 
 from . import services
-from .models import ReconciliationRun
+from .models import ExportJob, ReconciliationRun
+from .services import exports
 
 
 def enqueue_reconciliation(*, trigger: str) -> ReconciliationRun:
@@ -54,6 +55,43 @@ def apply_webhooks() -> int:
     return services.webhooks_apply_received()
 
 
+EXPORT_TASK_TIMEOUT = 3600
+
+
+def enqueue_export(*, user, filters: str, fmt: str) -> ExportJob:
+    """Record an export job and queue it once the record is committed."""
+    job = exports.export_job_create(user=user, filters=filters, fmt=fmt)
+    # Its own timeout: a large XLSX on SQLite may outlast the cluster's 300 s.
+    # A redelivery after Q_CLUSTER["retry"] finds the job claimed and stops.
+    transaction.on_commit(
+        lambda: async_task(
+            "payments.tasks.run_export",
+            job.pk,
+            task_name=f"export-{job.pk}",
+            timeout=EXPORT_TASK_TIMEOUT,
+        )
+    )
+    return job
+
+
+def run_export(job_id: int) -> dict:
+    """Write an export job's file (a second delivery finds it claimed)."""
+    from .admin.exports import changelist_queryset
+
+    job = exports.export_job_run(job_id=job_id, queryset_for=changelist_queryset)
+    return {"job": job.pk, "status": job.status, "rows": job.row_count}
+
+
+def purge_exports() -> int:
+    """Delete export files past EXPORT_RETENTION_DAYS."""
+    return exports.exports_purge_expired()
+
+
 # The only functions a django-q2 Schedule may name (see services.schedules):
 # the cluster imports and runs whatever dotted path a schedule holds.
-SCHEDULABLE_TASKS = (reconcile_pending, reconcile_refunds, expire_overdue)
+SCHEDULABLE_TASKS = (
+    reconcile_pending,
+    reconcile_refunds,
+    expire_overdue,
+    purge_exports,
+)

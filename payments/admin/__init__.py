@@ -3,4 +3,4 @@
 Importing the package registers every admin; Django's autodiscover does it.
 """
 
-from . import access, payment, plan, records, system  # noqa: F401
+from . import access, exports, payment, plan, records, system  # noqa: F401

@@ -40,6 +40,7 @@ from .common import (
     search_term_of,
     truncated,
 )
+from .exports import PaymentExportMixin
 from .forms import (
     ManualRefundForm,
     NoteForm,
@@ -73,7 +74,7 @@ MANUAL_REFUND_DIALOG = {
 
 
 @admin.register(Payment)
-class PaymentAdmin(ReadOnlyAdminMixin, ModelAdmin):
+class PaymentAdmin(PaymentExportMixin, ReadOnlyAdminMixin, ModelAdmin):
     list_display = (
         "reference",
         "email_display",
@@ -88,6 +89,7 @@ class PaymentAdmin(ReadOnlyAdminMixin, ModelAdmin):
         GatewayFilter,
         ("needs_review", BooleanRadioFilter),
         ("date_created", DateRangeFilter),
+        ("date_paid", DateRangeFilter),
     )
     list_filter_submit = True
     # Shown as the search box's fields; the search itself is get_search_results.

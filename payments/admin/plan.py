@@ -1,4 +1,4 @@
-"""Admin of the checkout catalogue: superusers edit, Finance reads.
+"""Admin of the checkout catalogue: superusers edit and import, Finance reads.
 
 Every save goes through `services.plan_save`, which validates the price for
 its currency and records who changed a price, shown on the plan's page.
@@ -9,11 +9,15 @@ from __future__ import annotations
 from django.contrib import admin
 from django.http import HttpRequest
 from django.utils.translation import gettext_lazy as _
+from import_export.admin import ImportMixin
+from import_export.formats.base_formats import CSV, XLSX
 from unfold.admin import ModelAdmin, TabularInline
+from unfold.contrib.import_export.forms import ImportForm
 from unfold.decorators import display
 
 from .. import services
 from ..models import Plan, PlanPriceChange
+from ..resources import PlanResource
 from .common import ReadOnlyAdminMixin, money, superuser_only
 
 
@@ -41,7 +45,7 @@ class PriceChangeInline(ReadOnlyAdminMixin, TabularInline):
 
 
 @admin.register(Plan)
-class PlanAdmin(ModelAdmin):
+class PlanAdmin(ImportMixin, ModelAdmin):
     list_display = ("code", "name", "price_display", "currency", "active", "sort_order")
     list_filter = ("active",)
     search_fields = ("code", "name")
@@ -56,6 +60,14 @@ class PlanAdmin(ModelAdmin):
         "sort_order",
     )
     inlines = (PriceChangeInline,)
+    # Import from CSV/XLSX (superusers): each row validated, saved through
+    # services.plan_save (price history kept).
+    resource_classes = [PlanResource]
+    import_formats = [CSV, XLSX]
+    import_form_class = ImportForm
+
+    def has_import_permission(self, request: HttpRequest) -> bool:
+        return superuser_only(request)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return superuser_only(request)

@@ -48,7 +48,15 @@ SUPPORT_SIDEBAR = [
     "Reconciliation runs",
     "Idempotency keys",
 ]
-FINANCE_SIDEBAR = ["Dashboard", "Payments", "Refunds", "Timeline events", "Plans"]
+FINANCE_SIDEBAR = [
+    "Dashboard",
+    "Payments",
+    "Refunds",
+    "Timeline events",
+    "Settlement summary",
+    "Exports",
+    "Plans",
+]
 
 # Above 1280 px wide, unfold shows the sidebar open; at or below it, folded away.
 DESKTOP = {"width": 1400, "height": 900}
@@ -202,3 +210,33 @@ def test_dashboard_screenshot(page: Page, settings):
     path = Path(os.environ["SCREENSHOT_DIR"]) / "dashboard.png"
     path.parent.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(path), full_page=True)
+
+
+def test_finance_exports_the_filtered_list_and_support_cannot(
+    page: Page, staff, completed, live_server
+):
+    """Finance sees Export, picks CSV and gets the file; Support sees no Export."""
+    staff("Support")
+    login(page, "support")
+    page.goto("/admin/payments/payment/")
+    expect(page.get_by_role("link", name=re.compile(r"Export$"))).to_have_count(0)
+
+    page.context.clear_cookies()
+    staff("Finance")
+    login(page, "finance")
+    page.goto("/admin/payments/payment/?status__exact=COMPLETED")
+    export = page.get_by_role("link", name=re.compile(r"Export$"))
+    expect(export).to_have_count(1)
+    export.click()
+    page.wait_for_url(
+        re.compile(r"/admin/payments/payment/export/\?status__exact=COMPLETED")
+    )
+    page.locator("select[name=format]").select_option(label="csv")
+    with page.expect_download() as download:
+        page.get_by_role("button", name=re.compile("Submit|Export")).click()
+    text = Path(download.value.path()).read_text()
+    assert completed.ref_id in text
+    assert text.splitlines()[0].startswith("Reference,Created (UTC)")
+
+    sidebar_item(page, "Settlement summary").click()
+    expect(page.get_by_text("Settlement summary").first).to_be_visible()

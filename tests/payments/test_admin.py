@@ -21,6 +21,7 @@ from gateways import registry
 from payments import services
 from payments.models import (
     EventKind,
+    ExportJob,
     IdempotencyRecord,
     Payment,
     PaymentEvent,
@@ -130,6 +131,7 @@ def everything(completed, pending, admin_user):
         response_body={"ref_id": pending.ref_id},
     )
     ReconciliationRun.objects.create(trigger="schedule", checked=2, changed=1)
+    ExportJob.objects.create(requested_by=admin_user, filters="q=x", format="csv")
     Group.objects.create(name="Support")
     AccessAttempt.objects.create(
         username="boss",
@@ -169,6 +171,7 @@ def test_every_registered_model_renders(admin_client, everything):
         "payments.WebhookDelivery",
         "payments.ReconciliationRun",
         "payments.IdempotencyRecord",
+        "payments.ExportJob",
         "auth.User",
         "auth.Group",
         "django_q.Schedule",

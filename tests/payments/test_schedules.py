@@ -38,6 +38,7 @@ def schedule_form(**fields) -> dict:
 def test_the_allow_list_is_the_project_tasks():
     assert sorted(schedulable_tasks()) == [
         "payments.tasks.expire_overdue",
+        "payments.tasks.purge_exports",
         "payments.tasks.reconcile_pending",
         "payments.tasks.reconcile_refunds",
     ]
@@ -100,7 +101,7 @@ def test_model_level_guard_holds_outside_the_admin():
 def test_setup_schedules_passes_the_guard(capsys):
     call_command("setup_schedules")
     call_command("setup_schedules")
-    assert Schedule.objects.count() == 3
+    assert Schedule.objects.count() == 4
     assert set(Schedule.objects.values_list("func", flat=True)) == set(
         schedulable_tasks()
     )

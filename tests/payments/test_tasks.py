@@ -144,6 +144,7 @@ def test_setup_schedules_is_idempotent():
         "reconcile-pending-payments",
         "reconcile-pending-refunds",
         "expire-overdue-payments",
+        "purge-expired-exports",
     }
 
 

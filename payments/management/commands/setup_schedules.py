@@ -8,11 +8,16 @@ SCHEDULES = (
     ("reconcile-pending-payments", "payments.tasks.reconcile_pending", 2),
     ("reconcile-pending-refunds", "payments.tasks.reconcile_refunds", 10),
     ("expire-overdue-payments", "payments.tasks.expire_overdue", 5),
+    # Export files past EXPORT_RETENTION_DAYS.
+    ("purge-expired-exports", "payments.tasks.purge_exports", 60),
 )
 
 
 class Command(BaseCommand):
-    help = "Create or update the reconciliation and expiry schedules (safe to rerun)."
+    help = (
+        "Create or update the reconciliation, expiry and export-purge schedules "
+        "(safe to rerun)."
+    )
 
     def handle(self, *args, **options):
         for name, func, minutes in SCHEDULES:

@@ -1,0 +1,416 @@
+"""Finance in the admin: payment exports, background export jobs, settlement report.
+
+The payment changelist gets django-import-export's **Export** button (the
+filtered and searched list) and its **Export selected** action, for users
+holding `payments.export_payment`. The files are written by
+`services.exports` (streamed; formula-safe), not by a tablib dataset: up to
+`EXPORT_SYNC_LIMIT` rows in the request, more by an `ExportJob` that a
+django-q2 cluster runs; its requester follows the progress on the job's page
+and downloads the file there.
+"""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+from django import forms
+from django.conf import settings
+from django.contrib import admin, messages
+from django.contrib.admin.options import IncorrectLookupParameters
+from django.core.exceptions import PermissionDenied
+from django.db.models import QuerySet
+from django.http import (
+    FileResponse,
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseRedirect,
+)
+from django.shortcuts import render
+from django.test import RequestFactory
+from django.urls import path, reverse
+from django.utils import timezone
+from django.utils.html import format_html
+from django.utils.translation import gettext_lazy as _
+from import_export.admin import ExportActionMixin
+from import_export.formats.base_formats import CSV, XLSX
+from unfold.admin import ModelAdmin
+from unfold.contrib.filters.admin import ChoicesDropdownFilter
+from unfold.contrib.import_export.forms import ExportForm
+from unfold.decorators import display
+
+from .. import selectors, tasks
+from ..models import ExportFormat, ExportJob, ExportStatus, Payment
+from ..resources import PaymentResource
+from ..services import exports
+from .common import ReadOnlyAdminMixin, has_perm, label, money
+
+EXPORT_PERMISSION = "payments.export_payment"
+SETTLEMENT_PERMISSION = "payments.view_settlement"
+FORMATS = {CSV: ExportFormat.CSV, XLSX: ExportFormat.XLSX}
+JOB_STATUS_COLOURS = {
+    ExportStatus.QUEUED: "info",
+    ExportStatus.RUNNING: "primary",
+    ExportStatus.DONE: "success",
+    ExportStatus.FAILED: "danger",
+    ExportStatus.EXPIRED: "default",
+}
+# Query parameters of the changelist that are not filters.
+NOT_FILTERS = ("_changelist_filters", "p", "e", "_to_field", "_popup")
+
+
+def export_filters(request: HttpRequest) -> str:
+    """Return the changelist's filters, search and order as given (a query string)."""
+    params = request.GET.copy()
+    for name in NOT_FILTERS:
+        params.pop(name, None)
+    return params.urlencode()
+
+
+def changelist_queryset(filters: str, user) -> QuerySet:
+    """Return the payments the changelist lists for `filters`, as `user` sees them.
+
+    What a background job exports: the payment admin reads the stored query
+    string exactly as it read the request that created the job.
+    """
+    url = reverse("admin:payments_payment_changelist")
+    request = RequestFactory().get(f"{url}?{filters}" if filters else url)
+    request.user = user
+    return admin.site.get_model_admin(Payment).get_export_queryset(request)
+
+
+class PaymentExportMixin(ExportActionMixin):
+    """Export and Export selected, streamed, in the background when large."""
+
+    resource_classes = [PaymentResource]
+    export_formats = [CSV, XLSX]
+    export_form_class = ExportForm
+    # The payment page has its own actions; no export button there.
+    show_change_form_export = False
+    change_form_template = None
+
+    def has_export_permission(self, request: HttpRequest) -> bool:
+        return has_perm(request, EXPORT_PERMISSION)
+
+    def export_action(self, request: HttpRequest):
+        try:
+            return super().export_action(request)
+        except IncorrectLookupParameters:
+            messages.error(request, _("These filters are not valid: nothing exported."))
+            return HttpResponseRedirect(reverse("admin:payments_payment_changelist"))
+
+    def export_admin_action(self, request: HttpRequest, queryset):
+        """Export the ticked payments; "select all" exports the filters instead.
+
+        Ticking "select all N payments" sends the filters, not the ids: the
+        export form then exports the filtered list without listing its keys.
+        """
+        if not self.has_export_permission(request):
+            raise PermissionDenied
+        if request.POST.get("select_across") != "1":
+            return super().export_admin_action(request, queryset)
+        url = reverse("admin:payments_payment_export")
+        filters = export_filters(request)
+        return HttpResponseRedirect(f"{url}?{filters}" if filters else url)
+
+    def get_valid_export_item_pks(self, request: HttpRequest):
+        """Return only the posted keys that the filtered list holds.
+
+        django-import-export's default lists every key of the table to check
+        the posted ones against.
+        """
+        posted = [
+            pk for pk in request.POST.getlist("export_items") if str(pk).isdigit()
+        ]
+        return (
+            self.get_export_queryset(request)
+            .filter(pk__in=posted)
+            .values_list("pk", flat=True)
+        )
+
+    def _do_file_export(self, file_format, request, queryset, export_form=None):
+        if not self.has_export_permission(request):
+            raise PermissionDenied
+        fmt = FORMATS[type(file_format)]
+        limit = request_limit()
+        selected = (
+            export_form is not None and "export_items" in export_form.changed_data
+        )
+        # A bounded count: at most limit + 1 keys are read.
+        if not selected and queryset[: limit + 1].count() > limit:
+            return self._start_job(request, fmt)
+        out, _rows = exports.export_to_temporary(queryset, fmt)
+        return FileResponse(
+            out,
+            as_attachment=True,
+            filename=exports.export_filename(fmt),
+            content_type=exports.CONTENT_TYPES[fmt],
+        )
+
+    def _start_job(self, request: HttpRequest, fmt: str) -> HttpResponse:
+        job = tasks.enqueue_export(
+            user=request.user, filters=export_filters(request), fmt=fmt
+        )
+        messages.success(
+            request,
+            _(
+                "More than %(limit)s payments: export #%(job)s is being written in "
+                "the background. Its progress and the file are on this page."
+            )
+            % {"limit": f"{request_limit():,}", "job": job.pk},
+        )
+        return HttpResponseRedirect(
+            reverse("admin:payments_exportjob_change", args=[job.pk])
+        )
+
+    def get_urls(self):
+        return [
+            path(
+                "settlement/",
+                self.admin_site.admin_view(settlement_view),
+                name="payments_settlement",
+            ),
+            *super().get_urls(),
+        ]
+
+
+def request_limit() -> int:
+    """The most rows an export writes within the request (EXPORT_SYNC_LIMIT)."""
+    return settings.EXPORT_SYNC_LIMIT
+
+
+# -- export jobs ----------------------------------------------------------------------------
+
+
+@admin.register(ExportJob)
+class ExportJobAdmin(ReadOnlyAdminMixin, ModelAdmin):
+    """Export jobs: Finance sees all; a requester sees their own."""
+
+    list_display = (
+        "__str__",
+        "requested_by",
+        "status_label",
+        "progress_bar",
+        "row_count",
+        "created_at",
+        "finished_at",
+        "expires_at",
+        "download",
+    )
+    list_filter = (("status", ChoicesDropdownFilter), "format")
+    list_select_related = ("requested_by",)
+    list_per_page = 50
+    fields = (
+        "requested_by",
+        "filters_display",
+        "format",
+        "status_label",
+        "progress_bar",
+        "expected_rows",
+        "row_count",
+        "file_size",
+        "download",
+        "error",
+        "created_at",
+        "started_at",
+        "finished_at",
+        "duration_display",
+        "expires_at",
+    )
+    readonly_fields = fields
+
+    def _may_export(self, request: HttpRequest) -> bool:
+        return has_perm(request, EXPORT_PERMISSION)
+
+    def has_module_permission(self, request: HttpRequest) -> bool:
+        return self._may_export(request) or self._has_own_jobs(request)
+
+    def has_view_permission(self, request: HttpRequest, obj=None) -> bool:
+        if self._may_export(request):
+            return True
+        if obj is None:
+            return self._has_own_jobs(request)
+        return obj.requested_by_id == request.user.pk
+
+    def _has_own_jobs(self, request: HttpRequest) -> bool:
+        user = request.user
+        return (
+            user.is_active
+            and user.is_staff
+            and ExportJob.objects.filter(requested_by=user).exists()
+        )
+
+    def get_queryset(self, request: HttpRequest):
+        queryset = super().get_queryset(request)
+        if self._may_export(request):
+            return queryset
+        return queryset.filter(requested_by=request.user)
+
+    def get_urls(self):
+        return [
+            path(
+                "<int:job_id>/download/",
+                self.admin_site.admin_view(self.download_view),
+                name="payments_exportjob_download",
+            ),
+            path(
+                "<int:job_id>/progress/",
+                self.admin_site.admin_view(self.progress_view),
+                name="payments_exportjob_progress",
+            ),
+            *super().get_urls(),
+        ]
+
+    def _job_for(self, request: HttpRequest, job_id: int) -> ExportJob:
+        job = ExportJob.objects.filter(pk=job_id).first()
+        if job is None:
+            raise Http404("no such export")
+        if not (self._may_export(request) or job.requested_by_id == request.user.pk):
+            raise PermissionDenied
+        return job
+
+    def download_view(self, request: HttpRequest, job_id: int) -> HttpResponse:
+        """Send the file to its requester or to a user who may export payments."""
+        job = self._job_for(request, job_id)
+        if job.status != ExportStatus.DONE or not job.file:
+            raise Http404("this export has no file (not finished, or expired)")
+        try:
+            handle = job.file.open("rb")
+        except FileNotFoundError as exc:
+            raise Http404("the export file is gone") from exc
+        return FileResponse(
+            handle,
+            as_attachment=True,
+            filename=job.file.name.rsplit("/", 1)[-1],
+            content_type=exports.CONTENT_TYPES[job.format],
+        )
+
+    def progress_view(self, request: HttpRequest, job_id: int) -> HttpResponse:
+        """The progress bar alone, polled by the job's page while it runs."""
+        job = self._job_for(request, job_id)
+        return HttpResponse(self.progress_bar(job))
+
+    @display(description=_("status"), ordering="status")
+    def status_label(self, obj: ExportJob):
+        return label(obj.status, obj.get_status_display(), JOB_STATUS_COLOURS)
+
+    @display(description=_("progress"))
+    def progress_bar(self, obj: ExportJob):
+        running = obj.status in (ExportStatus.QUEUED, ExportStatus.RUNNING)
+        poll = ""
+        if running and obj.pk:
+            url = reverse("admin:payments_exportjob_progress", args=[obj.pk])
+            poll = format_html(
+                ' hx-get="{}" hx-trigger="every 2s" hx-swap="outerHTML"', url
+            )
+        return format_html(
+            '<div class="flex items-center gap-2 min-w-32" data-progress="{}"{}>'
+            '<div class="bg-base-200 dark:bg-base-700 h-2 rounded-full w-24">'
+            '<div class="bg-primary-600 h-2 rounded-full" style="width: {}%"></div>'
+            "</div><span>{} %</span> {}</div>",
+            obj.progress,
+            poll,
+            obj.progress,
+            obj.progress,
+            self.download(obj) if obj.status == ExportStatus.DONE else "",
+        )
+
+    @display(description=_("file"))
+    def download(self, obj: ExportJob):
+        if obj.status != ExportStatus.DONE or not obj.file:
+            return "-"
+        url = reverse("admin:payments_exportjob_download", args=[obj.pk])
+        return format_html(
+            '<a class="text-primary-600 underline" href="{}">{}</a>',
+            url,
+            _("Download"),
+        )
+
+    @display(description=_("filters"))
+    def filters_display(self, obj: ExportJob):
+        return obj.filters or _("(none: every payment)")
+
+    @display(description=_("duration"))
+    def duration_display(self, obj: ExportJob):
+        return f"{obj.duration.total_seconds():.1f} s" if obj.duration else "-"
+
+
+# -- settlement summary ---------------------------------------------------------------------
+
+
+class SettlementForm(forms.Form):
+    start = forms.DateField(label=_("Paid from"))
+    end = forms.DateField(label=_("Paid to (included)"))
+
+    MAX_DAYS = 366
+
+    def clean(self):
+        cleaned = super().clean()
+        start, end = cleaned.get("start"), cleaned.get("end")
+        if start and end:
+            if end < start:
+                self.add_error("end", _("must not be before the start"))
+            elif (end - start).days >= self.MAX_DAYS:
+                self.add_error("end", _("a range covers a year at most"))
+        return cleaned
+
+
+def default_range(today: date) -> dict[str, date]:
+    return {"start": today - timedelta(days=6), "end": today}
+
+
+def settlement_view(request: HttpRequest) -> HttpResponse:
+    """Payments paid per day, gateway and currency, with totals; CSV or XLSX."""
+    if not has_perm(request, SETTLEMENT_PERMISSION):
+        raise PermissionDenied
+    data = request.GET if "start" in request.GET else None
+    today = timezone.localdate()
+    form = SettlementForm(data, initial=default_range(today))
+    if data is None:
+        start, end = default_range(today).values()
+        valid = True
+    else:
+        valid = form.is_valid()
+        start, end = (form.cleaned_data.get("start"), form.cleaned_data.get("end"))
+    rows = selectors.settlement_summary(start=start, end=end) if valid else []
+    totals = selectors.settlement_totals(rows)
+    fmt = request.GET.get("format")
+    if valid and fmt in ExportFormat.values:
+        out = exports.settlement_to_temporary(rows, totals, fmt)
+        return FileResponse(
+            out,
+            as_attachment=True,
+            filename=f"settlement-{start}-{end}.{fmt}",
+            content_type=exports.CONTENT_TYPES[fmt],
+        )
+    query = f"start={start}&end={end}" if valid else ""
+    context = {
+        **admin.site.each_context(request),
+        "title": _("Settlement summary"),
+        "form": form,
+        "valid": valid,
+        "start": start,
+        "end": end,
+        "table": {
+            "headers": list(selectors.SETTLEMENT_HEADERS),
+            "rows": [_table_row(row) for row in rows]
+            + [_table_row(row, total=True) for row in totals],
+        },
+        "has_rows": bool(rows),
+        "csv_url": f"?{query}&format=csv",
+        "xlsx_url": f"?{query}&format=xlsx",
+    }
+    return render(request, "admin/payments/settlement.html", context)
+
+
+def _table_row(row: selectors.SettlementRow, *, total: bool = False) -> list:
+    first = _("Total") if total else row.day.isoformat()
+    return [
+        first,
+        row.gateway,
+        row.currency,
+        f"{row.count:,}",
+        money(row.paid, row.currency),
+        money(row.refunded, row.currency),
+        money(row.net, row.currency),
+    ]
