@@ -7,6 +7,8 @@ guarded by the transition table.
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from django.db import transaction
 from django_q.tasks import async_task
 
@@ -83,8 +85,14 @@ def run_export(job_id: int) -> dict:
 
 
 def purge_exports() -> int:
-    """Delete export files past EXPORT_RETENTION_DAYS."""
-    return exports.exports_purge_expired()
+    """Delete export files past EXPORT_RETENTION_DAYS; end exports whose worker died.
+
+    The cluster stops a task at EXPORT_TASK_TIMEOUT: a job still RUNNING ten
+    minutes after that has no worker left.
+    """
+    return exports.exports_purge_expired(
+        stale_after=timedelta(seconds=EXPORT_TASK_TIMEOUT + 600)
+    )
 
 
 # The only functions a django-q2 Schedule may name (see services.schedules):

@@ -667,9 +667,28 @@ def _remove(path: str) -> None:
         os.remove(path)
 
 
-def exports_purge_expired(*, now: datetime | None = None) -> int:
-    """Delete the files of finished exports past their expiry; return how many."""
+def exports_purge_expired(
+    *, now: datetime | None = None, stale_after: timedelta | None = None
+) -> int:
+    """Delete the files of finished exports past their expiry; return how many.
+
+    With `stale_after`, a job still RUNNING that long after it started lost its
+    worker (killed, or past its task timeout): it is marked FAILED, so its
+    requester sees it ended and can export again, and its partial file goes.
+    """
     now = now or timezone.now()
+    if stale_after is not None:
+        for job in ExportJob.objects.filter(
+            status=ExportStatus.RUNNING, started_at__lt=now - stale_after
+        ).only("pk", "format"):
+            name = f"exports/{export_filename(job.format, job_id=job.pk)}"
+            _remove(f"{default_storage.path(name)}.part")
+            ExportJob.objects.filter(pk=job.pk, status=ExportStatus.RUNNING).update(
+                status=ExportStatus.FAILED,
+                finished_at=now,
+                error="the export stopped without finishing (its worker ended); "
+                "export again",
+            )
     purged = 0
     expired = ExportJob.objects.filter(status=ExportStatus.DONE, expires_at__lte=now)
     for job in expired.only("pk", "file"):

@@ -667,6 +667,35 @@ def test_expired_files_are_deleted_by_the_scheduled_task(
     assert tasks.purge_exports() == 0
 
 
+def test_an_export_whose_worker_died_is_ended_by_the_scheduled_task(
+    mix, finance, settings, tmp_path
+):
+    settings.MEDIA_ROOT = str(tmp_path)
+    dead = tasks.enqueue_export(user=finance, filters="", fmt="csv")
+    alive = tasks.enqueue_export(user=finance, filters="", fmt="csv")
+    long_ago = timezone.now() - timedelta(seconds=tasks.EXPORT_TASK_TIMEOUT + 601)
+    ExportJob.objects.filter(pk=dead.pk).update(
+        status=ExportStatus.RUNNING, started_at=long_ago
+    )
+    ExportJob.objects.filter(pk=alive.pk).update(
+        status=ExportStatus.RUNNING, started_at=timezone.now()
+    )
+    partial = (
+        tmp_path / "exports" / f"{exports.export_filename('csv', job_id=dead.pk)}.part"
+    )
+    partial.parent.mkdir(parents=True, exist_ok=True)
+    partial.write_bytes(b"Reference\r\n")
+
+    tasks.purge_exports()
+
+    dead.refresh_from_db()
+    alive.refresh_from_db()
+    assert dead.status == ExportStatus.FAILED and "export again" in dead.error
+    assert dead.finished_at is not None
+    assert not partial.exists()
+    assert alive.status == ExportStatus.RUNNING
+
+
 # --- settlement summary -------------------------------------------------------------------------
 
 
