@@ -45,6 +45,8 @@ from urllib.parse import unquote, urlencode, urlsplit
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import bench  # noqa: E402
+
 DAILY_RATE = 10_000  # payments a day: the history grows, the daily volume does not
 RECENT_DAYS = 2  # PENDING payments are only this recent (plus the "stuck" ones)
 STUCK_PENDING = 200
@@ -888,7 +890,7 @@ def main() -> None:
         sys.exit("bench.admin_changelist needs PostgreSQL: postgres://... only")
     os.environ.update(
         DATABASE_URL=url,
-        SECRET_KEY="bench-only-secret-key-never-used-outside-local-benchmarks-0123456789",
+        SECRET_KEY=bench.SECRET_KEY,
         DEBUG="false",
         STATIC_ROOT=os.environ.get("STATIC_ROOT", "/tmp/bench-admin-static"),
         LOG_LEVEL="WARNING",

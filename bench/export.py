@@ -46,6 +46,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import bench  # noqa: E402
+
 PATHS = ("floor", "csv", "iterator", "xlsx", "stock")
 ORDER = "date_created DESC, id DESC"
 # Targets (finance exports issue).
@@ -59,7 +61,7 @@ SCALING = 2.2
 def configure(url: str) -> None:
     os.environ.update(
         DATABASE_URL=url,
-        SECRET_KEY="bench",
+        SECRET_KEY=bench.SECRET_KEY,
         DEBUG="false",
         LOG_LEVEL="WARNING",
         CONN_MAX_AGE="0",

@@ -51,6 +51,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import bench  # noqa: E402
+
 PAID_SHARE = 4  # every 4th payment of each half is paid at the provider
 CP_IDS_PER_CALL = 25  # get_tx_info_multi
 TARGET_FLOOR_RATIO = 1.25
@@ -370,7 +372,7 @@ def main() -> None:
         os.environ["DATABASE_URL"] = args.database_url
     os.environ.setdefault("DATABASE_URL", f"sqlite:///{workdir}/bench.sqlite3")
     os.environ.update(
-        SECRET_KEY="bench-only-secret-key-never-used-outside-local-benchmarks-0123456789",
+        SECRET_KEY=bench.SECRET_KEY,
         DEBUG="false",
         PAYMENT_GATEWAYS="coinpayments,mpgs",
         LOG_LEVEL="WARNING",

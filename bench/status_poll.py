@@ -43,6 +43,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import bench  # noqa: E402
 from bench.webhooks import (  # noqa: E402
     Load,
     free_port,
@@ -114,7 +115,7 @@ def main() -> None:
     fake = FakeProviderServer().start()
     mpgs = fake.gateway_settings()["mpgs"]
     os.environ.update(
-        SECRET_KEY="bench-only-secret-key-never-used-outside-local-benchmarks-0123456789",
+        SECRET_KEY=bench.SECRET_KEY,
         STATIC_ROOT=os.environ.get("STATIC_ROOT", "/tmp/bench-status-static"),
         DEBUG="false",
         PAYMENT_GATEWAYS="mpgs",

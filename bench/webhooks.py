@@ -41,6 +41,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import bench  # noqa: E402
+
 WEBHOOK_SECRET = "bench-webhook-secret"
 DUPLICATE_SHARE = 0.10
 SEED = 20261127
@@ -229,7 +231,7 @@ def main() -> None:
             "(a throw-away database: its tables are flushed)"
         )
     os.environ.update(
-        SECRET_KEY="bench-only-secret-key-never-used-outside-local-benchmarks-0123456789",
+        SECRET_KEY=bench.SECRET_KEY,
         DEBUG="false",
         SANDBOX_ENABLED="true",
         SANDBOX_ALLOW_WITHOUT_DEBUG="true",
