@@ -241,6 +241,9 @@ def main() -> None:
         ALLOWED_HOSTS="127.0.0.1",
         SECURE_SSL_REDIRECT="false",
         WEBHOOK_APPLY=args.apply,
+        # The baseline polls one unknown reference from one address.
+        RATE_LIMIT_CREATE="",
+        RATE_LIMIT_STATUS="",
         Q_WORKERS="1",
     )
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "backoffice.settings")
