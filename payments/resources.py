@@ -73,6 +73,18 @@ _CONVERTERS = {
 }
 
 
+# A plan's editable fields: the plan page's form and the plan import's columns.
+PLAN_FIELDS = (
+    "code",
+    "name",
+    "description",
+    "price",
+    "currency",
+    "active",
+    "sort_order",
+)
+
+
 class PlanResource(resources.ModelResource):
     """The checkout catalogue from a CSV or XLSX file, keyed by plan code.
 
@@ -84,15 +96,7 @@ class PlanResource(resources.ModelResource):
     class Meta:
         model = Plan
         import_id_fields = ("code",)
-        fields = (
-            "code",
-            "name",
-            "description",
-            "price",
-            "currency",
-            "active",
-            "sort_order",
-        )
+        fields = PLAN_FIELDS
         clean_model_instances = True
         skip_unchanged = True
         report_skipped = True

@@ -17,7 +17,7 @@ from unfold.decorators import display
 
 from .. import services
 from ..models import Plan, PlanPriceChange
-from ..resources import PlanResource
+from ..resources import PLAN_FIELDS, PlanResource
 from .common import ReadOnlyAdminMixin, money, superuser_only
 
 
@@ -50,15 +50,7 @@ class PlanAdmin(ImportMixin, ModelAdmin):
     list_filter = ("active",)
     search_fields = ("code", "name")
     ordering = ("sort_order", "price")
-    fields = (
-        "code",
-        "name",
-        "description",
-        "price",
-        "currency",
-        "active",
-        "sort_order",
-    )
+    fields = PLAN_FIELDS
     inlines = (PriceChangeInline,)
     # Import from CSV/XLSX (superusers): each row validated, saved through
     # services.plan_save (price history kept).
