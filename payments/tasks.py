@@ -15,6 +15,7 @@ from django_q.tasks import async_task
 from . import services
 from .models import ExportJob, ReconciliationRun
 from .services import exports
+from .services.webhook_batches import APPLY_LINGER_SECONDS
 
 
 def enqueue_reconciliation(*, trigger: str) -> ReconciliationRun:
@@ -54,7 +55,7 @@ def reconcile_refunds(min_age_seconds: int = 60) -> int:
 
 def apply_webhooks() -> int:
     """Apply stored notifications (WEBHOOK_APPLY=queued), many per transaction."""
-    return services.webhooks_apply_received()
+    return services.webhooks_apply_received(linger=APPLY_LINGER_SECONDS)
 
 
 EXPORT_TASK_TIMEOUT = 3600

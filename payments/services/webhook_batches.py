@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from contextlib import nullcontext
 from datetime import timedelta
+from time import sleep
 
 from django.core.cache import cache
 from django.db import IntegrityError, connection, transaction
@@ -40,6 +41,8 @@ from .webhooks import (
 APPLY_KEY = "payments:webhooks:apply-queued"
 APPLY_TASK = "payments.tasks.apply_webhooks"
 BATCH = 200
+# Seconds the queued task waits after a short batch for more to arrive.
+APPLY_LINGER_SECONDS = 0.1
 
 
 def webhook_enqueue(
@@ -72,23 +75,45 @@ def webhooks_schedule_apply() -> None:
         async_task(APPLY_TASK, task_name="apply-webhooks")
 
 
-def webhooks_apply_received(*, min_age_seconds: int = 0) -> int:
-    """Apply stored RECEIVED deliveries, a batch per transaction; count them."""
+def webhooks_apply_received(*, min_age_seconds: int = 0, linger: float = 0.0) -> int:
+    """Apply stored RECEIVED deliveries, a batch per transaction; count them.
+
+    With `linger` (the queued task's way), a batch shorter than BATCH is
+    followed by a pause of that many seconds while this applier holds the
+    queue key: notifications stored meanwhile join its next batch instead of
+    queuing tasks of their own. The key is released before the last look, so
+    a delivery stored after that look queues the next task.
+    """
     applied = 0
+    holding = linger > 0
     while True:
-        cache.delete(APPLY_KEY)  # a delivery stored from now on queues a task
-        cutoff = timezone.now() - timedelta(seconds=min_age_seconds)
-        with transaction.atomic():
-            deliveries = list(
-                WebhookDelivery.objects.select_for_update(skip_locked=True)
-                .filter(outcome=Outcome.RECEIVED, received_at__lte=cutoff)
-                .order_by("pk")[:BATCH]
-            )
-            for group in _groups(deliveries):
-                _apply_group(group)
-        if not deliveries:
-            return applied
-        applied += len(deliveries)
+        if holding:
+            cache.set(APPLY_KEY, 1, timeout=30)
+        else:
+            cache.delete(APPLY_KEY)  # a delivery stored from now on queues a task
+        found = _apply_batch(timezone.now() - timedelta(seconds=min_age_seconds))
+        applied += found
+        if not found:
+            if not holding:
+                return applied
+            holding = False  # release the key, then look once more
+            continue
+        holding = linger > 0
+        if holding and found < BATCH:
+            sleep(linger)
+
+
+def _apply_batch(cutoff) -> int:
+    """Apply up to BATCH deliveries received by `cutoff` in one transaction."""
+    with transaction.atomic():
+        deliveries = list(
+            WebhookDelivery.objects.select_for_update(skip_locked=True)
+            .filter(outcome=Outcome.RECEIVED, received_at__lte=cutoff)
+            .order_by("pk")[:BATCH]
+        )
+        for group in _groups(deliveries):
+            _apply_group(group)
+    return len(deliveries)
 
 
 def _groups(deliveries: list[WebhookDelivery]):

@@ -8,10 +8,11 @@ from decimal import Decimal
 import pytest
 from django.core.cache import cache
 from django.utils import timezone
-from django_q.models import OrmQ
+from django_q.brokers import get_broker
 
 from payments import services
 from payments.models import EventKind, Payment, PaymentEvent, WebhookDelivery
+from payments.services import webhook_batches
 from payments.services.webhook_batches import APPLY_KEY
 
 pytestmark = pytest.mark.django_db
@@ -22,8 +23,15 @@ Outcome = WebhookDelivery.Outcome
 def queued(settings, sandbox):
     settings.WEBHOOK_APPLY = "queued"
     cache.delete(APPLY_KEY)
+    get_broker().purge_queue()
     yield sandbox
     cache.delete(APPLY_KEY)
+    get_broker().purge_queue()
+
+
+def queued_tasks() -> int:
+    """Tasks waiting in the cluster's broker (ORM or Redis)."""
+    return get_broker().queue_size()
 
 
 def notify(client, sandbox, payment, choice="paid", notification=None):
@@ -54,7 +62,7 @@ def test_a_notification_is_stored_acknowledged_then_applied_by_the_task(
         Outcome.RECEIVED
     }
     assert not Payment.objects.filter(status=Payment.Status.COMPLETED).exists()
-    assert OrmQ.objects.count() == 1
+    assert queued_tasks() == 1
 
     assert services.webhooks_apply_received() == 3
 
@@ -66,6 +74,35 @@ def test_a_notification_is_stored_acknowledged_then_applied_by_the_task(
     assert PaymentEvent.objects.filter(kind=EventKind.WEBHOOK).count() == 3
     assert not WebhookDelivery.objects.filter(payment__isnull=True).exists()
     # The task cleared its key: the next notification queues a new one.
+    assert cache.get(APPLY_KEY) is None
+
+
+def test_the_task_lingers_and_takes_later_notifications_without_new_tasks(
+    client, plan, queued, monkeypatch
+):
+    first, second = make(plan, 2)
+    notify(client, queued, first)
+    assert queued_tasks() == 1
+    pauses = []
+
+    def pause(seconds):
+        pauses.append(seconds)
+        if len(pauses) == 1:  # arrives while the applier holds the key
+            assert notify(client, queued, second).status_code == 200
+            assert cache.get(APPLY_KEY) is not None
+
+    monkeypatch.setattr(webhook_batches, "sleep", pause)
+
+    assert services.webhooks_apply_received(linger=0.1) == 2
+
+    # A pause after each short batch; the second notification queued no task.
+    assert pauses == [0.1, 0.1]
+    assert queued_tasks() == 1
+    assert Payment.objects.filter(status=Payment.Status.COMPLETED).count() == 2
+    assert set(WebhookDelivery.objects.values_list("outcome", flat=True)) == {
+        Outcome.APPLIED
+    }
+    # Released before the last look: the next notification queues a task.
     assert cache.get(APPLY_KEY) is None
 
 
@@ -123,7 +160,7 @@ def test_an_unknown_payment_is_unmatched_after_the_batch(client, plan, queued):
 def test_the_reconciler_applies_deliveries_a_lost_task_left(client, plan, queued):
     (payment,) = make(plan, 1)
     notify(client, queued, payment)
-    OrmQ.objects.all().delete()  # the task was lost
+    get_broker().purge_queue()  # the task was lost
     WebhookDelivery.objects.update(received_at=timezone.now() - timedelta(minutes=1))
 
     services.reconcile_cycle(trigger="test")
@@ -145,7 +182,7 @@ def test_a_forged_notification_is_rejected_and_never_queued(client, plan, queued
     )
     assert response.status_code == 403
     assert WebhookDelivery.objects.get().outcome == Outcome.REJECTED
-    assert not OrmQ.objects.exists()
+    assert queued_tasks() == 0
 
 
 def test_a_queued_mpgs_notification_is_confirmed_and_applied_once(
