@@ -7,6 +7,7 @@ POST) that calls one service; the services alone write status and money.
 from __future__ import annotations
 
 from django.contrib import admin, messages
+from django.contrib.admin import helpers
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.utils import flatten_fieldsets
 from django.contrib.admin.views.main import SEARCH_VAR
@@ -15,9 +16,10 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
 from django.urls import reverse
 from django.utils.html import format_html
+from django.utils.safestring import mark_safe
 from django.utils.timezone import localtime
 from django.utils.translation import gettext_lazy as _
-from unfold.admin import ModelAdmin
+from unfold.admin import ModelAdmin, checkbox
 from unfold.contrib.filters.admin import BooleanRadioFilter, ChoicesDropdownFilter
 from unfold.decorators import action, display
 from unfold.enums import ActionVariant
@@ -71,6 +73,11 @@ MANUAL_REFUND_DIALOG = {
     "form_class": ManualRefundForm,
     "form_submit_text": _("Record refund"),
 }
+
+
+# The action checkbox of a row: the widget's markup with a placeholder value.
+ROW_CHECKBOX_VALUE = "__row_pk__"
+ROW_CHECKBOX = checkbox.render(helpers.ACTION_CHECKBOX_NAME, ROW_CHECKBOX_VALUE)
 
 
 @admin.register(Payment)
@@ -207,6 +214,15 @@ class PaymentAdmin(PaymentExportMixin, ReadOnlyAdminMixin, ModelAdmin):
 
     # columns and read-only fields -------------------------------------------------
     # One line per cell: references, amounts and dates never wrap.
+
+    @display(description=mark_safe(checkbox.render("action_toggle_all", 1)))  # noqa: S308
+    def action_checkbox(self, obj: Payment):
+        """unfold's row checkbox, its markup rendered once rather than per row.
+
+        unfold renders the widget through the template engine for every row
+        (about a quarter of the changelist's time); only the value differs.
+        """
+        return mark_safe(ROW_CHECKBOX.replace(ROW_CHECKBOX_VALUE, str(int(obj.pk))))  # noqa: S308
 
     @display(description=_("reference"), ordering="ref_id")
     def reference(self, obj: Payment):

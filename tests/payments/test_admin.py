@@ -608,3 +608,15 @@ def test_deep_pages_list_the_same_rows_as_offset_paging(usd_plan):
         page = paginator.page(number)
         assert [p.pk for p in page.object_list] == expected[(number - 1) * 2 :][:2]
     assert all(p.plan.code == usd_plan.code for p in paginator.page(12).object_list)
+
+
+def test_each_listed_payment_has_its_own_action_checkbox(
+    admin_client, pending, completed
+):
+    """The row checkbox is rendered once and filled per row: each keeps its pk."""
+    content = admin_client.get(reverse("admin:payments_payment_changelist")).content
+    values = re.findall(
+        r'<input type="checkbox" name="_selected_action" value="([^"]*)"',
+        content.decode(),
+    )
+    assert sorted(values) == sorted([str(pending.pk), str(completed.pk)])
