@@ -310,7 +310,8 @@ class _Applier:
 def _has_news(payment: Payment, result: StatusResult) -> bool:
     """Tell whether an unchanged status still brings something for the timeline."""
     seen = payment.gateway_data.get(DECLINED_KEY) or []
-    return bool(result.review) or any(a not in seen for a in result.declined)
+    new_review = bool(result.review) and result.review not in payment.review_reason
+    return new_review or any(a not in seen for a in result.declined)
 
 
 def payment_expire_overdue(*, now: datetime | None = None, limit: int = 500) -> int:
