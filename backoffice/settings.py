@@ -77,6 +77,7 @@ MIDDLEWARE = [
     # Inside the one above: the admin's pages get their own policy.
     "backoffice.security.AdminContentSecurityPolicyMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
+    "backoffice.sessions.SessionRenewalMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
@@ -166,6 +167,8 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
 ]
 LANGUAGE_CODE = "en-gb"
+# The back office speaks English only; unfold's language menu lists these.
+LANGUAGES = [("en-gb", "English")]
 TIME_ZONE = config("TIME_ZONE", default="UTC")
 USE_I18N = True
 USE_TZ = True
@@ -190,10 +193,11 @@ MEDIA_ROOT = config("MEDIA_ROOT", default=str(BASE_DIR / "var" / "media"))
 LOGIN_URL = "admin:login"
 LOGIN_REDIRECT_URL = "admin:index"
 
-# Only staff have sessions. They end after 8 idle hours: every request renews
-# the cookie for another 8.
+# Only staff have sessions. They end after 8 idle hours: a request renews the
+# session and its cookie for another 8 when its last renewal is a minute old
+# (backoffice.sessions.SessionRenewalMiddleware), not with a write every request.
 SESSION_COOKIE_AGE = 8 * 60 * 60
-SESSION_SAVE_EVERY_REQUEST = True
+SESSION_RENEW_SECONDS = 60
 
 # Login throttling (django-axes): 10 failures of one username from one address
 # lock that pair for 15 minutes; the lockout is logged and answered with a page.

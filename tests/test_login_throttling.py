@@ -107,13 +107,48 @@ def test_client_login_goes_through_axes_when_given_the_request(client, staff):
 
 
 def test_staff_sessions_end_after_eight_idle_hours(client, staff):
+    from django.contrib.sessions.models import Session
+
+    from backoffice.sessions import RENEWED_AT
+
     response = attempt(client, PASSWORD)
     assert response.cookies["sessionid"]["max-age"] == 8 * 60 * 60
-    # Each request renews the cookie for another 8 hours: the limit is idle time.
+    key = response.cookies["sessionid"].value
+
+    def expires_in() -> timedelta:
+        return Session.objects.get(session_key=key).expire_date - timezone.now()
+
+    # Within the minute after a renewal, a request writes nothing.
+    session = client.session
+    session[RENEWED_AT] -= 30
+    session.save()
+    Session.objects.filter(session_key=key).update(
+        expire_date=timezone.now() + timedelta(hours=7)
+    )
     again = client.get("/admin/")
     assert again.status_code == 200
-    assert again.cookies["sessionid"]["max-age"] == 8 * 60 * 60
+    assert "sessionid" not in again.cookies
+    assert expires_in() < timedelta(hours=7)
+
+    # A minute on, a request renews row and cookie for another 8 hours: the
+    # limit is idle time.
+    session = client.session
+    session[RENEWED_AT] -= 60
+    session.save()
+    Session.objects.filter(session_key=key).update(
+        expire_date=timezone.now() + timedelta(hours=7)
+    )
+    renewed = client.get("/admin/")
+    assert renewed.status_code == 200
+    assert renewed.cookies["sessionid"]["max-age"] == 8 * 60 * 60
+    assert timedelta(hours=7, minutes=59) < expires_in() <= timedelta(hours=8)
     assert client.session.get_expiry_age() == 8 * 60 * 60
+
+
+def test_a_visitor_without_a_session_gets_none(client):
+    response = client.get("/checkout/")
+    assert response.status_code == 200
+    assert "sessionid" not in response.cookies
 
 
 def test_a_superuser_sees_the_lock_and_lifts_it_in_the_admin(

@@ -188,6 +188,8 @@ def test_dashboard_shows_the_numbers_and_charts(admin_client, data):
 
 
 def test_dashboard_queries_do_not_grow_with_the_data(admin_client, data):
+    # The first page renews the new session (a write once a minute at most).
+    admin_client.get(reverse("admin:index"))
     with CaptureQueriesContext(connection) as few:
         admin_client.get(reverse("admin:index"))
     for i in range(30):

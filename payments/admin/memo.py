@@ -1,0 +1,168 @@
+"""Memoised admin fragments: HTML rendered once per distinct set of inputs.
+
+Parts of every admin page (the sidebar's navigation, a changelist's filter
+panel) take milliseconds to render through unfold's templates, yet depend on
+a few values only: the navigation entries the user may see with their badges,
+or the query string. `{% memo key %}…{% endmemo %}` keeps the HTML under a
+digest of those values, so a fragment is never stale: any change to an input
+is a different key. The store is per process and bounded (least recently used
+out first); nothing in it is secret (no CSRF token, no personal data).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections import OrderedDict
+from typing import Any
+
+from django.urls import get_script_prefix, get_urlconf
+from django.utils.functional import Promise
+from django.utils.timezone import get_current_timezone_name
+from django.utils.translation import get_language
+
+MAX_FRAGMENTS = 256
+
+
+class FragmentStore:
+    """A bounded, thread-safe, least-recently-used map of key → HTML."""
+
+    def __init__(self, size: int = MAX_FRAGMENTS):
+        self.size = size
+        self._items: OrderedDict[str, str] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> str | None:
+        with self._lock:
+            html = self._items.get(key)
+            if html is not None:
+                self._items.move_to_end(key)
+            return html
+
+    def put(self, key: str, html: str) -> None:
+        with self._lock:
+            self._items[key] = html
+            self._items.move_to_end(key)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+FRAGMENTS = FragmentStore()
+
+
+# The entry fields unfold's app_list.html reads; the badge as the page shows it.
+ENTRY_FIELDS = (
+    "title",
+    "link",
+    "link_callback",
+    "icon",
+    "icon_template",
+    "active",
+    "has_permission",
+    "badge",
+    "badge_variant",
+    "badge_style",
+    "badge_class",
+    "link_attrs",
+    "separator",
+    "collapsible",
+)
+
+
+# Lazy objects keyed by identity, held so that no other object takes their id.
+PINNED: dict[int, Promise] = {}
+MAX_PINNED = 4096
+
+
+def lazy_key(value: Promise) -> Any:
+    """Key a lazy object by identity; evaluate it once too many have been seen."""
+    pinned = PINNED.get(id(value))
+    if pinned is value:
+        return ("lazy", id(value))
+    if pinned is None and len(PINNED) < MAX_PINNED:
+        PINNED[id(value)] = value
+        return ("lazy", id(value))
+    return str(value)
+
+
+def plain(value: Any) -> Any:
+    """Return `value` as nested tuples of plain values.
+
+    A lazy title or link from the settings is the same object on every request
+    (deepcopy keeps lazy objects), and what it shows depends only on the
+    language, the script prefix and the URLconf, which every key includes; so
+    it stands for itself, without being evaluated.
+    """
+    if isinstance(value, dict):
+        return tuple(sorted((str(k), plain(v)) for k, v in value.items()))
+    if isinstance(value, list | tuple):
+        return tuple(plain(v) for v in value)
+    if isinstance(value, Promise):
+        return lazy_key(value)
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return repr(value)
+
+
+def entry(item: dict) -> tuple:
+    """Return what the sidebar shows of one entry (group or item), nested ones too."""
+    shown = [plain(item.get(name)) for name in ENTRY_FIELDS]
+    # Made for this request: evaluated, as the page shows it (the review count),
+    # and kept evaluated in this request's copy so the page does not count again.
+    if item.get("badge_callback") is not None:
+        item["badge_callback"] = str(item["badge_callback"])
+    shown.append(item.get("badge_callback"))
+    children = item.get("items")
+    if isinstance(children, list):
+        shown.append(tuple(entry(child) for child in children))
+    return tuple(shown)
+
+
+def digest(*parts: Any) -> str:
+    """Return a key for a fragment whose output depends on `parts` only."""
+    text = repr(
+        (
+            get_language(),
+            get_current_timezone_name(),
+            get_script_prefix(),
+            get_urlconf(),
+            parts,
+        )
+    )
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def sidebar_key(context) -> str:
+    """Key the sidebar's entries: what the user may open, which is active, badges.
+
+    "All applications" lists the registered models, which the key does not
+    cover, so that panel is never memoised.
+    """
+    if context.get("sidebar_show_all_applications"):
+        return ""
+    groups = context.get("sidebar_navigation") or []
+    return digest("sidebar", tuple(entry(group) for group in groups))
+
+
+def list_part_key(part: str, cl, request) -> str:
+    """Key a part of a changelist (filter panel, column headers) by the query string.
+
+    Only for an admin that sets `memo_list_parts`: its filters' choices and
+    its columns must come from code, never from the database or the user.
+    """
+    admin = cl.model_admin
+    if not getattr(admin, "memo_list_parts", False) or request is None:
+        return ""
+    return digest(
+        part,
+        admin.admin_site.name,
+        cl.opts.label,
+        tuple(sorted((k, tuple(sorted(v))) for k, v in request.GET.lists())),
+    )

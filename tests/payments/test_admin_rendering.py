@@ -1,0 +1,207 @@
+"""The payment list's fast rendering: the same HTML as unfold's, memoised parts."""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal
+
+import pytest
+from django.contrib import admin
+from django.contrib.auth.models import Group
+from django.test import RequestFactory
+from django.urls import reverse
+from unfold.templatetags.unfold_list import items_for_result
+
+from payments.admin.memo import FRAGMENTS, FragmentStore, lazy_key, sidebar_key
+from payments.admin.rows import FastRows
+from payments.models import Payment
+from payments.roles import roles_setup
+from payments.states import PaymentStatus
+from tests.factories import PaymentFactory, PlanFactory
+
+pytestmark = pytest.mark.django_db
+
+LIST = "/admin/payments/payment/"
+
+
+@pytest.fixture(autouse=True)
+def _empty_fragments():
+    FRAGMENTS.clear()
+    yield
+    FRAGMENTS.clear()
+
+
+@pytest.fixture
+def payments():
+    """Payments whose cells differ: statuses, review flag, a hostile e-mail, money."""
+    kwd = PlanFactory(
+        code="kw-1", name="Kuwait <1 GB>", price=Decimal("1.250"), currency="KWD"
+    )
+    made = [
+        PaymentFactory(email="plain@example.com"),
+        PaymentFactory(email='"><script>alert(1)</script>@example.com', plan=kwd),
+        PaymentFactory(email="flagged@example.com"),
+        PaymentFactory(email="x" * 120 + "@example.com"),
+    ]
+    Payment.objects.filter(pk=made[1].pk).update(status=PaymentStatus.COMPLETED)
+    Payment.objects.filter(pk=made[2].pk).update(
+        status=PaymentStatus.FAILED, needs_review=True
+    )
+    Payment.objects.filter(pk=made[3].pk).update(plan=None)
+    return made
+
+
+def changelist(user, query: str = ""):
+    request = RequestFactory().get(LIST + query)
+    request.user = user
+    model_admin = admin.site._registry[Payment]
+    cl = model_admin.get_changelist_instance(request)
+    cl.formset = None
+    return cl
+
+
+def test_fast_rows_make_exactly_unfolds_cells(payments, admin_user):
+    cl = changelist(admin_user)
+    fast = FastRows.for_changelist(cl)
+    assert fast is not None
+    rows = list(cl.result_list)
+    assert len(rows) == 4
+    for payment in rows:
+        assert fast.cells(payment) == [
+            str(cell) for cell in items_for_result(cl, payment, None)
+        ]
+
+
+def test_the_page_shows_every_payment_escaped_and_linked(admin_client, payments):
+    page = admin_client.get(LIST).content.decode()
+    for payment in payments:
+        assert reverse("admin:payments_payment_change", args=[payment.pk]) in page
+        assert payment.ref_id in page
+    assert "<script>alert(1)" not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "Kuwait &lt;1 GB&gt;" in page
+    assert page.count('<tr class="data-row relative">') == 4
+    # Rows are striped as unfold stripes them.
+    assert page.count('<tbody class="relative bg-base-50 dark:bg-white/[.02]"') == 2
+
+
+def test_lists_fast_rows_cannot_render_fall_back_to_unfold(admin_user, payments):
+    cl = changelist(admin_user)
+    cl.list_display = [*cl.list_display, "email"]  # a model field, not a method
+    assert FastRows.for_changelist(cl) is None
+    cl = changelist(admin_user)
+    assert FastRows.for_changelist(cl, actions_row=[{"title": "x"}]) is None
+    cl.list_display_links = None
+    assert FastRows.for_changelist(cl) is None
+
+
+def test_the_filter_panel_and_headers_follow_the_query_string(admin_client, payments):
+    first = admin_client.get(LIST, {"status__exact": "FAILED"}).content.decode()
+    assert re.search(r'<option value="FAILED"[^>]*selected', first)
+    remembered = len(FRAGMENTS)
+    assert remembered >= 3  # sidebar, filters and headers
+    # The same query again: served from memory, the same markup.
+    again = admin_client.get(LIST, {"status__exact": "FAILED"}).content.decode()
+    assert len(FRAGMENTS) == remembered
+    assert re.search(r'<option value="FAILED"[^>]*selected', again)
+    # Another query: other selections and other sort links.
+    other = admin_client.get(LIST, {"status__exact": "COMPLETED", "o": "2"}).content
+    other = other.decode()
+    assert re.search(r'<option value="COMPLETED"[^>]*selected', other)
+    assert not re.search(r'<option value="FAILED"[^>]*selected', other)
+    assert "o=-2" in other  # the sorted column's link now toggles the order
+    assert len(FRAGMENTS) > remembered
+
+
+def test_the_sidebar_badge_counts_payments_needing_review_now(admin_client, payments):
+    def badge(page: str) -> str:
+        start = page.rindex("<a", 0, page.index(f'href="{LIST}"'))
+        text = re.sub(r"<[^>]+>", " ", page[start : page.index("</a>", start)])
+        return re.sub(r"\s+", " ", text) + " "
+
+    assert " Payments 1 " in badge(admin_client.get(LIST).content.decode())
+    Payment.objects.filter(pk=payments[0].pk).update(needs_review=True)
+    assert " Payments 2 " in badge(admin_client.get(LIST).content.decode())
+
+
+def test_the_sidebar_shows_each_user_only_what_they_may_open(
+    client, admin_client, django_user_model, payments
+):
+    plans = reverse("admin:payments_plan_changelist")
+    assert f'href="{plans}"' in admin_client.get(LIST).content.decode()
+    roles_setup()
+    support = django_user_model.objects.create_user("support", is_staff=True)
+    support.groups.add(Group.objects.get(name="Support"))
+    client.force_login(support)
+    page = client.get(LIST).content.decode()
+    assert f'href="{plans}"' not in page
+    assert f'href="{LIST}"' in page
+
+
+def test_the_sidebar_marks_the_page_being_shown(admin_client, payments):
+    refunds = reverse("admin:payments_refund_changelist")
+
+    def active(page: str) -> list[str]:
+        return re.findall(r'<a\s+href="([^"]+)"[^>]*\bactive\b', page)
+
+    assert active(admin_client.get(LIST).content.decode()) == [LIST]
+    assert active(admin_client.get(refunds).content.decode()) == [refunds]
+
+
+def test_sidebar_keys_differ_by_what_is_shown():
+    def navigation(active: bool, allowed: bool, badge: str) -> dict:
+        return {
+            "sidebar_navigation": [
+                {
+                    "title": "Operations",
+                    "items": [
+                        {
+                            "title": "Payments",
+                            "link": "/admin/payments/payment/",
+                            "active": active,
+                            "has_permission": allowed,
+                            "badge_callback": badge,
+                        }
+                    ],
+                }
+            ]
+        }
+
+    keys = {
+        sidebar_key(navigation(a, p, b))
+        for a in (True, False)
+        for p in (True, False)
+        for b in ("", "3")
+    }
+    assert len(keys) == 8
+    assert (
+        sidebar_key(
+            {**navigation(True, True, ""), "sidebar_show_all_applications": True}
+        )
+        == ""
+    )
+
+
+def test_the_fragment_store_forgets_the_least_recently_used():
+    store = FragmentStore(size=2)
+    store.put("a", "A")
+    store.put("b", "B")
+    assert store.get("a") == "A"  # now the most recent
+    store.put("c", "C")
+    assert store.get("b") is None
+    assert (store.get("a"), store.get("c"), len(store)) == ("A", "C", 2)
+
+
+def test_lazy_objects_are_keyed_by_identity_while_they_live(monkeypatch):
+    from django.utils.functional import lazy
+
+    from payments.admin import memo
+
+    monkeypatch.setattr(memo, "PINNED", {})
+    monkeypatch.setattr(memo, "MAX_PINNED", 1)
+    title = lazy(lambda: "Payments", str)()
+    assert lazy_key(title) == ("lazy", id(title))
+    assert lazy_key(title) == ("lazy", id(title))
+    # Past the bound, a new lazy object is evaluated instead of kept.
+    other = lazy(lambda: "Refunds", str)()
+    assert lazy_key(other) == "Refunds"
