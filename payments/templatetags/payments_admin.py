@@ -7,6 +7,8 @@ from django.utils.safestring import SafeString, mark_safe
 from unfold.templatetags.unfold_list import result_headers
 from unfold.templatetags.unfold_list import result_list as unfold_result_list
 
+from backoffice.fragments import FRAGMENTS, list_part_key, sidebar_key, template_key
+
 register = template.Library()
 
 
@@ -42,8 +44,6 @@ def fast_result_list(context, cl) -> SafeString:
 
 def headers_html(context, cl) -> SafeString:
     """Render the column headers (sort links), memoised per query string."""
-    from ..admin.memo import FRAGMENTS, list_part_key
-
     key = list_part_key("headers", cl, context.get("request"))
     html = FRAGMENTS.get(key) if key else None
     if html is None:
@@ -65,19 +65,15 @@ def headers_html(context, cl) -> SafeString:
 
 
 @register.simple_tag(takes_context=True)
-def sidebar_memo_key(context) -> str:
-    """Return the memo key of the sidebar's navigation (see payments.admin.memo)."""
-    from ..admin.memo import sidebar_key
-
-    return sidebar_key(context)
+def template_memo_key(context, template_name: str) -> str:
+    """Return the memo key of a memoised unfold template (backoffice.fragments)."""
+    return template_key(template_name, context)
 
 
 @register.simple_tag(takes_context=True)
-def filters_memo_key(context, cl) -> str:
-    """Return the memo key of a changelist's filter panel, or "" for none."""
-    from ..admin.memo import list_part_key
-
-    return list_part_key("filters", cl, context.get("request"))
+def sidebar_memo_key(context) -> str:
+    """Return the memo key of the sidebar's entries (backoffice.fragments)."""
+    return sidebar_key(context)
 
 
 class MemoNode(template.Node):
@@ -86,8 +82,6 @@ class MemoNode(template.Node):
         self.key = key
 
     def render(self, context) -> str:
-        from ..admin.memo import FRAGMENTS
-
         key = self.key.resolve(context)
         if not key:
             return self.nodelist.render(context)
@@ -103,7 +97,7 @@ def memo(parser, token):
     """Render the enclosed fragment once per key: `{% memo key %}…{% endmemo %}`.
 
     An empty key renders it every time. The key must cover every value the
-    fragment depends on (payments.admin.memo builds such keys).
+    fragment depends on (backoffice.fragments builds such keys).
     """
     bits = token.split_contents()
     if len(bits) != 2:

@@ -12,7 +12,7 @@ from django.test import RequestFactory
 from django.urls import reverse
 from unfold.templatetags.unfold_list import items_for_result
 
-from payments.admin.memo import FRAGMENTS, FragmentStore, lazy_key, sidebar_key
+from backoffice.fragments import FRAGMENTS, FragmentStore, lazy_key, sidebar_key
 from payments.admin.rows import FastRows
 from payments.models import Payment
 from payments.roles import roles_setup
@@ -195,7 +195,7 @@ def test_the_fragment_store_forgets_the_least_recently_used():
 def test_lazy_objects_are_keyed_by_identity_while_they_live(monkeypatch):
     from django.utils.functional import lazy
 
-    from payments.admin import memo
+    from backoffice import fragments as memo
 
     monkeypatch.setattr(memo, "PINNED", {})
     monkeypatch.setattr(memo, "MAX_PINNED", 1)
@@ -205,3 +205,50 @@ def test_lazy_objects_are_keyed_by_identity_while_they_live(monkeypatch):
     # Past the bound, a new lazy object is evaluated instead of kept.
     other = lazy(lambda: "Refunds", str)()
     assert lazy_key(other) == "Refunds"
+
+
+def test_the_loader_wraps_only_unfolds_copy_of_the_listed_templates():
+    from django.template import engines
+
+    engine = engines["django"].engine
+    shortcuts = engine.get_template("unfold/helpers/shortcuts.html")
+    assert shortcuts.source.startswith("{% load payments_admin %}")
+    assert shortcuts.source.endswith("{% endmemo %}")
+    # Not listed: read as it is.
+    assert "{% memo" not in engine.get_template("unfold/helpers/header.html").source
+    # The project's own navigation.html wins over unfold's, unwrapped.
+    navigation = engine.get_template("unfold/helpers/navigation.html")
+    assert "templates/unfold/helpers/navigation.html" in navigation.origin.name
+    assert not navigation.source.startswith("{% load payments_admin %}")
+
+
+def test_the_loader_refuses_a_template_that_extends_another(monkeypatch):
+    from django.core.exceptions import ImproperlyConfigured
+    from django.template import engines
+
+    from backoffice import fragments
+
+    monkeypatch.setitem(
+        fragments.MEMOISED_TEMPLATES, "admin/change_list.html", lambda context: ""
+    )
+    loader = fragments.MemoLoader(engines["django"].engine)
+    origin = next(
+        o
+        for o in loader.get_template_sources("admin/change_list.html")
+        if str(fragments.UNFOLD_TEMPLATES) in o.name
+    )
+    with pytest.raises(ImproperlyConfigured, match="extends another template"):
+        loader.get_contents(origin)
+
+
+def test_memoised_shortcuts_follow_the_keyboard_of_the_browser(admin_client):
+    mac = "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_0)"
+    pc = "Mozilla/5.0 (X11; Linux x86_64)"
+    for agent, key, other in (
+        (mac, "keyboard_command_key", "keyboard_control_key"),
+        (pc, "keyboard_control_key", "keyboard_command_key"),
+        (mac, "keyboard_command_key", "keyboard_control_key"),
+    ):
+        page = admin_client.get(LIST, HTTP_USER_AGENT=agent).content.decode()
+        assert key in page
+        assert other not in page

@@ -1,12 +1,19 @@
 """Memoised admin fragments: HTML rendered once per distinct set of inputs.
 
-Parts of every admin page (the sidebar's navigation, a changelist's filter
-panel) take milliseconds to render through unfold's templates, yet depend on
-a few values only: the navigation entries the user may see with their badges,
-or the query string. `{% memo key %}…{% endmemo %}` keeps the HTML under a
-digest of those values, so a fragment is never stale: any change to an input
-is a different key. The store is per process and bounded (least recently used
-out first); nothing in it is secret (no CSRF token, no personal data).
+Parts of every admin page (the sidebar's entries, a changelist's filter panel
+and column headers, the command palette and the shortcuts sheet) take
+milliseconds to render through unfold's templates, yet depend on a few values
+only: the entries the user may see with their badges, the query string, the
+user being staff. Their HTML is kept under a digest of those values, so a
+fragment is never stale: any change to an input is a different key. The store
+is per process and bounded (least recently used out first); nothing in it is
+secret (no CSRF token, no personal data).
+
+unfold's own templates are memoised without copying them: `MemoLoader` reads
+each one named in MEMOISED_TEMPLATES from unfold's app directory and wraps it
+in `{% memo %}` with the key function named there. A project template of the
+same name (templates/) still wins, unwrapped; the sidebar is one such
+(templates/unfold/helpers/navigation.html, unfold's with one memo added).
 """
 
 from __future__ import annotations
@@ -14,14 +21,20 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+import unfold
+from django.core.exceptions import ImproperlyConfigured
+from django.template.loaders.app_directories import Loader as AppDirectoriesLoader
 from django.urls import get_script_prefix, get_urlconf
 from django.utils.functional import Promise
 from django.utils.timezone import get_current_timezone_name
 from django.utils.translation import get_language
 
 MAX_FRAGMENTS = 256
+UNFOLD_TEMPLATES = Path(unfold.__file__).resolve().parent / "templates"
 
 
 class FragmentStore:
@@ -149,6 +162,67 @@ def sidebar_key(context) -> str:
         return ""
     groups = context.get("sidebar_navigation") or []
     return digest("sidebar", tuple(entry(group) for group in groups))
+
+
+def filters_key(context) -> str:
+    """Key a changelist's filter panel (see list_part_key)."""
+    cl = context.get("cl")
+    return list_part_key("filters", cl, context.get("request")) if cl else ""
+
+
+def staff_key(part: str, context) -> str:
+    """Key a fragment that shows only to staff and names the current admin site."""
+    request = context.get("request")
+    if request is None:
+        return ""
+    user = getattr(request, "user", None)
+    return digest(
+        part,
+        bool(getattr(user, "is_staff", False)),
+        getattr(request, "current_app", None),
+        "Macintosh" in request.META.get("HTTP_USER_AGENT", ""),
+        bool(context.get("command_show_history")),
+    )
+
+
+# unfold's templates memoised by MemoLoader, with the function that keys each.
+# (The sidebar's entries are memoised by templates/unfold/helpers/navigation.html
+# around its include of app_list.html: measured, that is 1.8 ms a page faster
+# than memoising inside app_list.html.)
+MEMOISED_TEMPLATES: dict[str, Callable[[Any], str]] = {
+    "unfold/helpers/change_list_filter_vertical.html": filters_key,
+    "unfold/helpers/command.html": lambda context: staff_key("command", context),
+    "unfold/helpers/shortcuts.html": lambda context: staff_key("shortcuts", context),
+}
+
+
+def template_key(template_name: str, context) -> str:
+    """Return the memo key of one of MEMOISED_TEMPLATES in `context`."""
+    return MEMOISED_TEMPLATES[template_name](context)
+
+
+class MemoLoader(AppDirectoriesLoader):
+    """Load templates from the apps' directories, MEMOISED_TEMPLATES wrapped.
+
+    Only unfold's copy of a template is wrapped; a template that extends
+    another cannot be (`{% extends %}` must come first) and is refused.
+    """
+
+    def get_contents(self, origin) -> str:
+        source = super().get_contents(origin)
+        name = origin.template_name
+        if (
+            name not in MEMOISED_TEMPLATES
+            or UNFOLD_TEMPLATES not in Path(origin.name).parents
+        ):
+            return source
+        if "{% extends" in source:
+            raise ImproperlyConfigured(f"{name} extends another template")
+        return (
+            "{% load payments_admin %}"
+            f'{{% template_memo_key "{name}" as memo_key %}}{{% memo memo_key %}}'
+            f"{source}{{% endmemo %}}"
+        )
 
 
 def list_part_key(part: str, cl, request) -> str:
