@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import unfold
+from django.contrib.admin.views.main import SEARCH_VAR
 from django.core.exceptions import ImproperlyConfigured
 from django.template.loaders.app_directories import Loader as AppDirectoriesLoader
 from django.urls import get_script_prefix, get_urlconf
@@ -230,9 +231,14 @@ def list_part_key(part: str, cl, request) -> str:
 
     Only for an admin that sets `memo_list_parts`: its filters' choices and
     its columns must come from code, never from the database or the user.
+    Never for a search.
     """
     admin = cl.model_admin
     if not getattr(admin, "memo_list_parts", False) or request is None:
+        return ""
+    if request.GET.get(SEARCH_VAR, "").strip():
+        # A search term (an e-mail address, say) is kept out of the store; and
+        # each search is a page of its own, rarely asked for twice.
         return ""
     return digest(
         part,

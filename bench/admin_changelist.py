@@ -672,8 +672,17 @@ def measure(client, url: str, scenario: Scenario, repeat: int) -> Measured:
     return result
 
 
+QUOTED = re.compile(r"'(?:[^']|'')*'")
+
+
 def shorten(sql: str, width: int = 500) -> str:
-    """Elide a long SELECT list (the columns of a model), keep the rest."""
+    """Elide a long SELECT list (the columns of a model), keep the rest.
+
+    Statements on the session table print without their values: session keys
+    and data are credentials, even the benchmark user's.
+    """
+    if "django_session" in sql:
+        sql = QUOTED.sub("'…'", sql)
     found = SELECT_LIST.match(sql)
     if found and len(found.group(0)) > 300:
         sql = f"{found.group(1)} … FROM{sql[found.end() :]}"

@@ -252,3 +252,12 @@ def test_memoised_shortcuts_follow_the_keyboard_of_the_browser(admin_client):
         page = admin_client.get(LIST, HTTP_USER_AGENT=agent).content.decode()
         assert key in page
         assert other not in page
+
+
+def test_a_search_term_is_never_kept_in_the_fragment_store(admin_client, payments):
+    admin_client.get(LIST)
+    kept = len(FRAGMENTS)
+    page = admin_client.get(LIST, {"q": "PLAIN@", "status__exact": "FAILED"})
+    assert page.status_code == 200
+    assert len(FRAGMENTS) == kept
+    assert not any("plain@" in html.lower() for html in FRAGMENTS._items.values())
