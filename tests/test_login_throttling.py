@@ -118,13 +118,17 @@ def test_staff_sessions_end_after_eight_idle_hours(client, staff):
     def expires_in() -> timedelta:
         return Session.objects.get(session_key=key).expire_date - timezone.now()
 
+    def renewed_seconds_ago(seconds: int) -> None:
+        """Date the last renewal back, with 7 hours left on the row."""
+        session = client.session
+        session[RENEWED_AT] -= seconds
+        session.save()
+        Session.objects.filter(session_key=key).update(
+            expire_date=timezone.now() + timedelta(hours=7)
+        )
+
     # Within the minute after a renewal, a request writes nothing.
-    session = client.session
-    session[RENEWED_AT] -= 30
-    session.save()
-    Session.objects.filter(session_key=key).update(
-        expire_date=timezone.now() + timedelta(hours=7)
-    )
+    renewed_seconds_ago(30)
     again = client.get("/admin/")
     assert again.status_code == 200
     assert "sessionid" not in again.cookies
@@ -132,12 +136,7 @@ def test_staff_sessions_end_after_eight_idle_hours(client, staff):
 
     # A minute on, a request renews row and cookie for another 8 hours: the
     # limit is idle time.
-    session = client.session
-    session[RENEWED_AT] -= 60
-    session.save()
-    Session.objects.filter(session_key=key).update(
-        expire_date=timezone.now() + timedelta(hours=7)
-    )
+    renewed_seconds_ago(60)
     renewed = client.get("/admin/")
     assert renewed.status_code == 200
     assert renewed.cookies["sessionid"]["max-age"] == 8 * 60 * 60
