@@ -244,5 +244,7 @@ def list_part_key(part: str, cl, request) -> str:
         part,
         admin.admin_site.name,
         cl.opts.label,
+        # Per user: the row checkbox column only shows to those with an action.
+        tuple(cl.list_display),
         tuple(sorted((k, tuple(sorted(v))) for k, v in request.GET.lists())),
     )

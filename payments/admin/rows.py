@@ -99,9 +99,10 @@ class FastRows:
                 classes = [f"field-{name}", *TABLE_CELL_CLASSES]
                 if getattr(display, "formatting", None) == "price":
                     classes.append("!text-end")
+            # As unfold's items_for_result: the first listed link column, or
+            # the very first column when none is listed.
             link = not linked and (
-                name in cl.list_display_links
-                or (not cl.list_display_links and name != "action_checkbox")
+                name in cl.list_display_links or not cl.list_display_links
             )
             tag = "th" if link else "td"
             linked = linked or link

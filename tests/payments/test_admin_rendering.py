@@ -261,3 +261,28 @@ def test_a_search_term_is_never_kept_in_the_fragment_store(admin_client, payment
     assert page.status_code == 200
     assert len(FRAGMENTS) == kept
     assert not any("plain@" in html.lower() for html in FRAGMENTS._items.values())
+
+
+def test_memoised_headers_keep_each_users_columns(client, django_user_model, payments):
+    """Finance may export (a row checkbox column); Support may not (none)."""
+    roles_setup()
+    pages = {}
+    for role in ("Finance", "Support", "Finance"):
+        user, _ = django_user_model.objects.get_or_create(
+            username=role.lower(), defaults={"is_staff": True}
+        )
+        user.groups.add(Group.objects.get(name=role))
+        client.force_login(user)
+        page = client.get(LIST, {"status__exact": "FAILED"}).content.decode()
+        header = page[page.index("<thead>") : page.index("</thead>")]
+        pages.setdefault(role, []).append(("action-toggle" in header, page))
+    assert [toggle for toggle, _ in pages["Finance"]] == [True, True]
+    assert [toggle for toggle, _ in pages["Support"]] == [False]
+    # Every row has as many cells as the header has columns.
+    for runs in pages.values():
+        for _, page in runs:
+            header = page[page.index("<thead>") : page.index("</thead>")]
+            row = page[page.index('<tr class="data-row relative">') :]
+            row = row[: row.index("</tr>")]
+            cells = re.compile(r"<t[hd][\s>]")
+            assert len(cells.findall(header)) == len(cells.findall(row))
