@@ -28,8 +28,10 @@ from typing import Any
 import unfold
 from django.contrib.admin.views.main import SEARCH_VAR
 from django.core.exceptions import ImproperlyConfigured
+from django.dispatch import receiver
 from django.template.loaders.app_directories import Loader as AppDirectoriesLoader
 from django.urls import get_script_prefix, get_urlconf
+from django.utils.autoreload import file_changed
 from django.utils.functional import Promise
 from django.utils.timezone import get_current_timezone_name
 from django.utils.translation import get_language
@@ -69,6 +71,18 @@ class FragmentStore:
 
 
 FRAGMENTS = FragmentStore()
+
+
+@receiver(file_changed, dispatch_uid="backoffice_fragments_file_changed")
+def forget_fragments(sender, file_path, **kwargs) -> None:
+    """Under runserver, forget every fragment when a template file changes.
+
+    Django then reloads its templates without restarting the process; the
+    keys do not cover template sources. Returns None: whether to restart
+    stays Django's decision.
+    """
+    if Path(file_path).suffix == ".html":
+        FRAGMENTS.clear()
 
 
 # The entry fields unfold's app_list.html reads; the badge as the page shows it.

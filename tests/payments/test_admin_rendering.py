@@ -286,3 +286,16 @@ def test_memoised_headers_keep_each_users_columns(client, django_user_model, pay
             row = row[: row.index("</tr>")]
             cells = re.compile(r"<t[hd][\s>]")
             assert len(cells.findall(header)) == len(cells.findall(row))
+
+
+def test_a_changed_template_file_empties_the_store(admin_client, payments):
+    from pathlib import Path
+
+    from django.utils.autoreload import file_changed
+
+    admin_client.get(LIST)
+    assert len(FRAGMENTS) > 0
+    file_changed.send(sender=None, file_path=Path("payments/models.py"))
+    assert len(FRAGMENTS) > 0
+    file_changed.send(sender=None, file_path=Path("templates/admin/index.html"))
+    assert len(FRAGMENTS) == 0
