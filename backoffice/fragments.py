@@ -62,6 +62,19 @@ class FragmentStore:
             while len(self._items) > self.size:
                 self._items.popitem(last=False)
 
+    def remember(self, key: str, render: Callable[[], str]) -> str:
+        """Return the HTML kept under `key`, rendering and keeping it if missing.
+
+        An empty key renders every time and keeps nothing.
+        """
+        if not key:
+            return render()
+        html = self.get(key)
+        if html is None:
+            html = render()
+            self.put(key, html)
+        return html
+
     def clear(self) -> None:
         with self._lock:
             self._items.clear()

@@ -44,9 +44,8 @@ def fast_result_list(context, cl) -> SafeString:
 
 def headers_html(context, cl) -> SafeString:
     """Render the column headers (sort links), memoised per query string."""
-    key = list_part_key("headers", cl, context.get("request"))
-    html = FRAGMENTS.get(key) if key else None
-    if html is None:
+
+    def render() -> str:
         headers = list(result_headers(cl))
         values = {
             "cl": cl,
@@ -58,9 +57,10 @@ def headers_html(context, cl) -> SafeString:
         template_ = context.template.engine.get_template(
             "unfold/helpers/change_list_headers.html"
         )
-        html = template_.render(context.new(values))
-        if key:
-            FRAGMENTS.put(key, html)
+        return template_.render(context.new(values))
+
+    key = list_part_key("headers", cl, context.get("request"))
+    html = FRAGMENTS.remember(key, render)
     return mark_safe(html)  # noqa: S308 - rendered by the template engine
 
 
@@ -82,14 +82,9 @@ class MemoNode(template.Node):
         self.key = key
 
     def render(self, context) -> str:
-        key = self.key.resolve(context)
-        if not key:
-            return self.nodelist.render(context)
-        html = FRAGMENTS.get(key)
-        if html is None:
-            html = self.nodelist.render(context)
-            FRAGMENTS.put(key, html)
-        return html
+        return FRAGMENTS.remember(
+            self.key.resolve(context), lambda: self.nodelist.render(context)
+        )
 
 
 @register.tag

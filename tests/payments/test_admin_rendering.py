@@ -182,6 +182,21 @@ def test_sidebar_keys_differ_by_what_is_shown():
     )
 
 
+def test_the_fragment_store_renders_once_per_key():
+    store = FragmentStore()
+    calls = []
+
+    def render() -> str:
+        calls.append(1)
+        return f"<p>{len(calls)}</p>"
+
+    assert store.remember("k", render) == "<p>1</p>"
+    assert store.remember("k", render) == "<p>1</p>"
+    assert store.remember("", render) == "<p>2</p>"  # no key: every time
+    assert store.remember("", render) == "<p>3</p>"
+    assert (len(calls), len(store)) == (3, 1)
+
+
 def test_the_fragment_store_forgets_the_least_recently_used():
     store = FragmentStore(size=2)
     store.put("a", "A")
