@@ -12,7 +12,7 @@ from django.db import models
 from django.db.models import Model, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.utils import timezone
-from django.utils.html import format_html
+from django.utils.html import conditional_escape, format_html
 from django.utils.safestring import SafeString
 from django.utils.translation import gettext_lazy as _
 from unfold.contrib.filters.admin import DropdownFilter, RangeDateFilter
@@ -68,15 +68,22 @@ DELIVERY_OUTCOME_COLOURS = colours(
 money = selectors.money_text
 
 
+# These two run for every row of a list: an f-string over conditional_escape
+# gives format_html's output at about half its cost.
+
+
 def nowrap(text: str) -> SafeString:
     """Keep a list cell on one line (references, amounts, dates)."""
-    return format_html('<span class="whitespace-nowrap">{}</span>', text)
+    return SafeString(
+        f'<span class="whitespace-nowrap">{conditional_escape(text)}</span>'
+    )
 
 
 def truncated(text: str) -> SafeString:
     """Show a long value on one line, cut with an ellipsis; hovering shows it all."""
-    return format_html(
-        '<span class="block truncate max-w-40" title="{}">{}</span>', text, text
+    shown = conditional_escape(text)
+    return SafeString(
+        f'<span class="block truncate max-w-40" title="{shown}">{shown}</span>'
     )
 
 

@@ -314,3 +314,19 @@ def test_a_changed_template_file_empties_the_store(admin_client, payments):
     assert len(FRAGMENTS) > 0
     file_changed.send(sender=None, file_path=Path("templates/admin/index.html"))
     assert len(FRAGMENTS) == 0
+
+
+@pytest.mark.parametrize("text", ['a"b<c>&d', "plain", "", "x" * 300, "&amp; already"])
+def test_list_cells_escape_exactly_as_format_html(text):
+    from django.utils.html import format_html
+    from django.utils.safestring import mark_safe
+
+    from payments.admin.common import nowrap, truncated
+
+    for value in (text, mark_safe(f"<b>{text}</b>")):  # noqa: S308 - a test value
+        assert nowrap(value) == format_html(
+            '<span class="whitespace-nowrap">{}</span>', value
+        )
+        assert truncated(value) == format_html(
+            '<span class="block truncate max-w-40" title="{}">{}</span>', value, value
+        )
