@@ -103,7 +103,7 @@ def review_badge(request) -> str:
     """Count payments flagged for review, for the sidebar ("" when none)."""
     if not request.user.has_perm("payments.view_payment"):
         return ""
-    count = selectors.needs_review_count()
+    count = selectors.review_badge_count()
     return str(count) if count else ""
 
 

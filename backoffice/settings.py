@@ -48,11 +48,13 @@ CSRF_TRUSTED_ORIGINS = config("CSRF_TRUSTED_ORIGINS", default="", cast=Csv())
 SITE_URL = config("SITE_URL", default="").rstrip("/")
 
 INSTALLED_APPS = [
-    "unfold",
+    # unfold's templates and tags; the admin site is the project's own
+    # (backoffice.sites), installed by backoffice.apps.AdminConfig below.
+    "unfold.apps.BasicAppConfig",
     "unfold.contrib.filters",
     "unfold.contrib.forms",
     "unfold.contrib.import_export",
-    "django.contrib.admin",
+    "backoffice.apps.AdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -415,6 +417,10 @@ else:
     Q_CLUSTER["orm"] = "default"
 
 # --- admin ------------------------------------------------------------------------------
+
+# The sidebar's "needs review" badge is counted at most this often per process
+# (payments.selectors.review_badge_count); the dashboard counts live.
+REVIEW_BADGE_SECONDS = config("REVIEW_BADGE_SECONDS", default=10, cast=int)
 
 
 def _perm(permission: str):

@@ -1,5 +1,5 @@
 from django.apps import AppConfig
-from django.db.models.signals import pre_save
+from django.db.models.signals import post_delete, post_save, pre_save
 
 
 class PaymentsConfig(AppConfig):
@@ -15,6 +15,18 @@ class PaymentsConfig(AppConfig):
         pre_save.connect(
             _check_schedule, sender=Schedule, dispatch_uid="payments-schedule-guard"
         )
+        # The sidebar's review badge is counted at most every few seconds; a
+        # payment saved or deleted through the ORM (the services write with
+        # update() and forget it themselves) has it counted afresh.
+        from . import selectors
+        from .models import Payment
+
+        for signal in (post_save, post_delete):
+            signal.connect(
+                selectors.forget_review_badge,
+                sender=Payment,
+                dispatch_uid=f"payments-review-badge-{signal is post_save}",
+            )
 
 
 def _check_schedule(sender, instance, **kwargs) -> None:

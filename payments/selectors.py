@@ -8,11 +8,13 @@ cost follows the recent volume, not the size of the table.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from django.conf import settings
 from django.db.models import Count, Q, QuerySet, Sum
 from django.db.models.functions import TruncDate
 from django.utils import timezone
@@ -176,6 +178,34 @@ def sellable_plans() -> list[Plan]:
 def needs_review_count() -> int:
     """Count payments flagged for review (a partial index)."""
     return Payment.objects.filter(needs_review=True).count()
+
+
+# The sidebar's badge: (when counted, on time.monotonic(), the count).
+_review_badge: tuple[float, int] | None = None
+
+
+def review_badge_count() -> int:
+    """Count payments flagged for review for the sidebar badge, shown on every page.
+
+    Counted at most once every `REVIEW_BADGE_SECONDS` per process (0: on every
+    call), and again at once after this process flags or clears a payment
+    (`forget_review_badge`). Another process's change shows within that time.
+    The dashboard counts live (`needs_review_count`).
+    """
+    global _review_badge
+    now = time.monotonic()
+    cached = _review_badge
+    if cached is not None and now - cached[0] < settings.REVIEW_BADGE_SECONDS:
+        return cached[1]
+    count = needs_review_count()
+    _review_badge = (now, count)
+    return count
+
+
+def forget_review_badge(**kwargs: Any) -> None:
+    """Count the badge afresh on its next use (also a signal receiver)."""
+    global _review_badge
+    _review_badge = None
 
 
 def paid_volume(*, since: datetime) -> list[Volume]:

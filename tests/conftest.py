@@ -9,6 +9,7 @@ import pytest
 from django.db import connection
 
 from gateways import registry
+from payments import selectors
 
 
 @pytest.fixture(autouse=True)
@@ -17,6 +18,15 @@ def _fresh_gateways():
     registry.reset()
     yield
     registry.reset()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_review_badge():
+    """Count the sidebar's badge afresh in each test: its process cache outlives
+    the test's database."""
+    selectors.forget_review_badge()
+    yield
+    selectors.forget_review_badge()
 
 
 @pytest.fixture(autouse=True)

@@ -21,6 +21,7 @@ from django.utils import timezone
 
 from gateways.money import to_provider
 
+from .. import selectors
 from ..exceptions import IllegalTransition
 from ..models import EventKind, Payment, PaymentEvent
 from ..states import PAID_STATUSES, PaymentStatus, can_transition
@@ -221,6 +222,11 @@ def _write_rows(rows: list[tuple[Payment, set[str]]], now) -> None:
         )
     for values, ids in groups.values():
         Payment.objects.filter(pk__in=ids).update(**values)
+        if "needs_review" in values:
+            # The sidebar's badge counts flagged payments: recount it now, and
+            # again after commit in case another request counted in between.
+            selectors.forget_review_badge()
+            transaction.on_commit(selectors.forget_review_badge)
 
 
 def _write_status(payment: Payment, to_status: str, now) -> set[str]:

@@ -120,7 +120,8 @@ def test_the_sidebar_badge_counts_payments_needing_review_now(admin_client, paym
         return re.sub(r"\s+", " ", text) + " "
 
     assert " Payments 1 " in badge(admin_client.get(LIST).content.decode())
-    Payment.objects.filter(pk=payments[0].pk).update(needs_review=True)
+    payments[0].needs_review = True
+    payments[0].save()
     assert " Payments 2 " in badge(admin_client.get(LIST).content.decode())
 
 

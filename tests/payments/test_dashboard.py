@@ -15,7 +15,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from backoffice.dashboard import review_badge
-from payments import selectors
+from payments import selectors, services
 from payments.models import (
     DeliveryOutcome,
     Payment,
@@ -190,12 +190,14 @@ def test_dashboard_shows_the_numbers_and_charts(admin_client, data):
 def test_dashboard_queries_do_not_grow_with_the_data(admin_client, data):
     # The first page renews the new session (a write once a minute at most).
     admin_client.get(reverse("admin:index"))
+    selectors.forget_review_badge()  # both pages count the badge
     with CaptureQueriesContext(connection) as few:
         admin_client.get(reverse("admin:index"))
     for i in range(30):
         make(
             S.COMPLETED, gateway="mpgs", age=timedelta(days=i % 20), needs_review=i % 2
         )
+    selectors.forget_review_badge()
     with CaptureQueriesContext(connection) as many:
         admin_client.get(reverse("admin:index"))
     assert len(many) == len(few)
@@ -206,8 +208,40 @@ def test_sidebar_badge_counts_payments_needing_review(rf, admin_user, data):
     request = rf.get("/admin/")
     request.user = admin_user
     assert review_badge(request) == "1"
-    Payment.objects.update(needs_review=False)
+    # A flag cleared through the services is counted at once.
+    services.payment_resolve_review(
+        payment_id=data["flagged"].pk,
+        actor=services.Actor("admin", admin_user),
+        message="ok",
+    )
     assert review_badge(request) == ""
+    # So is a payment saved through the ORM.
+    data["stuck"].needs_review = True
+    data["stuck"].save()
+    assert review_badge(request) == "1"
+
+
+def test_sidebar_badge_is_counted_at_most_every_few_seconds(
+    rf, admin_user, data, settings, monkeypatch
+):
+    """A change this process did not make (another worker's) shows within
+    REVIEW_BADGE_SECONDS; within them the badge costs no query."""
+    settings.REVIEW_BADGE_SECONDS = 10
+    clock = [1000.0]
+    monkeypatch.setattr(selectors.time, "monotonic", lambda: clock[0])
+    request = rf.get("/admin/")
+    request.user = admin_user
+    assert review_badge(request) == "1"
+    Payment.objects.update(needs_review=False)  # no signal, as from another process
+    clock[0] += 9.9
+    with CaptureQueriesContext(connection) as counted:
+        assert review_badge(request) == "1"
+    assert not [q for q in counted if "needs_review" in q["sql"]]
+    clock[0] += 0.2
+    assert review_badge(request) == ""
+    settings.REVIEW_BADGE_SECONDS = 0
+    Payment.objects.filter(pk=data["stuck"].pk).update(needs_review=True)
+    assert review_badge(request) == "1"
 
 
 def sidebar_badges(content: str) -> list[str]:
@@ -218,7 +252,9 @@ def test_sidebar_shows_the_badge(admin_client, data):
     assert sidebar_badges(
         admin_client.get(reverse("admin:index")).content.decode()
     ) == ["1"]
-    Payment.objects.update(needs_review=False)
+    services.payment_resolve_review(
+        payment_id=data["flagged"].pk, actor=services.Actor("admin"), message="ok"
+    )
     assert (
         sidebar_badges(admin_client.get(reverse("admin:index")).content.decode()) == []
     )
