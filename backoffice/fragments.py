@@ -29,10 +29,12 @@ import unfold
 from django.contrib.admin.views.main import SEARCH_VAR
 from django.core.exceptions import ImproperlyConfigured
 from django.dispatch import receiver
+from django.forms.widgets import MEDIA_TYPES, Media, MediaAsset
 from django.template.loaders.app_directories import Loader as AppDirectoriesLoader
 from django.urls import get_script_prefix, get_urlconf
 from django.utils.autoreload import file_changed
 from django.utils.functional import Promise
+from django.utils.safestring import SafeString, mark_safe
 from django.utils.timezone import get_current_timezone_name
 from django.utils.translation import get_language
 
@@ -275,3 +277,62 @@ def list_part_key(part: str, cl, request) -> str:
         tuple(cl.list_display),
         tuple(sorted((k, tuple(sorted(v))) for k, v in request.GET.lists())),
     )
+
+
+def _asset_keys(paths) -> tuple | None:
+    keys = []
+    for path in paths:
+        if not isinstance(path, MediaAsset):
+            return None  # an object rendering itself: not keyable
+        keys.append(
+            (
+                type(path).__qualname__,
+                path._path,
+                tuple(sorted(path.attributes.items())),
+            )
+        )
+    return tuple(keys)
+
+
+def media_key(media: Media) -> str:
+    """Key a form Media's HTML by its lists of files as declared, before merging."""
+    css = []
+    for declared in media._css_lists:
+        for medium, paths in sorted(declared.items()):
+            css.append((medium, _asset_keys(paths)))
+    js = [_asset_keys(paths) for paths in media._js_lists]
+    if any(keys is None for _, keys in css) or any(keys is None for keys in js):
+        return ""
+    return digest("media", tuple(css), tuple(js))
+
+
+class MemoisedMedia:
+    """A form Media for a template, its HTML rendered once per set of files.
+
+    Django merges the declared lists and asks the static files storage for
+    each file's URL on every page (0.5 ms on the payment list); the HTML
+    depends on those lists only (and on the storage, fixed for a process).
+    Reads as Media does in a template: `{{ media }}`, `{{ media.js }}`,
+    `{{ media.css }}`.
+    """
+
+    def __init__(self, media: Media):
+        self.media = media
+        self.key = media_key(media)
+
+    def __getitem__(self, name: str) -> SafeString:
+        if name not in MEDIA_TYPES:
+            raise KeyError(name)
+        return self._remember(name, lambda: str(self.media[name]))
+
+    def render(self) -> SafeString:
+        return self._remember("all", lambda: str(self.media.render()))
+
+    __str__ = __html__ = render
+
+    def __add__(self, other):
+        return self.media + other
+
+    def _remember(self, part: str, render: Callable[[], str]) -> SafeString:
+        key = f"{self.key}:{part}" if self.key else ""
+        return mark_safe(FRAGMENTS.remember(key, render))  # noqa: S308  (Media's HTML)

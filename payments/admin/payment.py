@@ -14,6 +14,7 @@ from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.utils import flatten_fieldsets
 from django.contrib.admin.views.main import SEARCH_VAR
 from django.db.models import Q
+from django.forms import Media
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
 from django.urls import reverse
@@ -26,6 +27,8 @@ from unfold.admin import ModelAdmin, checkbox
 from unfold.contrib.filters.admin import BooleanRadioFilter, ChoicesDropdownFilter
 from unfold.decorators import action, display
 from unfold.enums import ActionVariant
+
+from backoffice.fragments import MemoisedMedia
 
 from .. import services
 from ..models import Payment, RefundStatus
@@ -227,7 +230,11 @@ class PaymentAdmin(PaymentExportMixin, ReadOnlyAdminMixin, ModelAdmin):
         return queryset.filter(matches), False
 
     def changelist_view(self, request: HttpRequest, extra_context=None):
-        """Open the payment at once when a search finds exactly one."""
+        """Open the payment at once when a search finds exactly one.
+
+        The page's scripts and styles are rendered once per set of files
+        (backoffice.fragments.MemoisedMedia).
+        """
         if request.method == "GET" and search_term_of(request.GET.get(SEARCH_VAR)):
             try:
                 changelist = self.get_changelist_instance(request)
@@ -239,7 +246,11 @@ class PaymentAdmin(PaymentExportMixin, ReadOnlyAdminMixin, ModelAdmin):
                     return HttpResponseRedirect(
                         reverse("admin:payments_payment_change", args=found)
                     )
-        return super().changelist_view(request, extra_context)
+        response = super().changelist_view(request, extra_context)
+        context = getattr(response, "context_data", None)
+        if context and isinstance(context.get("media"), Media):
+            context["media"] = MemoisedMedia(context["media"])
+        return response
 
     # columns and read-only fields -------------------------------------------------
     # One line per cell: references, amounts and dates never wrap.

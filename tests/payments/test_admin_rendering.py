@@ -331,3 +331,65 @@ def test_list_cells_escape_exactly_as_format_html(text):
         assert truncated(value) == format_html(
             '<span class="block truncate max-w-40" title="{}">{}</span>', value, value
         )
+
+
+class SelfRendering:
+    """A media entry that renders itself (not a file Django knows)."""
+
+    def __init__(self, html: str):
+        self.html = html
+
+    def __html__(self) -> str:
+        return self.html
+
+
+def test_memoised_media_renders_what_media_renders():
+    from django.forms import Media
+    from django.forms.widgets import Script
+
+    from backoffice.fragments import MemoisedMedia
+
+    media = Media(
+        js=["admin/js/core.js", Script("unfold/js/app.js", defer=True)],
+        css={"all": ["unfold/css/styles.css"]},
+    ) + Media(js=["admin/js/actions.js", "admin/js/core.js"])
+    memoised = MemoisedMedia(media)
+    for _ in range(2):  # rendered, then from the store
+        assert str(memoised) == str(media)
+        assert str(memoised["js"]) == str(media["js"])
+        assert str(memoised["css"]) == str(media["css"])
+    assert len(FRAGMENTS) == 3
+    assert 'app.js" defer>' in str(memoised["js"])
+    # Other files, other attributes: other keys.
+    other = MemoisedMedia(Media(js=[Script("unfold/js/app.js", defer=False)]))
+    assert other.key and other.key != memoised.key
+    assert str(other) == str(Media(js=[Script("unfold/js/app.js", defer=False)]))
+    with pytest.raises(KeyError):
+        memoised["fonts"]
+
+
+def test_media_that_renders_itself_is_not_memoised():
+    from django.forms import Media
+
+    from backoffice.fragments import MemoisedMedia
+
+    first = MemoisedMedia(Media(js=[SelfRendering("<script>one()</script>")]))
+    assert first.key == ""
+    assert str(first) == "<script>one()</script>"
+    second = MemoisedMedia(Media(js=[SelfRendering("<script>two()</script>")]))
+    assert str(second) == "<script>two()</script>"
+    assert len(FRAGMENTS) == 0
+
+
+def test_the_payment_list_serves_its_media_memoised(admin_client, payments):
+    from django.forms import Media
+
+    from backoffice.fragments import MemoisedMedia
+
+    response = admin_client.get(LIST)
+    media = response.context_data["media"]
+    assert isinstance(media, MemoisedMedia)
+    page = response.content.decode()
+    for script in Media.render_js(media.media):
+        assert script in page
+    assert page.count("admin/js/actions.js") == 1
