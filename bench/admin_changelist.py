@@ -4,7 +4,8 @@ Loads N payments (10,000 a day, so 1 M rows = 100 days of history) with one
 server-side `INSERT ... SELECT ... FROM generate_series` (indexes rebuilt
 after it, in the same transaction), plus refunds, webhook deliveries and
 reconciliation runs. Then it requests the same pages from two admins over the
-same data, in the same run, through `django.test.Client`:
+same data, in the same run, through `django.test.Client`, one request of each
+in turn (so that a slow spell of the machine weighs on both alike):
 
 - tuned: the project's registered admin (`/admin/payments/payment/`), as is;
 - baseline: a plain unfold `ModelAdmin` on a separate site (`/baseline/`) with
@@ -638,38 +639,49 @@ class Scenario:
     baseline: bool = True
 
 
-def measure(client, url: str, scenario: Scenario, repeat: int) -> Measured:
+def measure_once(client, url: str, scenario: Scenario, run: int, result: Measured):
+    """Request `url` once; record it in `result` unless `run` is a warm-up."""
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
     allowed = {200, 302} if scenario.redirect_ok else {200}
-    result = Measured()
+    with CaptureQueriesContext(connection) as captured:
+        started = time.perf_counter()
+        try:
+            response = client.get(url)
+        except Exception:
+            traceback.print_exc()
+            sys.exit(f"ABORT: {scenario.name}: GET {url} raised (see above)")
+        elapsed = time.perf_counter() - started
+    if response.status_code not in allowed:
+        body = response.content.decode("utf-8", "replace")[:2000]
+        sys.exit(
+            f"ABORT: {scenario.name}: GET {url} answered {response.status_code}\n{body}"
+        )
+    if run == 0:
+        result.problem = scenario.check(response)
+    if run < WARMUP:
+        return
+    result.times.append(elapsed)
+    timed = [(float(q["time"]), q["sql"]) for q in captured.captured_queries]
+    result.queries.append(len(timed))
+    result.sql_times.append(sum(seconds for seconds, _ in timed))
+    result.codes.add(response.status_code)
+    result.slowest = sorted(timed, reverse=True)[:3]
+
+
+def measure(client, urls: list[str], scenario: Scenario, repeat: int) -> list[Measured]:
+    """Request each of `urls` in turn, `WARMUP + repeat` times over.
+
+    The tuned and baseline pages alternate, so a slow spell of the machine
+    (it has two cores and neighbours) weighs on both sides of a ratio alike
+    rather than on whichever ran during it.
+    """
+    results = [Measured() for _ in urls]
     for run in range(WARMUP + repeat):
-        with CaptureQueriesContext(connection) as captured:
-            started = time.perf_counter()
-            try:
-                response = client.get(url)
-            except Exception:
-                traceback.print_exc()
-                sys.exit(f"ABORT: {scenario.name}: GET {url} raised (see above)")
-            elapsed = time.perf_counter() - started
-        if response.status_code not in allowed:
-            body = response.content.decode("utf-8", "replace")[:2000]
-            sys.exit(
-                f"ABORT: {scenario.name}: GET {url} answered "
-                f"{response.status_code}\n{body}"
-            )
-        if run == 0:
-            result.problem = scenario.check(response)
-        if run < WARMUP:
-            continue
-        result.times.append(elapsed)
-        timed = [(float(q["time"]), q["sql"]) for q in captured.captured_queries]
-        result.queries.append(len(timed))
-        result.sql_times.append(sum(seconds for seconds, _ in timed))
-        result.codes.add(response.status_code)
-        result.slowest = sorted(timed, reverse=True)[:3]
-    return result
+        for url, result in zip(urls, results, strict=True):
+            measure_once(client, url, scenario, run, result)
+    return results
 
 
 QUOTED = re.compile(r"'(?:[^']|'')*'")
@@ -982,19 +994,20 @@ def main() -> None:
         print(
             f"tuned: {type(tuned).__module__}.{type(tuned).__name__} at {tuned_url}; "
             f"baseline: unfold ModelAdmin at {baseline_url}; "
-            f"warm-up {WARMUP}, then {args.repeat} requests each",
+            f"warm-up {WARMUP}, then {args.repeat} requests each, tuned and baseline "
+            "alternating",
             flush=True,
         )
         results = []
         for scenario in plan:
             path = "/admin/" if not scenario.baseline else tuned_url
             query = f"?{scenario.query}" if scenario.query else ""
-            tuned_result = measure(client, path + query, scenario, args.repeat)
-            baseline_result = None
+            urls = [path + query]
             if scenario.baseline:
-                baseline_result = measure(
-                    client, baseline_url + query, scenario, args.repeat
-                )
+                urls.append(baseline_url + query)
+            measured = measure(client, urls, scenario, args.repeat)
+            tuned_result = measured[0]
+            baseline_result = measured[1] if scenario.baseline else None
             results.append((scenario, tuned_result, baseline_result))
             print(
                 f"  {scenario.name}: tuned {tuned_result.median_ms:.1f} ms"
