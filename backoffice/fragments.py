@@ -330,9 +330,6 @@ class MemoisedMedia:
 
     __str__ = __html__ = render
 
-    def __add__(self, other):
-        return self.media + other
-
     def _remember(self, part: str, render: Callable[[], str]) -> SafeString:
         key = f"{self.key}:{part}" if self.key else ""
         return mark_safe(FRAGMENTS.remember(key, render))  # noqa: S308  (Media's HTML)

@@ -21,11 +21,11 @@ class PaymentsConfig(AppConfig):
         from . import selectors
         from .models import Payment
 
-        for signal in (post_save, post_delete):
+        for name, signal in (("saved", post_save), ("deleted", post_delete)):
             signal.connect(
                 selectors.forget_review_badge,
                 sender=Payment,
-                dispatch_uid=f"payments-review-badge-{signal is post_save}",
+                dispatch_uid=f"payments-review-badge-{name}",
             )
 
 
