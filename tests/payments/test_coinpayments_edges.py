@@ -17,6 +17,7 @@ from django.utils import timezone
 from payments import services
 from payments.models import EventKind, Payment, WebhookDelivery
 from payments.services.status import SETTLING
+from tests.api import create_payment
 
 Status = Payment.Status
 Outcome = WebhookDelivery.Outcome
@@ -25,18 +26,10 @@ pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 def create(live_server, plan, email="edge@example.com") -> Payment:
     """Create a CoinPayments payment through the public API (real HTTP)."""
-    response = requests.post(
-        f"{live_server.url}/api/payments/",
-        json={
-            "plan": plan.code,
-            "payment_gateway": "coinpayments",
-            "email": email,
-            "crypto_currency": "BTC",
-        },
-        timeout=10,
+    created = create_payment(
+        live_server.url, plan, "coinpayments", email=email, crypto_currency="BTC"
     )
-    assert response.status_code == 201, response.text
-    return Payment.objects.get(ref_id=response.json()["ref_id"])
+    return Payment.objects.get(ref_id=created["ref_id"])
 
 
 def overdue(*payments: Payment) -> None:

@@ -17,6 +17,7 @@ from django.utils import timezone
 
 from payments import services
 from payments.models import EventKind, Payment, Refund, WebhookDelivery
+from tests.api import create_payment
 from tests.factories import PlanFactory
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -26,18 +27,8 @@ OPERATOR = services.Actor("admin")
 
 def checkout(live_server, plan, gateway: str = "mpgs", **extra) -> Payment:
     """Create a payment through the public API, as the checkout page does."""
-    response = requests.post(
-        f"{live_server.url}/api/payments/",
-        json={
-            "plan": plan.code,
-            "payment_gateway": gateway,
-            "email": "buyer@example.com",
-            **extra,
-        },
-        timeout=10,
-    )
-    assert response.status_code == 201, response.text
-    return Payment.objects.get(ref_id=response.json()["ref_id"])
+    created = create_payment(live_server.url, plan, gateway, **extra)
+    return Payment.objects.get(ref_id=created["ref_id"])
 
 
 def hosted(fake, payment: Payment, action: str) -> requests.Response:

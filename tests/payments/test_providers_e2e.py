@@ -13,23 +13,13 @@ import requests
 
 from payments import services
 from payments.models import EventKind, Payment, PaymentEvent, WebhookDelivery
+from tests.api import create_payment
 
 Status = Payment.Status
 
 
 def create(live_server, plan, gateway, **extra) -> dict:
-    response = requests.post(
-        f"{live_server.url}/api/payments/",
-        json={
-            "plan": plan.code,
-            "payment_gateway": gateway,
-            "email": "buyer@example.com",
-            **extra,
-        },
-        timeout=10,
-    )
-    assert response.status_code == 201, response.text
-    return response.json()
+    return create_payment(live_server.url, plan, gateway, **extra)
 
 
 @pytest.mark.slow

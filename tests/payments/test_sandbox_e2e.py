@@ -8,23 +8,17 @@ import pytest
 import requests
 
 from payments.models import EventKind, Payment
+from tests.api import create_payment
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 
 def start_payment(live_server, plan) -> tuple[requests.Session, dict]:
     http = requests.Session()
-    response = http.post(
-        f"{live_server.url}/api/payments/",
-        json={
-            "plan": plan.code,
-            "payment_gateway": "sandbox",
-            "email": "e2e@example.com",
-        },
-        timeout=10,
+    created = create_payment(
+        live_server.url, plan, "sandbox", email="e2e@example.com", http=http
     )
-    assert response.status_code == 201, response.text
-    return http, response.json()
+    return http, created
 
 
 def press(http: requests.Session, payment_url: str, button: str) -> requests.Response:
