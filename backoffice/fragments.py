@@ -10,10 +10,11 @@ is per process and bounded (least recently used out first); nothing in it is
 secret (no CSRF token, no personal data).
 
 unfold's own templates are memoised without copying them: `MemoLoader` reads
-each one named in MEMOISED_TEMPLATES from unfold's app directory and wraps it
-in `{% memo %}` with the key function named there. A project template of the
-same name (templates/) still wins, unwrapped; the sidebar is one such
-(templates/unfold/helpers/navigation.html, unfold's with one memo added).
+each one named in MEMOISED_TEMPLATES from unfold's package (its templates and
+those of its contrib apps) and wraps it in `{% memo %}` with the key function
+named there. A project template of the same name (templates/) still wins,
+unwrapped; the sidebar is one such (templates/unfold/helpers/navigation.html,
+unfold's with one memo added).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from django.utils.timezone import get_current_timezone_name
 from django.utils.translation import get_language
 
 MAX_FRAGMENTS = 256
-UNFOLD_TEMPLATES = Path(unfold.__file__).resolve().parent / "templates"
+UNFOLD_DIR = Path(unfold.__file__).resolve().parent
 
 
 class FragmentStore:
@@ -135,20 +136,21 @@ def lazy_key(value: Promise) -> Any:
     return str(value)
 
 
-def plain(value: Any) -> Any:
+def plain(value: Any, lazy: Callable[[Promise], Any] = lazy_key) -> Any:
     """Return `value` as nested tuples of plain values.
 
     A lazy title or link from the settings is the same object on every request
     (deepcopy keeps lazy objects), and what it shows depends only on the
     language, the script prefix and the URLconf, which every key includes; so
-    it stands for itself, without being evaluated.
+    it stands for itself, without being evaluated. Lazy objects made for each
+    request (a filter form's label) are evaluated instead: `lazy=str`.
     """
     if isinstance(value, dict):
-        return tuple(sorted((str(k), plain(v)) for k, v in value.items()))
+        return tuple(sorted((str(k), plain(v, lazy)) for k, v in value.items()))
     if isinstance(value, list | tuple):
-        return tuple(plain(v) for v in value)
+        return tuple(plain(v, lazy) for v in value)
     if isinstance(value, Promise):
-        return lazy_key(value)
+        return lazy(value)
     if value is None or isinstance(value, str | int | float | bool):
         return value
     return repr(value)
@@ -200,6 +202,79 @@ def filters_key(context) -> str:
     return list_part_key("filters", cl, context.get("request")) if cl else ""
 
 
+# Where a list filter's template context may hold something besides its form
+# that the template does not show (unfold's date range passes the request).
+FILTER_CHOICE_KEYS = frozenset({"form", "parameter_name", "request"})
+# Set on the filters of a changelist whose admin sets `memo_list_parts`.
+MEMO_FILTER = "memo_by_form"
+
+
+def memoise_list_filters(changelist) -> None:
+    """Let each of this changelist's filters be memoised by its form (see below).
+
+    Only for an admin that sets `memo_list_parts`.
+    """
+    if getattr(changelist.model_admin, "memo_list_parts", False):
+        for spec in changelist.filter_specs:
+            setattr(spec, MEMO_FILTER, True)
+
+
+def form_key(form) -> tuple:
+    """What an unfold filter form shows: its class, its data and its fields."""
+    fields = tuple(
+        (
+            name,
+            type(field).__qualname__,
+            type(field.widget).__qualname__,
+            plain(field.label, str),
+            plain(getattr(field, "choices", None), str),
+            plain(field.widget.attrs, str),
+            plain(field.help_text, str),
+            field.required,
+        )
+        for name, field in form.fields.items()
+    )
+    data = tuple(sorted((str(k), plain(v, str)) for k, v in form.data.items()))
+    return (type(form).__module__, type(form).__qualname__, form.prefix, data, fields)
+
+
+def list_filter_key(context) -> str:
+    """Key one list filter of unfold's, form-based, by what its form shows.
+
+    unfold renders each filter's template with a context of its own: the
+    title, the filter, its choices (a form: a select, radio buttons or two
+    dates) and the label options. The form is built from the filter's own
+    parameters only, so a search term or another filter's value is not part
+    of the key and never enters the store: a search page, whose filter panel
+    is not memoised as a whole, still reuses each filter. Only filters marked
+    by memoise_list_filters; any choice other than a form is not memoised.
+    """
+    spec = context.get("spec")
+    if not getattr(spec, MEMO_FILTER, False):
+        return ""
+    forms = []
+    for choice in context.get("choices") or ():
+        if not isinstance(choice, dict) or "form" not in choice:
+            return ""
+        if set(choice) - FILTER_CHOICE_KEYS:
+            return ""
+        forms.append(
+            (form_key(choice["form"]), plain(choice.get("parameter_name"), str))
+        )
+    if not forms:
+        return ""
+    return digest(
+        "list-filter",
+        type(spec).__module__,
+        type(spec).__qualname__,
+        plain(context.get("title"), str),
+        plain(context.get("label"), str),
+        bool(context.get("has_label")),
+        bool(context.get("horizontal")),
+        tuple(forms),
+    )
+
+
 def staff_key(part: str, context) -> str:
     """Key a fragment that shows only to staff and names the current admin site."""
     request = context.get("request")
@@ -221,6 +296,8 @@ def staff_key(part: str, context) -> str:
 # than memoising inside app_list.html.)
 MEMOISED_TEMPLATES: dict[str, Callable[[Any], str]] = {
     "unfold/helpers/change_list_filter_vertical.html": filters_key,
+    "unfold/filters/filters_field.html": list_filter_key,
+    "unfold/filters/filters_date_range.html": list_filter_key,
     "unfold/helpers/command.html": lambda context: staff_key("command", context),
     "unfold/helpers/shortcuts.html": lambda context: staff_key("shortcuts", context),
 }
@@ -243,7 +320,7 @@ class MemoLoader(AppDirectoriesLoader):
         name = origin.template_name
         if (
             name not in MEMOISED_TEMPLATES
-            or UNFOLD_TEMPLATES not in Path(origin.name).parents
+            or UNFOLD_DIR not in Path(origin.name).parents
         ):
             return source
         if "{% extends" in source:

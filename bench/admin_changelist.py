@@ -939,7 +939,8 @@ def main() -> None:
     print(
         f"database {connection.settings_dict['NAME']}, Django {django.get_version()}, "
         f"django-unfold {version('django-unfold')}, {os.cpu_count()} CPUs, "
-        f"load average {os.getloadavg()[0]:.2f}"
+        f"load average {os.getloadavg()[0]:.2f}, "
+        f"reference loop {bench.reference_loop_ms():.0f} ms (this machine's speed)"
     )
     call_command("migrate", verbosity=0)
     call_command("createcachetable", verbosity=0)

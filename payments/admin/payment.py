@@ -28,7 +28,7 @@ from unfold.contrib.filters.admin import BooleanRadioFilter, ChoicesDropdownFilt
 from unfold.decorators import action, display
 from unfold.enums import ActionVariant
 
-from backoffice.fragments import MemoisedMedia
+from backoffice.fragments import MemoisedMedia, memoise_list_filters
 
 from .. import services
 from ..models import Payment, RefundStatus
@@ -228,6 +228,12 @@ class PaymentAdmin(PaymentExportMixin, ReadOnlyAdminMixin, ModelAdmin):
             | Q(email__startswith=term.lower())
         )
         return queryset.filter(matches), False
+
+    def get_changelist_instance(self, request: HttpRequest):
+        """The changelist, each filter memoised by its form (backoffice.fragments)."""
+        changelist = super().get_changelist_instance(request)
+        memoise_list_filters(changelist)
+        return changelist
 
     def changelist_view(self, request: HttpRequest, extra_context=None):
         """Open the payment at once when a search finds exactly one.

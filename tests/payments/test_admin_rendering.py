@@ -251,7 +251,7 @@ def test_the_loader_refuses_a_template_that_extends_another(monkeypatch):
     origin = next(
         o
         for o in loader.get_template_sources("admin/change_list.html")
-        if str(fragments.UNFOLD_TEMPLATES) in o.name
+        if str(fragments.UNFOLD_DIR) in o.name
     )
     with pytest.raises(ImproperlyConfigured, match="extends another template"):
         loader.get_contents(origin)
@@ -271,7 +271,8 @@ def test_memoised_shortcuts_follow_the_keyboard_of_the_browser(admin_client):
 
 
 def test_a_search_term_is_never_kept_in_the_fragment_store(admin_client, payments):
-    admin_client.get(LIST)
+    # The same filters without a search: each filter's form is then kept too.
+    admin_client.get(LIST, {"status__exact": "FAILED"})
     kept = len(FRAGMENTS)
     page = admin_client.get(LIST, {"q": "PLAIN@", "status__exact": "FAILED"})
     assert page.status_code == 200
@@ -393,3 +394,86 @@ def test_the_payment_list_serves_its_media_memoised(admin_client, payments):
     for script in Media.render_js(media.media):
         assert script in page
     assert page.count("admin/js/actions.js") == 1
+
+
+CSRF_TOKEN = re.compile(r'name="csrfmiddlewaretoken" value="[^"]*"')
+FILTERED_SEARCH = {
+    "q": "nobody",
+    "status__exact": "FAILED",
+    "payment_gateway": "sandbox",
+    "needs_review__exact": "1",
+    "date_created_from": "2026-01-01",
+    "date_paid_to": "2026-12-31",
+}
+
+
+def page_without_tokens(client, query: dict) -> str:
+    response = client.get(LIST, query)
+    assert response.status_code == 200
+    return CSRF_TOKEN.sub("", response.content.decode())
+
+
+def test_a_search_page_reuses_each_filter_by_its_form(
+    admin_client, payments, monkeypatch
+):
+    """A search's filter panel is not memoised whole; each filter's form is."""
+    from backoffice import fragments
+
+    never = dict.fromkeys(
+        ("unfold/filters/filters_field.html", "unfold/filters/filters_date_range.html"),
+        lambda context: "",
+    )
+    with monkeypatch.context() as patched:
+        for name, key in never.items():
+            patched.setitem(fragments.MEMOISED_TEMPLATES, name, key)
+        unmemoised = page_without_tokens(admin_client, FILTERED_SEARCH)
+    FRAGMENTS.clear()
+    first = page_without_tokens(admin_client, FILTERED_SEARCH)
+    kept = len(FRAGMENTS)
+    again = page_without_tokens(admin_client, FILTERED_SEARCH)
+    assert first == again == unmemoised
+    assert re.search(r'<option value="FAILED"[^>]*selected', again)
+    assert 'value="2026-01-01"' in again and 'value="2026-12-31"' in again
+
+    # Another search, the same filters: every filter is served from memory.
+    other = page_without_tokens(admin_client, {**FILTERED_SEARCH, "q": "someone"})
+    assert len(FRAGMENTS) == kept
+    assert other == again.replace("nobody", "someone")
+    assert not any(
+        "nobody" in html or "someone" in html for html in FRAGMENTS._items.values()
+    )
+
+    # Another status: that filter alone is rendered (and kept) anew.
+    completed = page_without_tokens(
+        admin_client, {**FILTERED_SEARCH, "status__exact": "COMPLETED"}
+    )
+    assert len(FRAGMENTS) == kept + 1
+    assert re.search(r'<option value="COMPLETED"[^>]*selected', completed)
+    assert not re.search(r'<option value="FAILED"[^>]*selected', completed)
+
+
+def test_only_filters_of_an_admin_with_memo_list_parts_are_memoised(admin_user):
+    from backoffice.fragments import list_filter_key
+    from payments.models import Refund
+
+    def contexts(model, query: str):
+        request = RequestFactory().get(query)
+        request.user = admin_user
+        cl = admin.site._registry[model].get_changelist_instance(request)
+        return [
+            {"spec": spec, "title": spec.title, "choices": list(spec.choices(cl))}
+            for spec in cl.filter_specs
+        ]
+
+    payment_keys = [list_filter_key(c) for c in contexts(Payment, "?status__exact=X")]
+    assert len(payment_keys) == 5
+    assert all(payment_keys) and len(set(payment_keys)) == 5
+    # The refunds admin does not set memo_list_parts: rendered every time.
+    refund_contexts = contexts(Refund, "?status__exact=FAILED")
+    assert refund_contexts
+    assert [list_filter_key(c) for c in refund_contexts] == [""] * len(refund_contexts)
+    # A choice that is more than a form (a link, say) is never memoised.
+    context = contexts(Payment, "")[0]
+    assert list_filter_key(context)
+    context["choices"] = [{**context["choices"][0], "query_string": "?q=someone"}]
+    assert list_filter_key(context) == ""
