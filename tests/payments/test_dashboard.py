@@ -133,6 +133,47 @@ def test_selectors_compute_the_figures(data):
     ]
 
 
+@pytest.mark.parametrize("zone", ["UTC", "Asia/Riyadh", "America/New_York"])
+def test_each_payment_counts_on_its_local_day(zone, settings):
+    """Around local midnights, over a DST change in New York (1 November 2026)."""
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    settings.TIME_ZONE = zone
+    local = ZoneInfo(zone)
+    now = datetime(2026, 11, 29, 12, 0, tzinfo=local)
+    first = datetime(2026, 10, 31, tzinfo=local)  # the window's first local midnight
+    end = datetime(2026, 11, 30, tzinfo=local)  # and the one after it
+    tick = timedelta(microseconds=1)
+    moments = [first - tick, first, end - tick, end]  # the outside two are left out
+    for day in (1, 2, 8, 28):  # each side of the DST change, and others
+        midnight = datetime(2026, 11, day, tzinfo=local)
+        moments += [midnight - tick, midnight, midnight + timedelta(hours=23)]
+    currencies = ("USD", "EUR")
+    for n, moment in enumerate(moments):
+        make(
+            S.COMPLETED,
+            amount=f"{n + 1}.00",
+            currency=currencies[n % 2],
+            date_paid=moment,
+        )
+
+    days = selectors.daily_paid_volume(days=30, now=now)
+
+    assert days.dates[0].isoformat() == "2026-10-31"
+    assert days.dates[-1].isoformat() == "2026-11-29"
+    expected = {c: [Decimal(0)] * 30 for c in currencies}
+    counted = {c: [0] * 30 for c in currencies}
+    for n, moment in enumerate(moments):
+        if first <= moment < end:
+            index = days.dates.index(moment.astimezone(local).date())
+            expected[currencies[n % 2]][index] += Decimal(n + 1)
+            counted[currencies[n % 2]][index] += 1
+    assert days.amounts == expected
+    assert days.counts == counted
+    assert sum(sum(c) for c in counted.values()) == len(moments) - 2
+
+
 def staff(client, django_user_model, role):
     roles_setup()
     user = django_user_model.objects.create_user(role.lower(), is_staff=True)
