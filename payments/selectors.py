@@ -252,9 +252,10 @@ def daily_paid_volume(*, days: int, now: datetime) -> PaidDays:
     """
     today = timezone.localdate(now)
     first = today - timedelta(days=days - 1)
+    dates = [first + timedelta(days=i) for i in range(days)]
     bounds = [
-        timezone.make_aware(datetime.combine(first + timedelta(days=i), dt_time.min))
-        for i in range(days + 1)
+        timezone.make_aware(datetime.combine(day, dt_time.min))
+        for day in [*dates, today + timedelta(days=1)]
     ]
     branches = [
         Payment.objects.filter(date_paid__gte=low, date_paid__lt=high)
@@ -268,7 +269,6 @@ def daily_paid_volume(*, days: int, now: datetime) -> PaidDays:
         for index, (low, high) in enumerate(itertools.pairwise(bounds))
     ]
     rows = branches[0].union(*branches[1:], all=True).order_by()
-    dates = [first + timedelta(days=i) for i in range(days)]
     amounts: dict[str, list[Decimal]] = {}
     counts: dict[str, list[int]] = {}
     for row in rows:
