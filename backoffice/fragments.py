@@ -267,6 +267,7 @@ def list_filter_key(context) -> str:
         "list-filter",
         type(spec).__module__,
         type(spec).__qualname__,
+        getattr(spec, "template", None),
         plain(context.get("title"), str),
         plain(context.get("label"), str),
         bool(context.get("has_label")),
