@@ -202,8 +202,9 @@ def filters_key(context) -> str:
     return list_part_key("filters", cl, context.get("request")) if cl else ""
 
 
-# Where a list filter's template context may hold something besides its form
-# that the template does not show (unfold's date range passes the request).
+# What a form-based filter's choice may hold: its form, and from unfold's date
+# range its parameter name (keyed) and the request (which its template does
+# not show). A choice holding anything else is not memoised.
 FILTER_CHOICE_KEYS = frozenset({"form", "parameter_name", "request"})
 # Set on the filters of a changelist whose admin sets `memo_list_parts`.
 MEMO_FILTER = "memo_by_form"
