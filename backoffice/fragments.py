@@ -1,10 +1,10 @@
 """Memoised admin fragments: HTML rendered once per distinct set of inputs.
 
-Parts of every admin page (the sidebar's entries, a changelist's filter panel
-and column headers, the command palette and the shortcuts sheet) take
-milliseconds to render through unfold's templates, yet depend on a few values
-only: the entries the user may see with their badges, the query string, the
-user being staff. Their HTML is kept under a digest of those values, so a
+Parts of every admin page (the sidebar's entries, a changelist's filter panel,
+each of its filters and its column headers, the command palette and the
+shortcuts sheet) take milliseconds to render through unfold's templates, yet
+depend on a few values only: the entries the user may see with their badges,
+the query string (a filter: its own form), the user being staff. Their HTML is kept under a digest of those values, so a
 fragment is never stale: any change to an input is a different key. The store
 is per process and bounded (least recently used out first); nothing in it is
 secret (no CSRF token, no personal data).
