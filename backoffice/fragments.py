@@ -1,13 +1,17 @@
 """Memoised admin fragments: HTML rendered once per distinct set of inputs.
 
-Parts of every admin page (the sidebar's entries, a changelist's filter panel,
-each of its filters and its column headers, the command palette and the
-shortcuts sheet) take milliseconds to render through unfold's templates, yet
+Parts of every admin page (the sidebar's entries, the user menu, the command
+palette and the shortcuts sheet) and of the payment list (its header, filter
+panel, each filter, search box, action bar, Export button, column headers and
+pagination) take milliseconds to render through unfold's templates, yet
 depend on a few values only: the entries the user may see with their badges,
-the query string (a filter: its own form), the user being staff. Their HTML is kept under a digest of those values, so a
-fragment is never stale: any change to an input is a different key. The store
-is per process and bounded (least recently used out first); nothing in it is
-secret (no CSRF token, no personal data).
+the signed-in user, the query string (a filter: its own form), the list's
+counts, the user being staff. Their HTML is kept under a digest of those
+values, so a fragment is never stale: any change to an input is a different
+key. The store is per process and bounded (least recently used out first).
+Nothing in it is secret: a form's CSRF token is kept as a hole and filled in
+with each request's own (`remember`); a search term never enters it; the only
+personal data is a staff user's own name and e-mail, in their user menu.
 
 unfold's own templates are memoised without copying them: `MemoLoader` reads
 each one named in MEMOISED_TEMPLATES from unfold's package (its templates and
@@ -20,6 +24,7 @@ unfold's with one memo added).
 from __future__ import annotations
 
 import hashlib
+import secrets
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -35,6 +40,7 @@ from django.template.loaders.app_directories import Loader as AppDirectoriesLoad
 from django.urls import get_script_prefix, get_urlconf
 from django.utils.autoreload import file_changed
 from django.utils.functional import Promise
+from django.utils.html import conditional_escape
 from django.utils.safestring import SafeString, mark_safe
 from django.utils.timezone import get_current_timezone_name
 from django.utils.translation import get_language
@@ -88,6 +94,44 @@ class FragmentStore:
 
 FRAGMENTS = FragmentStore()
 
+# Stands for the request's CSRF token in a kept fragment (a form's hidden
+# field); put back, the request's own token, each time the fragment is used.
+CSRF_HOLE = f"csrf-hole-{secrets.token_hex(16)}"
+
+
+def remember(key: str, context, render: Callable[[], str]) -> str:
+    """Return the fragment kept under `key`, rendering it in `context` if missing.
+
+    A `{% csrf_token %}` in the fragment is rendered as CSRF_HOLE and filled
+    in with this request's token on every use, so no token is kept and each
+    page carries its own. Without a token in the context (no request), the
+    fragment is kept as rendered, under a key of its own (a filter's form, say,
+    is rendered in a context of its own, without the request).
+    """
+    if not key:
+        return render()
+    token = context.get("csrf_token")
+    if token is None:
+        return FRAGMENTS.remember(f"{key}:no-csrf", render)
+
+    def render_with_hole() -> str:
+        layer = {"csrf_token": CSRF_HOLE}
+        context.dicts.append(layer)
+        try:
+            return render()
+        finally:
+            # Not context.pop(): a tag inside may have left a layer of its own
+            # above this one (unfold's {% capture silent %} does).
+            for index in range(len(context.dicts) - 1, -1, -1):
+                if context.dicts[index] is layer:
+                    del context.dicts[index]
+                    break
+
+    html = FRAGMENTS.remember(key, render_with_hole)
+    if CSRF_HOLE in html:
+        html = html.replace(CSRF_HOLE, str(conditional_escape(str(token))))
+    return html
+
 
 @receiver(file_changed, dispatch_uid="backoffice_fragments_file_changed")
 def forget_fragments(sender, file_path, **kwargs) -> None:
@@ -136,6 +180,9 @@ def lazy_key(value: Promise) -> Any:
     return str(value)
 
 
+PLAIN_TYPES = frozenset({str, int, float, bool, type(None)})
+
+
 def plain(value: Any, lazy: Callable[[Promise], Any] = lazy_key) -> Any:
     """Return `value` as nested tuples of plain values.
 
@@ -145,6 +192,8 @@ def plain(value: Any, lazy: Callable[[Promise], Any] = lazy_key) -> Any:
     it stands for itself, without being evaluated. Lazy objects made for each
     request (a filter form's label) are evaluated instead: `lazy=str`.
     """
+    if type(value) in PLAIN_TYPES:  # most values: answered first
+        return value
     if isinstance(value, dict):
         return tuple(sorted((str(k), plain(v, lazy)) for k, v in value.items()))
     if isinstance(value, list | tuple):
@@ -277,6 +326,206 @@ def list_filter_key(context) -> str:
     )
 
 
+def request_of(context):
+    """The request a template is rendered for, also inside an inclusion tag.
+
+    An inclusion tag renders with `context.new()`, which drops the context
+    processors' values (`request` among them) but keeps the attribute.
+    """
+    return context.get("request") or getattr(context, "request", None)
+
+
+def list_actions_key(context) -> str:
+    """Key a changelist's action bar (unfold/helpers/change_list_actions.html).
+
+    It shows the action form (a select of the actions this user may run, a
+    hidden select-across flag), the selection counter's notes and the counts
+    they are made of; nothing from the database but those counts. Only for an
+    admin that sets `memo_list_parts`, never for a search (list_part_key).
+    """
+    cl = context.get("cl")
+    base = list_part_key("actions", cl, request_of(context)) if cl else ""
+    if not base:
+        return ""
+    form = context.get("action_form")
+    admin = cl.model_admin
+    return digest(
+        base,
+        None if form is None else (form_key(form), form.auto_id, plain(form.initial)),
+        # admin_actions counts the action bars of a page (the submit's value).
+        context.get("action_index"),
+        bool(context.get("actions_on_top")),
+        bool(context.get("actions_selection_counter")),
+        plain(context.get("selection_note"), str),
+        plain(context.get("selection_note_all"), str),
+        plain(context.get("module_name"), str),
+        bool(context.get("is_popup")),
+        bool(cl.search_fields),
+        bool(cl.has_filters),
+        cl.result_count,
+        len(cl.result_list),
+        bool(getattr(admin, "list_fullwidth", False)),
+        bool(getattr(admin, "list_disable_select_all", False)),
+    )
+
+
+def export_item_key(context) -> str:
+    """Key the changelist's Export button (import-export's, unfold's template).
+
+    A link to the export view with the list's query string, shown to those
+    who may export. As list_part_key: the payment list, never a search.
+    """
+    cl = context.get("cl")
+    base = list_part_key("export", cl, request_of(context)) if cl else ""
+    if not base:
+        return ""
+    opts = context.get("opts")
+    return digest(
+        base,
+        bool(context.get("has_export_permission")),
+        getattr(opts, "label", None),
+    )
+
+
+def search_form_key(context) -> str:
+    """Key the changelist's search box when there is no search term.
+
+    It shows the (empty) term, the help text and the other parameters of the
+    query string as hidden fields. A page with a search term is never
+    memoised (list_part_key), so no term enters the store.
+    """
+    cl = context.get("cl")
+    base = list_part_key("search", cl, request_of(context)) if cl else ""
+    if not base:
+        return ""
+    return digest(
+        base,
+        plain(cl.query, str),  # spaces at most: list_part_key refuses a term
+        bool(cl.search_fields),
+        bool(getattr(cl, "is_dataset", False)),
+        plain(cl.search_help_text, str),
+        context.get("search_var"),
+        plain(cl.filter_params, str),
+    )
+
+
+def pagination_key(context) -> str:
+    """Key a changelist's pagination (unfold/helpers/pagination.html).
+
+    Links to pages around the current one (the query string with another
+    page number), by the counts and the page size. As list_part_key: the
+    payment list, never a search.
+    """
+    cl = context.get("cl")
+    base = list_part_key("pagination", cl, request_of(context)) if cl else ""
+    if not base:
+        return ""
+    paginator = cl.paginator
+    return digest(
+        base,
+        type(paginator).__module__,
+        type(paginator).__qualname__,
+        getattr(paginator, "template_name", None),
+        paginator.per_page,
+        cl.page_num,
+        len(cl.result_list),
+        cl.result_count,
+        cl.full_result_count,
+        bool(cl.show_all),
+        bool(cl.can_show_all),
+        bool(cl.multi_page),
+        bool(cl.formset),
+        bool(cl.is_popup),
+        bool(getattr(cl.model_admin, "list_fullwidth", False)),
+    )
+
+
+# What unfold's header shows on a changelist, from the page's context: the
+# environment label, the title's parts, the list's actions and the HTML the
+# page captured for the header (object tools, action items).
+HEADER_CONTEXT = (
+    "environment",
+    "actions_list",
+    "actions_list_hide_default",
+    "actions_detail",
+    "actions_detail_hide_default",
+    "actions_items",
+    "nav_global",
+    "nav_global_side",
+    "show_back_button",
+    "is_fullwidth",
+    "is_popup",
+    "is_nav_sidebar_enabled",
+    "has_permission",
+)
+
+
+def list_header_key(context) -> str:
+    """Key the page header of a changelist (unfold/helpers/header.html).
+
+    Its title is the app and the model (links to their lists), with the
+    counts of a filtered list when its paginator counts; the rest comes from
+    the context (HEADER_CONTEXT). A page about one object (a change form)
+    is never memoised here. As list_part_key: the payment list, no search.
+    """
+    cl = context.get("cl")
+    request = request_of(context)
+    base = list_part_key("header", cl, request) if cl else ""
+    if not base or any(
+        context.get(name) for name in ("object", "original", "adminform")
+    ):
+        return ""
+    return digest(
+        base,
+        getattr(request, "current_app", None),
+        tuple(plain(context.get(name), str) for name in HEADER_CONTEXT),
+        cl.result_count,
+        cl.full_result_count,
+        bool(cl.show_full_result_count),
+        bool(cl.is_popup),
+        type(cl.paginator).__qualname__,
+        bool(getattr(cl.model_admin, "list_fullwidth", False)),
+    )
+
+
+# What unfold's avatar reads of a user (a plain Django user has none of these).
+AVATAR_FIELDS = (
+    "avatar_url",
+    "avatar_badge_count",
+    "avatar_badge_variant",
+    "avatar_badge_url",
+)
+
+
+def user_menu_key(context) -> str:
+    """Key the sidebar's user menu (unfold/helpers/navigation_user.html).
+
+    The signed-in user's name, e-mail and avatar, the theme switch, the
+    account links and the logout form (its CSRF token is a hole, see
+    `remember`). Not memoised with the language switch, whose forms name the
+    page being shown.
+    """
+    request = request_of(context)
+    user = getattr(request, "user", None)
+    if not getattr(user, "is_authenticated", False) or context.get("show_languages"):
+        return ""
+    full_name = getattr(user, "get_full_name", None)
+    return digest(
+        "user-menu",
+        type(user).__qualname__,
+        user.pk,
+        user.get_username(),
+        full_name() if callable(full_name) else None,
+        getattr(user, "email", None),
+        user.has_usable_password(),
+        tuple(plain(getattr(user, name, None), str) for name in AVATAR_FIELDS),
+        plain(context.get("theme"), str),
+        plain(context.get("site_url"), str),
+        plain(context.get("account_links"), str),
+        plain(context.get("extra_userlinks"), str),
+    )
+
+
 def staff_key(part: str, context) -> str:
     """Key a fragment that shows only to staff and names the current admin site."""
     request = context.get("request")
@@ -300,6 +549,12 @@ MEMOISED_TEMPLATES: dict[str, Callable[[Any], str]] = {
     "unfold/helpers/change_list_filter_vertical.html": filters_key,
     "unfold/filters/filters_field.html": list_filter_key,
     "unfold/filters/filters_date_range.html": list_filter_key,
+    "unfold/helpers/change_list_actions.html": list_actions_key,
+    "admin/import_export/change_list_export_item.html": export_item_key,
+    "admin/search_form.html": search_form_key,
+    "unfold/helpers/header.html": list_header_key,
+    "unfold/helpers/pagination.html": pagination_key,
+    "unfold/helpers/navigation_user.html": user_menu_key,
     "unfold/helpers/command.html": lambda context: staff_key("command", context),
     "unfold/helpers/shortcuts.html": lambda context: staff_key("shortcuts", context),
 }
@@ -335,7 +590,7 @@ class MemoLoader(AppDirectoriesLoader):
 
 
 def list_part_key(part: str, cl, request) -> str:
-    """Key a part of a changelist (filter panel, column headers) by the query string.
+    """Key a part of a changelist (filter panel, headers, action bar…) by the query string.
 
     Only for an admin that sets `memo_list_parts`: its filters' choices and
     its columns must come from code, never from the database or the user.

@@ -10,8 +10,9 @@ the sidebar's entries. Measured on the payment list (docs/benchmarks.md):
 - unfold asks each sidebar entry's permission callback through `lazy()`,
   which defines a new class per call, then compares the proxy to True: the
   callback is called directly here, with the same result;
-- each entry's link is reversed to decide which entry is active: a lazy link
-  is reversed once per URLconf, script prefix and language.
+- each entry's lazy link is reversed, on every page, to test it for truth and
+  to decide which entry is active: here it is reversed once per URLconf,
+  script prefix and language, and the entry holds the string.
 
 What the pages show is unchanged; tests/test_admin_site.py compares it with
 unfold's own site.
@@ -72,6 +73,16 @@ class BackofficeAdminSite(UnfoldAdminSite):
         if not callable(callback):
             return False
         return callback(request) == True  # noqa: E712  (unfold's test, kept)
+
+    def _get_navigation_items(
+        self, request: HttpRequest, items: list[dict], tabs: list[dict] | None = None
+    ) -> list:
+        # This request's copy of the entries: unfold tests each lazy link for
+        # truth (a reverse() per entry and page) before anything else.
+        for item in items:
+            if "link" in item:
+                item["link"] = resolved(item["link"])
+        return super()._get_navigation_items(request, items, tabs)
 
     def _get_is_active(
         self, request: HttpRequest, link: str | Callable, is_tab: bool = False

@@ -146,6 +146,31 @@ def test_a_lazy_link_is_reversed_once_per_urlconf_and_language(monkeypatch):
     assert resolved("/plain/") == "/plain/"
 
 
+def test_a_page_reverses_no_sidebar_link_once_they_are_known(staff, monkeypatch):
+    """unfold reverses each entry's lazy link (a truth test) on every page."""
+    from django.urls.resolvers import URLResolver
+
+    calls = []
+    real = URLResolver._reverse_with_prefix
+
+    def counting(resolver, lookup_view, *args, **kwargs):
+        calls.append(lookup_view)
+        return real(resolver, lookup_view, *args, **kwargs)
+
+    admin.site.get_sidebar_list(request_for(staff["admin"], LIST))
+    monkeypatch.setattr(URLResolver, "_reverse_with_prefix", counting)
+    groups = admin.site.get_sidebar_list(request_for(staff["admin"], LIST))
+    links = [item["link"] for group in groups for item in group["items"]]
+    assert LIST in links
+    assert all(isinstance(link, str) for link in links)
+    # Left: unfold's own look-up of the dashboard's path, to compare with.
+    assert set(calls) <= {"index"}
+    # unfold's own site reverses every entry's link, page after page.
+    calls.clear()
+    UnfoldAdminSite().get_sidebar_list(request_for(staff["admin"], LIST))
+    assert len(set(calls) - {"index"}) == len(links) - 1
+
+
 def test_lazy_links_are_not_kept_past_the_bound(monkeypatch):
     monkeypatch.setattr(sites, "LINKS", {})
     monkeypatch.setattr(sites, "MAX_LINKS", 1)

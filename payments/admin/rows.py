@@ -21,7 +21,6 @@ from django.contrib.admin.utils import quote
 from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import ObjectDoesNotExist
 from django.urls import NoReverseMatch, reverse
-from django.utils.html import conditional_escape, escape
 from django.utils.safestring import SafeData, SafeString, mark_safe
 from unfold.templatetags.unfold_list import (
     LINK_CLASSES,
@@ -29,6 +28,8 @@ from unfold.templatetags.unfold_list import (
     TABLE_CELL_CLASSES,
 )
 from unfold.utils import display_for_value
+
+from .common import escaped
 
 # unfold's row stripes ({% cycle %} in admin/change_list_results.html).
 STRIPES = ("", "bg-base-50 dark:bg-white/[.02]")
@@ -139,13 +140,13 @@ class FastRows:
             try:
                 value = column.display(obj)
             except ObjectDoesNotExist:
-                shown = conditional_escape(self.empty)
+                shown = escaped(self.empty)
             else:
                 if isinstance(value, date | time):
                     opening = column.opening_nowrap
                 shown = self._shown(value, column)
             if column.link:
-                url = escape(f"{self.url_prefix}{quote(obj.pk)}{self.url_suffix}")
+                url = escaped(f"{self.url_prefix}{quote(obj.pk)}{self.url_suffix}")
                 shown = f'<a href="{url}" class="{LINK_CLASS}" >{shown}</a>'
             out.append(opening + shown + column.closing)
         return out
@@ -154,9 +155,7 @@ class FastRows:
     def _shown(value, column: Column) -> str:
         if isinstance(value, SafeData) and not column.boolean:
             return value
-        return conditional_escape(
-            display_for_value(value, column.empty, column.boolean)
-        )
+        return escaped(display_for_value(value, column.empty, column.boolean))
 
     def rows(self) -> Iterator[str]:
         """Yield each row's <tbody>, striped as unfold stripes them."""

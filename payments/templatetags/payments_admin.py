@@ -7,7 +7,13 @@ from django.utils.safestring import SafeString, mark_safe
 from unfold.templatetags.unfold_list import result_headers
 from unfold.templatetags.unfold_list import result_list as unfold_result_list
 
-from backoffice.fragments import FRAGMENTS, list_part_key, sidebar_key, template_key
+from backoffice.fragments import (
+    FRAGMENTS,
+    list_part_key,
+    remember,
+    sidebar_key,
+    template_key,
+)
 
 register = template.Library()
 
@@ -82,8 +88,8 @@ class MemoNode(template.Node):
         self.key = key
 
     def render(self, context) -> str:
-        return FRAGMENTS.remember(
-            self.key.resolve(context), lambda: self.nodelist.render(context)
+        return remember(
+            self.key.resolve(context), context, lambda: self.nodelist.render(context)
         )
 
 

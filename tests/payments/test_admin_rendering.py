@@ -231,7 +231,7 @@ def test_the_loader_wraps_only_unfolds_copy_of_the_listed_templates():
     assert shortcuts.source.startswith("{% load payments_admin %}")
     assert shortcuts.source.endswith("{% endmemo %}")
     # Not listed: read as it is.
-    assert "{% memo" not in engine.get_template("unfold/helpers/header.html").source
+    assert "{% memo" not in engine.get_template("unfold/helpers/messages.html").source
     # The project's own navigation.html wins over unfold's, unwrapped.
     navigation = engine.get_template("unfold/helpers/navigation.html")
     assert "templates/unfold/helpers/navigation.html" in navigation.origin.name
@@ -477,3 +477,217 @@ def test_only_filters_of_an_admin_with_memo_list_parts_are_memoised(admin_user):
     assert list_filter_key(context)
     context["choices"] = [{**context["choices"][0], "query_string": "?q=someone"}]
     assert list_filter_key(context) == ""
+
+
+# -- the action bar, search box, header, pagination and user menu ---------------------
+
+LIST_PARTS = (
+    "unfold/helpers/change_list_actions.html",
+    "admin/import_export/change_list_export_item.html",
+    "admin/search_form.html",
+    "unfold/helpers/header.html",
+    "unfold/helpers/pagination.html",
+    "unfold/helpers/navigation_user.html",
+)
+
+
+@pytest.mark.parametrize(
+    "query",
+    [{}, {"status__exact": "FAILED"}, {"o": "-7"}, {"needs_review__exact": "1"}],
+)
+def test_memoised_parts_render_what_unfold_renders(
+    admin_client, payments, monkeypatch, query
+):
+    from backoffice import fragments
+
+    with monkeypatch.context() as patched:
+        for name in fragments.MEMOISED_TEMPLATES:
+            patched.setitem(fragments.MEMOISED_TEMPLATES, name, lambda context: "")
+        unmemoised = page_without_tokens(admin_client, query)
+    FRAGMENTS.clear()
+    first = page_without_tokens(admin_client, query)  # rendered and kept
+    again = page_without_tokens(admin_client, query)  # from the store
+    assert first == again == unmemoised
+    kept = "".join(FRAGMENTS._items.values())
+    for marker in (
+        'id="changelist-actions"',  # the action bar
+        'id="changelist-search"',  # the search box
+        'id="header-inner"',  # the header
+        'id="logout-form"',  # the user menu
+        "Export",  # import-export's button
+    ):
+        assert marker in kept, marker
+
+
+def test_each_part_is_kept_once_per_page_and_served_after(admin_client, payments):
+    from backoffice import fragments
+
+    admin_client.get(LIST, {"status__exact": "FAILED"})
+    kept = len(FRAGMENTS)
+    # Every listed part has a key on this page, and nothing new is kept on the next.
+    keyed = []
+    real = fragments.template_key
+
+    def spying(name, context):
+        key = real(name, context)
+        keyed.append((name, bool(key)))
+        return key
+
+    from payments.templatetags import payments_admin
+
+    original = payments_admin.template_key
+    payments_admin.template_key = spying
+    try:
+        admin_client.get(LIST, {"status__exact": "FAILED"})
+    finally:
+        payments_admin.template_key = original
+    assert len(FRAGMENTS) == kept
+    assert {name for name, has_key in keyed if has_key} >= set(LIST_PARTS)
+
+
+def test_list_parts_of_other_lists_and_of_searches_are_never_kept(admin_user, payments):
+    from backoffice import fragments
+    from payments.models import Refund
+
+    def context(model, query: str) -> dict:
+        request = RequestFactory().get(query)
+        request.user = admin_user
+        cl = admin.site._registry[model].get_changelist_instance(request)
+        cl.formset = None
+        return {"cl": cl, "request": request, "opts": cl.opts}
+
+    keys = (
+        fragments.list_actions_key,
+        fragments.export_item_key,
+        fragments.search_form_key,
+        fragments.list_header_key,
+        fragments.pagination_key,
+    )
+    listed = context(Payment, "?status__exact=FAILED")
+    assert all(key(listed) for key in keys)
+    assert len({key(listed) for key in keys}) == len(keys)
+    for other in (context(Refund, ""), context(Payment, "?q=plain@example.com")):
+        assert [key(other) for key in keys] == [""] * len(keys)
+    # Another count, another header; a change form's header is never kept.
+    header = fragments.list_header_key(listed)
+    listed["cl"].result_count += 1
+    assert fragments.list_header_key(listed) not in ("", header)
+    assert fragments.list_header_key({**listed, "original": payments[0]}) == ""
+
+
+TOKEN_VALUE = re.compile(r'name="csrfmiddlewaretoken" value="([^"]*)"')
+
+
+def test_a_kept_fragment_holds_no_csrf_token_and_each_page_its_own(
+    admin_client, payments
+):
+    from backoffice.fragments import CSRF_HOLE
+
+    pages = [admin_client.get(LIST).content.decode() for _ in range(2)]
+    tokens = []
+    for page in pages:
+        found = TOKEN_VALUE.findall(page)
+        # The changelist's form and the logout form, one token for the page.
+        assert len(found) == 2 and len(set(found)) == 1, found
+        assert CSRF_HOLE not in page
+        tokens.append(found[0])
+    assert tokens[0] != tokens[1]  # masked anew for each page
+    kept = [TOKEN_VALUE.findall(html) for html in FRAGMENTS._items.values()]
+    assert [CSRF_HOLE] in kept  # the logout form
+    assert all(value == CSRF_HOLE for found in kept for value in found)
+
+
+def test_the_memoised_logout_form_logs_out(django_user_model, payments):
+    from django.test import Client
+
+    user = django_user_model.objects.create_superuser("boss", None, "pw-12345678")
+    browser = Client(enforce_csrf_checks=True)
+    browser.force_login(user)
+    for _ in range(2):  # the second page's user menu comes from the store
+        page = browser.get(LIST).content.decode()
+    form = page[page.index('id="logout-form"') :]
+    token = TOKEN_VALUE.search(form).group(1)
+    assert browser.post(reverse("admin:logout")).status_code == 403  # no token
+    answer = browser.post(reverse("admin:logout"), {"csrfmiddlewaretoken": token})
+    assert answer.status_code == 200
+    assert browser.get(LIST).status_code == 302  # to the login page
+
+
+def test_the_user_menu_is_each_users_own(client, django_user_model, payments):
+    names = {}
+    for username, first, last in (
+        ("amal", "Amal", "Haddad"),
+        ("omar", "Omar", "Saleh"),
+    ):
+        user = django_user_model.objects.create_superuser(
+            username,
+            f"{username}@magic.example",
+            None,
+            first_name=first,
+            last_name=last,
+        )
+        names[username] = (user, f"{first} {last}")
+    for _ in range(2):
+        for username, (user, full_name) in names.items():
+            client.force_login(user)
+            page = client.get(LIST).content.decode()
+            menu = page[page.index('x-data="{ openUserLinks: false }"') :]
+            menu = menu[: menu.index("</nav>", menu.index("</nav>") + 1)]
+            others = [n for u, (_, n) in names.items() if u != username]
+            assert full_name in page
+            assert f"{username}@magic.example" in page
+            assert not any(other in page for other in others)
+
+
+def test_remember_puts_back_the_token_past_a_layer_left_inside():
+    """unfold's {% capture silent %} leaves a layer on the context; ours still goes."""
+    from django.template import Context, engines
+
+    from backoffice.fragments import CSRF_HOLE
+
+    template = engines["django"].from_string(
+        "{% load payments_admin unfold %}"
+        '{% memo "test-layer" %}{% capture as note silent %}x{% endcapture %}'
+        "[{% csrf_token %}]{% endmemo %}|{% csrf_token %}"
+    )
+    for token in ("tokenA", "tokenB"):  # rendered and kept, then from the store
+        html = template.render(Context({"csrf_token": token}).flatten())
+        assert html.count(f'value="{token}"') == 2, html
+        assert CSRF_HOLE not in html
+    assert FRAGMENTS.get("test-layer").count(CSRF_HOLE) == 1
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["plain", "a\"b<c>&d'e", "", 42, None, Decimal("1.250")],
+)
+def test_escaped_is_conditional_escape(value):
+    from django.utils.functional import lazy
+    from django.utils.html import conditional_escape
+    from django.utils.safestring import mark_safe
+
+    from payments.admin.common import escaped
+
+    lazy_text = lazy(lambda: str(value), str)()
+    for given in (value, mark_safe(f"<b>{value}</b>"), lazy_text):  # noqa: S308
+        assert escaped(given) == conditional_escape(given)
+
+
+def test_the_list_reads_its_rows_in_one_query_whatever_their_number(
+    admin_client, payments
+):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    def queries() -> tuple[list[str], str]:
+        admin_client.get(LIST)  # the session and the review badge settled
+        with CaptureQueriesContext(connection) as captured:
+            page = admin_client.get(LIST).content.decode()
+        return [q["sql"] for q in captured.captured_queries], page
+
+    few, _ = queries()
+    PaymentFactory.create_batch(12)
+    many, page = queries()
+    assert len(many) == len(few), many
+    assert page.count('<tr class="data-row relative">') == 16
+    assert "Kuwait &lt;1 GB&gt;" in page  # the plan's name, through the join
