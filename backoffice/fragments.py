@@ -1,7 +1,8 @@
 """Memoised admin fragments: HTML rendered once per distinct set of inputs.
 
 Parts of every admin page (the sidebar's entries, the user menu, the command
-palette and the shortcuts sheet) and of the payment list (its header, filter
+palette, the shortcuts sheet, the head's fonts, styles and scripts, the
+theme's colours) and of the payment list (its header, filter
 panel, each filter, search box, action bar, Export button, column headers and
 pagination) take milliseconds to render through unfold's templates, yet
 depend on a few values only: the entries the user may see with their badges,
@@ -17,8 +18,10 @@ unfold's own templates are memoised without copying them: `MemoLoader` reads
 each one named in MEMOISED_TEMPLATES from unfold's package (its templates and
 those of its contrib apps) and wraps it in `{% memo %}` with the key function
 named there. A project template of the same name (templates/) still wins,
-unwrapped; the sidebar is one such (templates/unfold/helpers/navigation.html,
-unfold's with one memo added).
+unwrapped. Two are unfold's with memos added, where the memoised part is
+only a piece of a template: templates/unfold/helpers/navigation.html (the
+sidebar's entries) and templates/unfold/layouts/skeleton.html (the head's
+files, the colours); a test holds each to unfold's original.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import unfold
+from django.conf import settings
 from django.contrib.admin.views.main import SEARCH_VAR
 from django.core.exceptions import ImproperlyConfigured
 from django.dispatch import receiver
@@ -524,6 +528,32 @@ def user_menu_key(context) -> str:
         plain(context.get("account_links"), str),
         plain(context.get("extra_userlinks"), str),
     )
+
+
+def skeleton_key(part: str, context) -> str:
+    """Key a part of unfold's page skeleton drawn from the site's settings.
+
+    "head": the fonts, styles and scripts every page links (the static files'
+    URLs, fixed by the static files settings); "colors": the theme's colour
+    variables. templates/unfold/layouts/skeleton.html memoises both.
+    """
+    if part == "head":
+        shown = (
+            settings.STATIC_URL,
+            settings.DEBUG,
+            plain(settings.STORAGES.get("staticfiles"), str),
+            plain(context.get("styles"), str),
+            plain(context.get("scripts"), str),
+            plain(context.get("site_favicons"), str),
+        )
+    elif part == "colors":
+        shown = (
+            plain(context.get("colors"), str),
+            plain(context.get("border_radius"), str),
+        )
+    else:
+        return ""
+    return digest("skeleton", part, shown)
 
 
 def staff_key(part: str, context) -> str:

@@ -12,6 +12,7 @@ from backoffice.fragments import (
     list_part_key,
     remember,
     sidebar_key,
+    skeleton_key,
     template_key,
 )
 
@@ -74,6 +75,12 @@ def headers_html(context, cl) -> SafeString:
 def template_memo_key(context, template_name: str) -> str:
     """Return the memo key of a memoised unfold template (backoffice.fragments)."""
     return template_key(template_name, context)
+
+
+@register.simple_tag(takes_context=True)
+def skeleton_memo_key(context, part: str) -> str:
+    """Return the memo key of a part of the page skeleton (backoffice.fragments)."""
+    return skeleton_key(part, context)
 
 
 @register.simple_tag(takes_context=True)

@@ -499,10 +499,12 @@ def test_memoised_parts_render_what_unfold_renders(
     admin_client, payments, monkeypatch, query
 ):
     from backoffice import fragments
+    from payments.templatetags import payments_admin
 
     with monkeypatch.context() as patched:
         for name in fragments.MEMOISED_TEMPLATES:
             patched.setitem(fragments.MEMOISED_TEMPLATES, name, lambda context: "")
+        patched.setattr(payments_admin, "skeleton_key", lambda part, context: "")
         unmemoised = page_without_tokens(admin_client, query)
     FRAGMENTS.clear()
     first = page_without_tokens(admin_client, query)  # rendered and kept
@@ -515,6 +517,8 @@ def test_memoised_parts_render_what_unfold_renders(
         'id="header-inner"',  # the header
         'id="logout-form"',  # the user menu
         "Export",  # import-export's button
+        "unfold/css/styles",  # the page's head
+        'id="unfold-theme-colors"',  # the theme's colours
     ):
         assert marker in kept, marker
 
@@ -690,3 +694,41 @@ def test_the_list_reads_its_rows_in_one_query_whatever_their_number(
     assert len(many) == len(few), many
     assert page.count('<tr class="data-row relative">') == 16
     assert "Kuwait &lt;1 GB&gt;" in page  # the plan's name, through the join
+
+
+@pytest.mark.parametrize(
+    "name", ["unfold/helpers/navigation.html", "unfold/layouts/skeleton.html"]
+)
+def test_the_projects_copies_of_unfolds_templates_add_only_memos(name):
+    """After an upgrade of unfold, a copy that drifted from its original fails here."""
+    from pathlib import Path
+
+    from django.conf import settings
+
+    from backoffice.fragments import UNFOLD_DIR
+
+    def lines(source: str) -> list[str]:
+        source = re.sub(r"{% comment %}.*?{% endcomment %}", "", source, flags=re.S)
+        source = source.replace(" payments_admin %}", " %}")
+        source = re.sub(r"{% \w+_memo_key [^%]*%}|{% (end)?memo[^%]*%}", "", source)
+        return [line.strip() for line in source.splitlines() if line.strip()]
+
+    ours = Path(settings.BASE_DIR, "templates", name).read_text()
+    theirs = Path(UNFOLD_DIR, "templates", name).read_text()
+    assert "{% memo" in ours
+    assert lines(ours) == lines(theirs)
+
+
+def test_skeleton_keys_follow_the_static_files_and_the_theme(settings):
+    from backoffice.fragments import skeleton_key
+
+    context = {"colors": {"primary": {"500": "10 20 30"}}, "styles": ["/a.css"]}
+    head, colors = skeleton_key("head", context), skeleton_key("colors", context)
+    assert head and colors and head != colors
+    assert skeleton_key("body", context) == ""
+    assert skeleton_key("head", {**context, "styles": ["/b.css"]}) != head
+    other = {"primary": {"500": "10 20 31"}}
+    assert skeleton_key("colors", {**context, "colors": other}) != colors
+    settings.STATIC_URL = "/elsewhere/"
+    assert skeleton_key("head", context) != head
+    assert skeleton_key("colors", context) == colors
