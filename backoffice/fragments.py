@@ -133,7 +133,7 @@ def remember(key: str, context, render: Callable[[], str]) -> str:
 
     html = FRAGMENTS.remember(key, render_with_hole)
     if CSRF_HOLE in html:
-        html = html.replace(CSRF_HOLE, str(conditional_escape(str(token))))
+        html = html.replace(CSRF_HOLE, conditional_escape(str(token)))
     return html
 
 
@@ -251,8 +251,7 @@ def sidebar_key(context) -> str:
 
 def filters_key(context) -> str:
     """Key a changelist's filter panel (see list_part_key)."""
-    cl = context.get("cl")
-    return list_part_key("filters", cl, context.get("request")) if cl else ""
+    return list_context_key("filters", context)
 
 
 # What a form-based filter's choice may hold: its form, and from unfold's date
@@ -339,6 +338,12 @@ def request_of(context):
     return context.get("request") or getattr(context, "request", None)
 
 
+def list_context_key(part: str, context) -> str:
+    """list_part_key for a template rendered with a changelist (`cl`), else ""."""
+    cl = context.get("cl")
+    return list_part_key(part, cl, request_of(context)) if cl else ""
+
+
 def list_actions_key(context) -> str:
     """Key a changelist's action bar (unfold/helpers/change_list_actions.html).
 
@@ -347,10 +352,10 @@ def list_actions_key(context) -> str:
     they are made of; nothing from the database but those counts. Only for an
     admin that sets `memo_list_parts`, never for a search (list_part_key).
     """
-    cl = context.get("cl")
-    base = list_part_key("actions", cl, request_of(context)) if cl else ""
+    base = list_context_key("actions", context)
     if not base:
         return ""
+    cl = context["cl"]
     form = context.get("action_form")
     admin = cl.model_admin
     return digest(
@@ -379,8 +384,7 @@ def export_item_key(context) -> str:
     A link to the export view with the list's query string, shown to those
     who may export. As list_part_key: the payment list, never a search.
     """
-    cl = context.get("cl")
-    base = list_part_key("export", cl, request_of(context)) if cl else ""
+    base = list_context_key("export", context)
     if not base:
         return ""
     opts = context.get("opts")
@@ -398,10 +402,10 @@ def search_form_key(context) -> str:
     query string as hidden fields. A page with a search term is never
     memoised (list_part_key), so no term enters the store.
     """
-    cl = context.get("cl")
-    base = list_part_key("search", cl, request_of(context)) if cl else ""
+    base = list_context_key("search", context)
     if not base:
         return ""
+    cl = context["cl"]
     return digest(
         base,
         plain(cl.query, str),  # spaces at most: list_part_key refuses a term
@@ -420,10 +424,10 @@ def pagination_key(context) -> str:
     page number), by the counts and the page size. As list_part_key: the
     payment list, never a search.
     """
-    cl = context.get("cl")
-    base = list_part_key("pagination", cl, request_of(context)) if cl else ""
+    base = list_context_key("pagination", context)
     if not base:
         return ""
+    cl = context["cl"]
     paginator = cl.paginator
     return digest(
         base,
@@ -472,16 +476,15 @@ def list_header_key(context) -> str:
     the context (HEADER_CONTEXT). A page about one object (a change form)
     is never memoised here. As list_part_key: the payment list, no search.
     """
-    cl = context.get("cl")
-    request = request_of(context)
-    base = list_part_key("header", cl, request) if cl else ""
+    base = list_context_key("header", context)
     if not base or any(
         context.get(name) for name in ("object", "original", "adminform")
     ):
         return ""
+    cl = context["cl"]
     return digest(
         base,
-        getattr(request, "current_app", None),
+        getattr(request_of(context), "current_app", None),
         tuple(plain(context.get(name), str) for name in HEADER_CONTEXT),
         cl.result_count,
         cl.full_result_count,
