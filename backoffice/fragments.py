@@ -519,6 +519,8 @@ def user_menu_key(context) -> str:
     full_name = getattr(user, "get_full_name", None)
     return digest(
         "user-menu",
+        # Its links ({% url 'admin:logout' %}) follow the admin site shown.
+        getattr(request, "current_app", None),
         type(user).__qualname__,
         user.pk,
         user.get_username(),

@@ -642,6 +642,19 @@ def test_the_user_menu_is_each_users_own(client, django_user_model, payments):
             assert not any(name in page for name in others)
 
 
+def test_the_user_menu_is_kept_per_admin_site(admin_user):
+    """Its logout and password links are reversed in the site being shown."""
+    from backoffice.fragments import user_menu_key
+
+    keys = set()
+    for site in ("admin", "other"):
+        request = RequestFactory().get(LIST)
+        request.user = admin_user
+        request.current_app = site
+        keys.add(user_menu_key({"request": request}))
+    assert len(keys) == 2 and "" not in keys
+
+
 def test_remember_puts_back_the_token_past_a_layer_left_inside():
     """unfold's {% capture silent %} leaves a layer on the context; ours still goes."""
     from django.template import Context, engines
