@@ -126,8 +126,9 @@ class PaymentAdmin(PaymentExportMixin, ReadOnlyAdminMixin, ModelAdmin):
     )
     list_filter_submit = True
     # Every filter's choices come from code (statuses, the gateway registry,
-    # yes/no, dates) and every column from this class, so the filter panel and
-    # the column headers are memoised per query string (backoffice/fragments.py).
+    # yes/no, dates) and every column from this class, so the list's parts (its
+    # header, filters, search box, action bar, column headers, pagination) are
+    # memoised per query string (backoffice/fragments.py).
     memo_list_parts = True
     # unfold's changelist with the rows rendered by FastRows (payments/admin/rows.py).
     change_list_template = "admin/payments/payment/change_list.html"
