@@ -28,6 +28,7 @@ STATUS_COLOURS = {
     PaymentStatus.EXPIRED: "var(--color-base-400)",
     PaymentStatus.PARTIALLY_REFUNDED: "var(--color-orange-400)",
     PaymentStatus.REFUNDED: "var(--color-primary-600)",
+    PaymentStatus.VOIDED: "var(--color-red-700)",
 }
 CURRENCY_COLOURS = (
     "var(--color-primary-600)",
@@ -128,6 +129,9 @@ def _payment_blocks(now) -> dict:
         "volume_chart": _volume_chart(paid),
         "status_chart": _status_chart(stats),
         "attention": _attention_table(now),
+        "silent_gateways": [
+            item.warning for item in selectors.webhook_silence(now=now) if item.silent
+        ],
     }
 
 

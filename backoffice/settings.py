@@ -416,6 +416,15 @@ if Q_BROKER_URL:
 else:
     Q_CLUSTER["orm"] = "default"
 
+# A gateway whose payments complete only through polling has stopped notifying:
+# at least WEBHOOK_SILENCE_MIN_COMPLETIONS completions in the last
+# WEBHOOK_SILENCE_MINUTES, none learned from a notification, is a warning on the
+# dashboard, in /metrics and in /health/.
+WEBHOOK_SILENCE_MINUTES = config("WEBHOOK_SILENCE_MINUTES", default=60, cast=int)
+WEBHOOK_SILENCE_MIN_COMPLETIONS = config(
+    "WEBHOOK_SILENCE_MIN_COMPLETIONS", default=5, cast=int
+)
+
 # --- admin ------------------------------------------------------------------------------
 
 # The sidebar's "needs review" badge is counted at most this often per process

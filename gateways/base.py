@@ -23,8 +23,11 @@ class Status:
     EXPIRED = "EXPIRED"
     PARTIALLY_REFUNDED = "PARTIALLY_REFUNDED"
     REFUNDED = "REFUNDED"
+    # The provider voided captured money (e.g. an MPGS same-day VOID): nothing
+    # is paid any more. Reported for a payment never captured, it ends it.
+    VOIDED = "VOIDED"
 
-    ALL = (PENDING, COMPLETED, FAILED, EXPIRED, PARTIALLY_REFUNDED, REFUNDED)
+    ALL = (PENDING, COMPLETED, FAILED, EXPIRED, PARTIALLY_REFUNDED, REFUNDED, VOIDED)
 
 
 class RefundStatus:
@@ -114,6 +117,21 @@ class PaymentRef:
 
 
 @dataclass(frozen=True)
+class ProviderRefund:
+    """One refund the provider reports on a payment, whoever asked for it.
+
+    `gateway_refund_id` is the provider's id of the refund transaction; for a
+    refund sent from here it is our own refund id where the provider keeps
+    it (MPGS), so ours are matched and the rest (e.g. made in the provider's
+    portal) are told apart.
+    """
+
+    gateway_refund_id: str
+    amount: Decimal
+    status: str = "SUCCEEDED"  # RefundStatus
+
+
+@dataclass(frozen=True)
 class StatusResult:
     """The provider's view of one payment, already mapped to a canonical status."""
 
@@ -125,9 +143,15 @@ class StatusResult:
     amount_refunded: Decimal | None = None
     message: str = ""
     raw: Mapping[str, Any] = field(default_factory=dict)
-    # Money has reached the provider but is not settled yet (e.g. coins
-    # waiting for confirmations): the payment must not expire meanwhile.
+    # Money has reached the provider but is not captured or settled yet (coins
+    # waiting for confirmations, a card authorisation holding the payer's
+    # funds): the payment must not expire meanwhile, and is polled on.
     settling: bool = False
+    # The refunds the provider lists one by one (None: it reports only the
+    # total `amount_refunded`, or nothing).
+    refunds: tuple[ProviderRefund, ...] | None = None
+    # What the payer's bank took back (a chargeback); None: not reported.
+    amount_charged_back: Decimal | None = None
     # Something a person must look at whatever the status (coins received for
     # a payment the provider then timed out, a dispute, a chargeback); the
     # domain flags the payment with it once, unless the report is ignored.
@@ -174,6 +198,10 @@ class WebhookEvent:
     confirm: bool = False
     message: str = ""
     raw: Mapping[str, Any] = field(default_factory=dict)
+    # As in StatusResult: money received but not settled, and what a person
+    # must look at.
+    settling: bool = False
+    review: str = ""
 
 
 @dataclass(frozen=True)

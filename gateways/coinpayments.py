@@ -45,6 +45,10 @@ REQUIRED_SETTINGS = {
     "ipn_secret": "COINPAYMENTS_IPN_SECRET",
 }
 NO_REFUNDS = "CoinPayments has no refund API; record a manual refund"
+REVERSAL_REVIEW = (
+    "CoinPayments reports a PayPal refund or reversal (status -2): "
+    "the money left without anyone here asking"
+)
 _INTEGER = re.compile(r"-?\d+")
 _LONG_HEX = re.compile(r"[0-9a-fA-F]{64,}")
 # Answers that will not change however often the call is repeated: the key
@@ -365,6 +369,16 @@ class CoinPaymentsGateway(Gateway):
             # Coins that arrived before the end must be seen by a person; the
             # lookup reports them with the payment's own coin amounts.
             shortfall = _ipn_received(fields)
+        review = ""
+        if status == Status.REFUNDED:
+            # What was reversed is priced by the lookup, from the coins.
+            shortfall, review = "reversed", REVERSAL_REVIEW
+        received = _ipn_received(fields) if status == Status.PENDING else ""
+        if received:
+            # Coins sent, waiting for confirmations: settling, as a lookup says.
+            message = f"coins received, waiting for confirmations: {received}" + (
+                f" ({message})" if message else ""
+            )
         return WebhookEvent(
             event_id=event_id,
             ref_id=fields.get("invoice", ""),
@@ -378,6 +392,8 @@ class CoinPaymentsGateway(Gateway):
             confirm=bool(shortfall),
             message=f"{message}; {shortfall}" if shortfall else message,
             raw=fields,
+            settling=bool(received),
+            review=review,
         )
 
     def webhook_reply(self, event: WebhookEvent | None) -> WebhookReply:
@@ -443,6 +459,12 @@ class CoinPaymentsGateway(Gateway):
         amount, note, settling, review = None, "", False, ""
         if status == Status.COMPLETED:
             amount, note = self._paid_in_fiat(entry, ref)
+            review = f"CoinPayments: {note}" if note else ""
+        elif status == Status.REFUNDED:
+            # A PayPal refund or reversal: the coins' worth is what was paid,
+            # and all of it went back without anyone here asking.
+            amount, note = self._paid_in_fiat(entry, ref)
+            review = REVERSAL_REVIEW
         elif status in (Status.PENDING, Status.FAILED, Status.EXPIRED):
             coins = self._received(entry, ref)
             if coins and status == Status.PENDING:
@@ -575,12 +597,14 @@ class CoinPaymentsGateway(Gateway):
                 f"wrong coin: received {format(received, 'f')} {coin or '?'}, "
                 f"expected {format(asked, 'f')} {wanted_coin}"
             )
-        if received >= asked:
+        if received == asked:
             return ref.amount, ""
-        # Rounded down, so a short payment never rounds up to the full price.
+        # The coins received at the invoice's own rate (price / coins asked),
+        # rounded down: a short payment never rounds up to the full price.
         share = (ref.amount * received / asked).quantize(cents, ROUND_DOWN)
         received_text, asked_text = format(received, "f"), format(asked, "f")
-        return share, f"underpaid: received {received_text} of {asked_text} {coin}"
+        word = "underpaid" if received < asked else "overpaid"
+        return share, f"{word}: received {received_text} of {asked_text} {coin}"
 
     def _redact(self, text: object) -> str:
         """Return provider text safe for messages: no keys, no long hex runs."""
@@ -621,10 +645,11 @@ def _ipn_shortfall(fields: Mapping[str, str]) -> str:
         asked = money.parse_amount(fields.get("amount2"))
     except ValueError:
         return ""
-    if received >= asked:
+    if received == asked:
         return ""
     coin = fields.get("currency2", "")
-    return f"underpaid: received {format(received, 'f')} of {format(asked, 'f')} {coin}"
+    word = "underpaid" if received < asked else "overpaid"
+    return f"{word}: received {format(received, 'f')} of {format(asked, 'f')} {coin}"
 
 
 def _ipn_received(fields: Mapping[str, str]) -> str:
@@ -635,4 +660,4 @@ def _ipn_received(fields: Mapping[str, str]) -> str:
     if received <= 0:
         return ""
     asked, coin = fields.get("amount2", "?"), fields.get("currency2", "")
-    return f"received {format(received, 'f')} of {asked} {coin} before the end"
+    return f"received {format(received, 'f')} of {asked} {coin}"

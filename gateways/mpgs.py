@@ -19,6 +19,7 @@ from .base import (
     GatewayConfigError,
     GatewayUnavailable,
     PaymentRef,
+    ProviderRefund,
     RefundRequest,
     RefundResult,
     RefundStatus,
@@ -55,7 +56,9 @@ _ORDER_STATUS = {
     "REFUND_REQUESTED": (Status.COMPLETED, "refund requested, not yet executed"),
     "FAILED": (Status.FAILED, ""),
     "AUTHENTICATION_UNSUCCESSFUL": (Status.FAILED, "3-D Secure failed"),
-    "CANCELLED": (Status.FAILED, "voided"),
+    # A VOID of the order's last transaction: after capture (same day) the
+    # money is no longer taken, before it the authorisation is released.
+    "CANCELLED": (Status.VOIDED, "voided"),
     "AUTHENTICATED": (Status.PENDING, "payer authenticated, not paid yet"),
     "AUTHENTICATION_INITIATED": (Status.PENDING, "3-D Secure in progress"),
     "AUTHENTICATION_NOT_NEEDED": (Status.PENDING, "not paid yet"),
@@ -99,7 +102,15 @@ class MPGSGateway(Gateway):
       session ends a decline is reported as PENDING with the attempt in
       `declined`; only after it does the order's FAILED become FAILED.
     - DISPUTED, CHARGEBACK_PROCESSED and `chargeback.amount` > 0 are not
-      refunds: the payment keeps its status and is flagged for review.
+      refunds: the payment keeps its status and is flagged for review; the
+      charged-back amount (the captured total when CHARGEBACK_PROCESSED names
+      none) can no longer be refunded.
+    - AUTHORIZED holds the payer's funds without capturing them: still
+      PENDING, but "settling" (never expired) and flagged at once.
+    - CANCELLED is a VOID: of a capture (same day), the money is no longer
+      taken (VOIDED); of an authorisation, nothing was (FAILED domain-side).
+    - The order's REFUND transactions carry the transaction id they were
+      made with: ours is our refund id, a portal refund has its own.
     - Success is HTTP 201 even when the acquirer declines: read `result` and
       `response.gatewayCode`. Faults are 4xx with `result: ERROR`.
     - Amounts arrive as JSON numbers; floats are parsed through their repr.
@@ -425,6 +436,10 @@ class MPGSGateway(Gateway):
             # The payer may still pay with another card in this session.
             status = Status.PENDING
             parts.append("the payer may try again until the session ends")
+        review = _review(order, order_status, currency)
+        authorized = order_status == "AUTHORIZED"
+        if authorized:
+            review = "authorised, not captured: capture or void at the provider"
         return StatusResult(
             ref_id=ref.ref_id,
             status=status,
@@ -434,8 +449,11 @@ class MPGSGateway(Gateway):
             amount_refunded=refunded,
             message="; ".join(filter(None, parts)),
             raw=order,
-            review=_review(order, order_status, currency),
+            review=review,
             declined=tuple(filter(None, declined)),
+            settling=authorized,
+            refunds=_refunds(attempts),
+            amount_charged_back=_charged_back(order, order_status, captured),
         )
 
     def _parse_refund(self, refund_id: str, data: Mapping[str, Any]) -> RefundResult:
@@ -499,6 +517,46 @@ def _amounts(
     if checked and not all(in_range(v) for v in values if v is not None):
         raise ValueError("amount out of range")
     return values
+
+
+def _refunds(attempts: list[dict[str, Any]]) -> tuple[ProviderRefund, ...]:
+    """List the order's REFUND transactions with their outcome."""
+    refunds = []
+    for item in attempts:
+        transaction = _dict(item.get("transaction"))
+        if transaction.get("type") != "REFUND":
+            continue
+        try:
+            amount = parse_amount(transaction.get("amount") or 0)
+        except ValueError:
+            continue
+        result = item.get("result")
+        status = {"SUCCESS": RefundStatus.SUCCEEDED, "FAILURE": RefundStatus.FAILED}
+        refunds.append(
+            ProviderRefund(
+                gateway_refund_id=str(transaction.get("id") or ""),
+                amount=amount,
+                status=status.get(str(result), RefundStatus.PENDING),
+            )
+        )
+    return tuple(refunds)
+
+
+def _charged_back(
+    order: Mapping[str, Any], order_status: str, captured: Decimal
+) -> Decimal | None:
+    """Return what the payer's bank took back, or None when nothing says."""
+    chargeback = _dict(order.get("chargeback"))
+    if "amount" in chargeback:
+        try:
+            amount = parse_amount(chargeback["amount"])
+        except ValueError:
+            amount = None
+        if amount is not None and in_range(amount) and amount >= 0:
+            return amount
+    if order_status == "CHARGEBACK_PROCESSED":
+        return captured  # named without an amount: assume all of it
+    return None
 
 
 def _review(order: Mapping[str, Any], order_status: str, currency: str) -> str:

@@ -61,6 +61,25 @@ class PaymentsCollector:
         for key, count in sorted(snap.deliveries_by_gateway_outcome.items()):
             deliveries.add_metric(list(key), count)
         yield deliveries
+        silent = GaugeMetricFamily(
+            "payments_webhook_silent",
+            "1 when a gateway's recent completions (WEBHOOK_SILENCE_MINUTES) were "
+            "all learned by polling, none from a provider notification.",
+            labels=["gateway"],
+        )
+        completions = GaugeMetricFamily(
+            "payments_recent_completions",
+            "Payments completed in the last WEBHOOK_SILENCE_MINUTES, by gateway "
+            "and how the completion was learned (notification or polling).",
+            labels=["gateway", "via"],
+        )
+        for item in snap.notifications:
+            silent.add_metric([item.gateway], 1 if item.silent else 0)
+            completions.add_metric([item.gateway, "notification"], item.by_notification)
+            polled = item.completions - item.by_notification
+            completions.add_metric([item.gateway, "polling"], polled)
+        yield silent
+        yield completions
         run = snap.last_reconciliation
         last_success = GaugeMetricFamily(
             "reconciliation_last_success_timestamp_seconds",

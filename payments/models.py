@@ -106,6 +106,17 @@ class PlanPriceChange(models.Model):
         return f"{self.plan_id}: {self.old_price} -> {self.new_price}"
 
 
+class PaidVia(models.TextChoices):
+    """How a payment was first learned to be paid (watched for webhook silence)."""
+
+    NOTIFICATION = "notification", "Provider notification"
+    RETURN = "return", "Payer's return"
+    CUSTOMER_POLL = "customer_poll", "Customer's status poll"
+    RECONCILER = "reconciler", "Reconciler"
+    STAFF = "staff", "Staff refresh"
+    OTHER = "other", "Other"
+
+
 class Payment(models.Model):
     Status = PaymentStatus
 
@@ -132,6 +143,10 @@ class Payment(models.Model):
     crypto_currency = models.CharField(max_length=16, blank=True)
     amount_paid = models.DecimalField(**MONEY, default=ZERO)
     amount_refunded = models.DecimalField(**MONEY, default=ZERO)
+    # What the payer's bank took back, as the provider last reported it.
+    amount_charged_back = models.DecimalField(**MONEY, default=ZERO)
+    # How the payment was first learned to be paid (see PaidVia).
+    paid_via = models.CharField(max_length=16, choices=PaidVia.choices, blank=True)
     needs_review = models.BooleanField(default=False)
     review_reason = models.TextField(blank=True)
     failure_reason = models.TextField(blank=True)
@@ -231,6 +246,7 @@ class EventKind(models.TextChoices):
     REVIEW_FLAGGED = "REVIEW_FLAGGED", "Flagged for review"
     REVIEW_RESOLVED = "REVIEW_RESOLVED", "Review resolved"
     IGNORED_TRANSITION = "IGNORED_TRANSITION", "Ignored transition"
+    CHARGEBACK = "CHARGEBACK", "Chargeback"
 
 
 class PaymentEvent(models.Model):
@@ -269,8 +285,14 @@ class RefundStatus(models.TextChoices):
     MANUAL = "MANUAL", "Manual (recorded)"
 
 
+class RefundSource(models.TextChoices):
+    BACKOFFICE = "backoffice", "Back office"
+    PROVIDER = "provider", "Provider (made outside the back office)"
+
+
 class Refund(models.Model):
     Status = RefundStatus
+    Source = RefundSource
 
     payment = models.ForeignKey(
         Payment, on_delete=models.PROTECT, related_name="refunds"
@@ -282,6 +304,12 @@ class Refund(models.Model):
     )
     idempotency_id = models.CharField(max_length=64, unique=True, default=new_refund_id)
     gateway_refund_id = models.CharField(max_length=128, blank=True)
+    # A refund the provider reports that nobody here sent (e.g. made in its
+    # portal) is a row of its own, so the payment's refunded total is always
+    # the sum of its refund rows.
+    source = models.CharField(
+        max_length=16, choices=RefundSource.choices, default=RefundSource.BACKOFFICE
+    )
     reason = models.TextField(blank=True)
     failure_reason = models.TextField(blank=True)
     requested_by = models.ForeignKey(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from datetime import time as dt_time
 from decimal import Decimal
@@ -35,6 +35,7 @@ from gateways.registry import (
 from .exceptions import GatewayNotConfigured
 from .models import (
     DeliveryOutcome,
+    PaidVia,
     Payment,
     Plan,
     ReconciliationRun,
@@ -42,12 +43,11 @@ from .models import (
     RefundStatus,
     WebhookDelivery,
 )
-from .states import PAID_STATUSES, PaymentStatus
+from .states import ENDED_UNPAID, PAID_STATUSES, PaymentStatus
 
 S = PaymentStatus
 # A payment still pending after this long is stuck: someone should look.
 STUCK_AFTER = timedelta(hours=48)
-ENDED_UNPAID = (S.FAILED, S.EXPIRED)
 
 
 @dataclass(frozen=True)
@@ -94,6 +94,10 @@ def payment_public(payment: Payment) -> dict[str, Any]:
         "payment_url": payment.payment_url,
         "expiry_datetime": _iso(payment.expiry_datetime),
         "date_paid": _iso(payment.date_paid),
+        # What the provider captured, and whether a person is checking the
+        # payment (e.g. a short payment): nothing should be delivered then.
+        "amount_paid": to_provider(payment.amount_paid, payment.currency),
+        "under_review": payment.needs_review,
     }
 
 
@@ -395,6 +399,57 @@ class MonitoringSnapshot:
     payments_by_gateway_status: dict[tuple[str, str], int]
     deliveries_by_gateway_outcome: dict[tuple[str, str], int]
     last_reconciliation: ReconciliationRun | None
+    notifications: list[GatewayNotifications] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class GatewayNotifications:
+    """How a gateway's recent completions were learned (webhook silence)."""
+
+    gateway: str
+    completions: int
+    by_notification: int
+    silent: bool
+
+    @property
+    def warning(self) -> str:
+        return (
+            f"{self.gateway}: {self.completions} payments completed in the last "
+            f"{settings.WEBHOOK_SILENCE_MINUTES} minutes, none through a provider "
+            f"notification; check the webhook set-up at the provider"
+        )
+
+
+def webhook_silence(*, now: datetime | None = None) -> list[GatewayNotifications]:
+    """Tell, per gateway, whether its recent completions came with notifications.
+
+    Only payments completed in the last WEBHOOK_SILENCE_MINUTES and learned
+    some known way count; abandoned checkouts never complete, so they never
+    count. A gateway is silent with at least WEBHOOK_SILENCE_MIN_COMPLETIONS
+    completions and none learned from a notification.
+    """
+    now = now or timezone.now()
+    since = now - timedelta(minutes=settings.WEBHOOK_SILENCE_MINUTES)
+    rows = (
+        Payment.objects.filter(date_paid__gte=since)
+        .exclude(paid_via="")
+        .order_by()
+        .values("payment_gateway")
+        .annotate(
+            total=Count("id"),
+            notified=Count("id", filter=Q(paid_via=PaidVia.NOTIFICATION)),
+        )
+    )
+    minimum = settings.WEBHOOK_SILENCE_MIN_COMPLETIONS
+    return [
+        GatewayNotifications(
+            gateway=row["payment_gateway"],
+            completions=row["total"],
+            by_notification=row["notified"],
+            silent=row["total"] >= minimum and row["notified"] == 0,
+        )
+        for row in sorted(rows, key=lambda r: r["payment_gateway"])
+    ]
 
 
 def last_successful_reconciliation() -> ReconciliationRun | None:
@@ -447,6 +502,7 @@ def monitoring_snapshot(*, now: datetime | None = None) -> MonitoringSnapshot:
         refunds_pending=Refund.objects.filter(status=RefundStatus.PENDING).count(),
         payments_by_gateway_status=by_status,
         deliveries_by_gateway_outcome=deliveries,
+        notifications=webhook_silence(now=now),
         last_reconciliation=last_successful_reconciliation(),
     )
 

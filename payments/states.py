@@ -22,25 +22,36 @@ class PaymentStatus(models.TextChoices):
     EXPIRED = S.EXPIRED, "Expired"
     PARTIALLY_REFUNDED = S.PARTIALLY_REFUNDED, "Partially refunded"
     REFUNDED = S.REFUNDED, "Refunded"
+    VOIDED = S.VOIDED, "Voided"
 
+
+# Captured money already partly or wholly refunded at the provider (e.g. in
+# its portal) may be the first news of a payment: it lands in a paid status.
+_CAPTURED = frozenset({S.COMPLETED, S.PARTIALLY_REFUNDED, S.REFUNDED})
 
 TRANSITIONS: dict[str, frozenset[str]] = {
-    S.PENDING: frozenset({S.COMPLETED, S.FAILED, S.EXPIRED}),
-    S.EXPIRED: frozenset({S.COMPLETED}),  # late payment: also needs review
-    S.FAILED: frozenset({S.COMPLETED}),  # provider later reports success: review
-    S.COMPLETED: frozenset({S.PARTIALLY_REFUNDED, S.REFUNDED}),
+    S.PENDING: frozenset({S.FAILED, S.EXPIRED}) | _CAPTURED,
+    S.EXPIRED: _CAPTURED,  # late payment: also needs review
+    S.FAILED: _CAPTURED,  # provider later reports success: review
+    # VOIDED: the provider voided the capture (same-day void); flagged.
+    S.COMPLETED: frozenset({S.PARTIALLY_REFUNDED, S.REFUNDED, S.VOIDED}),
     S.PARTIALLY_REFUNDED: frozenset({S.PARTIALLY_REFUNDED, S.REFUNDED}),
     S.REFUNDED: frozenset(),
+    S.VOIDED: frozenset(),
 }
 
 # Statuses in which money has been received.
-PAID_STATUSES = frozenset({S.COMPLETED, S.PARTIALLY_REFUNDED, S.REFUNDED})
+PAID_STATUSES = _CAPTURED
 # Statuses in which (part of) the money can still be given back.
 REFUNDABLE_STATUSES = frozenset({S.COMPLETED, S.PARTIALLY_REFUNDED})
 # Statuses the reconciler keeps asking the provider about.
 OPEN_STATUSES = frozenset({S.PENDING})
-# Reaching COMPLETED from these needs a human to look.
+# Reaching a paid status from these needs a human to look.
 LATE_COMPLETION = frozenset({S.EXPIRED, S.FAILED})
+# Ended without money kept.
+ENDED_UNPAID = frozenset({S.FAILED, S.EXPIRED, S.VOIDED})
+# What a report of VOIDED ends a payment that was never captured as.
+VOID_BEFORE_CAPTURE = S.FAILED
 
 
 def can_transition(from_status: str, to_status: str) -> bool:
@@ -53,13 +64,32 @@ def refunded_status(refunded: Decimal, paid: Decimal) -> str:
     return S.REFUNDED if refunded >= paid else S.PARTIALLY_REFUNDED
 
 
+def refundable_amount(
+    *,
+    paid: Decimal,
+    succeeded: Decimal,
+    pending: Decimal,
+    manual: Decimal,
+    charged_back: Decimal,
+) -> Decimal:
+    """Return what may still be refunded: the one formula every caller uses.
+
+    Paid, less refunds the provider made (ours and the provider's own), less
+    refunds still on their way, less money returned by hand, less what the
+    payer's bank took back. Never below zero.
+    """
+    left = paid - succeeded - pending - manual - charged_back
+    return max(left, Decimal(0))
+
+
 class Verdict(StrEnum):
     """What a provider's report means for a payment in a given status."""
 
     KEEP = "keep"  # nothing to change
-    PAY = "pay"  # complete it, if amount and currency cover the price
+    PAY = "pay"  # captured money: a paid status with what was captured
     END = "end"  # move it to the reported FAILED or EXPIRED
-    REFUNDS = "refunds"  # take the provider's refund total into account
+    REFUNDS = "refunds"  # take the provider's refunds into account
+    VOID = "void"  # the provider voided the capture: nothing is paid any more
     IGNORE = "ignore"  # it would move the payment backwards: record, never apply
 
 
@@ -68,20 +98,32 @@ class Verdict(StrEnum):
 REPORTS: dict[tuple[str, str], Verdict] = {
     (S.PENDING, S.PENDING): Verdict.KEEP,
     (S.PENDING, S.COMPLETED): Verdict.PAY,
+    (S.PENDING, S.PARTIALLY_REFUNDED): Verdict.PAY,
+    (S.PENDING, S.REFUNDED): Verdict.PAY,
     (S.PENDING, S.FAILED): Verdict.END,
     (S.PENDING, S.EXPIRED): Verdict.END,
+    (S.PENDING, S.VOIDED): Verdict.END,  # an authorisation voided: FAILED
     (S.FAILED, S.FAILED): Verdict.KEEP,
+    (S.FAILED, S.VOIDED): Verdict.KEEP,
     (S.FAILED, S.COMPLETED): Verdict.PAY,
+    (S.FAILED, S.PARTIALLY_REFUNDED): Verdict.PAY,
+    (S.FAILED, S.REFUNDED): Verdict.PAY,
     (S.EXPIRED, S.EXPIRED): Verdict.KEEP,
+    (S.EXPIRED, S.VOIDED): Verdict.KEEP,
     (S.EXPIRED, S.COMPLETED): Verdict.PAY,
+    (S.EXPIRED, S.PARTIALLY_REFUNDED): Verdict.PAY,
+    (S.EXPIRED, S.REFUNDED): Verdict.PAY,
     (S.COMPLETED, S.COMPLETED): Verdict.KEEP,
     (S.COMPLETED, S.PARTIALLY_REFUNDED): Verdict.REFUNDS,
     (S.COMPLETED, S.REFUNDED): Verdict.REFUNDS,
+    (S.COMPLETED, S.VOIDED): Verdict.VOID,
     (S.PARTIALLY_REFUNDED, S.COMPLETED): Verdict.KEEP,
     (S.PARTIALLY_REFUNDED, S.PARTIALLY_REFUNDED): Verdict.REFUNDS,
     (S.PARTIALLY_REFUNDED, S.REFUNDED): Verdict.REFUNDS,
     (S.REFUNDED, S.COMPLETED): Verdict.KEEP,
+    (S.REFUNDED, S.PARTIALLY_REFUNDED): Verdict.KEEP,
     (S.REFUNDED, S.REFUNDED): Verdict.KEEP,
+    (S.VOIDED, S.VOIDED): Verdict.KEEP,
 }
 
 

@@ -41,6 +41,7 @@ PAYMENT_STATUS_COLOURS = colours(
     FAILED="danger",
     PARTIALLY_REFUNDED="warning",
     REFUNDED="primary",
+    VOIDED="danger",
 )
 REFUND_STATUS_COLOURS = colours(
     RefundStatus, PENDING="info", SUCCEEDED="success", FAILED="danger", MANUAL="primary"
@@ -55,6 +56,7 @@ EVENT_KIND_COLOURS = colours(
     REVIEW_FLAGGED="warning",
     REVIEW_RESOLVED="success",
     IGNORED_TRANSITION="warning",
+    CHARGEBACK="danger",
 )
 DELIVERY_OUTCOME_COLOURS = colours(
     DeliveryOutcome,

@@ -162,6 +162,7 @@ class PaymentAdmin(PaymentExportMixin, ReadOnlyAdminMixin, ModelAdmin):
                     "amount_display",
                     "amount_paid_display",
                     "amount_refunded_display",
+                    "amount_charged_back_display",
                     "refundable_display",
                 )
             },
@@ -189,6 +190,7 @@ class PaymentAdmin(PaymentExportMixin, ReadOnlyAdminMixin, ModelAdmin):
                     "date_created",
                     "date_updated",
                     "date_paid",
+                    "paid_via",
                     "expiry_datetime",
                     "last_checked_at",
                     "next_check_at",
@@ -335,6 +337,10 @@ class PaymentAdmin(PaymentExportMixin, ReadOnlyAdminMixin, ModelAdmin):
     @display(description=_("amount refunded"))
     def amount_refunded_display(self, obj: Payment) -> str:
         return money(obj.amount_refunded, obj.currency)
+
+    @display(description=_("charged back"))
+    def amount_charged_back_display(self, obj: Payment) -> str:
+        return money(obj.amount_charged_back, obj.currency)
 
     @display(description=_("refundable now"))
     def refundable_display(self, obj: Payment) -> str:

@@ -110,11 +110,16 @@ class RefundAdmin(RecordAdmin):
         "payment",
         "amount_display",
         "status_label",
+        "source",
         "requested_by",
         "date_created",
         "date_completed",
     )
-    list_filter = (("status", ChoicesDropdownFilter), ("date_created", DateRangeFilter))
+    list_filter = (
+        ("status", ChoicesDropdownFilter),
+        ("source", ChoicesDropdownFilter),
+        ("date_created", DateRangeFilter),
+    )
     list_select_related = ("payment", "requested_by")
     search_fields = (
         "idempotency_id__exact",
@@ -126,6 +131,7 @@ class RefundAdmin(RecordAdmin):
         "payment",
         "amount_display",
         "status_badge",
+        "source",
         "idempotency_id",
         "gateway_refund_id",
         "reason",

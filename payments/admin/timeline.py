@@ -50,6 +50,7 @@ class RefundInline(ReadOnlyAdminMixin, TabularInline):
     fields = (
         "amount_display",
         "status_label",
+        "source",
         "requested_by",
         "reason",
         "failure_reason",

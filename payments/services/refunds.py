@@ -15,36 +15,116 @@ from gateways.base import (
     NotSupported,
     RefundRequest,
     RefundResult,
+    StatusResult,
 )
 from gateways.base import RefundStatus as GatewayRefundStatus
+from gateways.base import Status as ReportedStatus
 from gateways.money import quantize
 from gateways.registry import get_gateway
 
 from ..exceptions import RefundNotAllowed
 from ..models import EventKind, Payment, Refund, RefundStatus, new_refund_id
 from ..states import REFUNDABLE_STATUSES, refunded_status
+from ..states import refundable_amount as refundable_formula
 from .transitions import (
     SYSTEM,
     ZERO,
     Actor,
     Change,
     Entry,
+    ProviderRefundRow,
     money_text,
     payment_add_entry,
     payment_change,
 )
 
 DONE = (RefundStatus.SUCCEEDED, RefundStatus.MANUAL)
+# Refunds the provider has, or may have, made (ours sent, and its own).
+AT_PROVIDER = (RefundStatus.SUCCEEDED, RefundStatus.PENDING)
+PROVIDER_REFUND_REASON = "refunded at the provider, not from the back office"
+
+
+def refund_totals(payment: Payment) -> dict[str, Decimal]:
+    """Sum a payment's refund rows by status (one query)."""
+    totals = payment.refunds.aggregate(
+        succeeded=Sum("amount", filter=Q(status=RefundStatus.SUCCEEDED)),
+        pending=Sum("amount", filter=Q(status=RefundStatus.PENDING)),
+        manual=Sum("amount", filter=Q(status=RefundStatus.MANUAL)),
+    )
+    return {name: value or ZERO for name, value in totals.items()}
 
 
 def refundable_amount(payment: Payment) -> Decimal:
-    """Return paid minus refunded minus refunds still pending."""
-    totals = payment.refunds.aggregate(
-        done=Sum("amount", filter=Q(status__in=DONE)),
-        pending=Sum("amount", filter=Q(status=RefundStatus.PENDING)),
+    """Return what may still be refunded (states.refundable_amount's formula)."""
+    totals = refund_totals(payment)
+    return refundable_formula(
+        paid=payment.amount_paid,
+        succeeded=totals["succeeded"],
+        pending=totals["pending"],
+        manual=totals["manual"],
+        charged_back=payment.amount_charged_back,
     )
-    refunded = max(payment.amount_refunded, totals["done"] or ZERO)
-    return payment.amount_paid - refunded - (totals["pending"] or ZERO)
+
+
+def provider_refund_rows(
+    payment: Payment, result: StatusResult, *, paid: Decimal
+) -> tuple[tuple[ProviderRefundRow, ...], Decimal, str]:
+    """Return the provider's refunds no row records yet, the new total, a review.
+
+    A listed refund whose provider id is one of ours (our refund id, sent as
+    the provider's transaction id, or the id it gave back) is ours; the rest
+    were made elsewhere (its portal). Without a list, what the provider
+    reports beyond the refunds it has from here becomes one row. New rows
+    never take the total past `paid`; a report that would is flagged.
+    """
+    ours = list(
+        payment.refunds.values_list(
+            "idempotency_id", "gateway_refund_id", "status", "amount"
+        )
+    )
+    done = sum((amount for *_, status, amount in ours if status in DONE), ZERO)
+    amounts: list[tuple[Decimal, str]] = []
+    review = []
+    if result.refunds is not None:
+        known = {
+            ident: status for ident, gid, status, _ in ours for ident in (ident, gid)
+        }
+        known.pop("", None)
+        for item in result.refunds:
+            if item.status != RefundStatus.SUCCEEDED or item.amount <= 0:
+                continue
+            if item.gateway_refund_id in known:
+                if known[item.gateway_refund_id] == RefundStatus.FAILED:
+                    review.append(
+                        f"provider reports refund {item.gateway_refund_id} "
+                        f"succeeded; it is recorded here as failed"
+                    )
+                continue
+            amounts.append((item.amount, item.gateway_refund_id))
+    else:
+        reported = result.amount_refunded
+        if reported is None:
+            reported = paid if result.status == ReportedStatus.REFUNDED else ZERO
+        at_provider = sum(
+            (amount for *_, status, amount in ours if status in AT_PROVIDER), ZERO
+        )
+        if reported > at_provider:
+            amounts.append((reported - at_provider, ""))
+    room = paid - done
+    rows = []
+    for amount, ident in amounts:
+        if amount > room:
+            review.append(
+                f"provider reports more refunded than was paid: "
+                f"{money_text(done + sum(a for a, _ in amounts), payment.currency)} "
+                f"of {money_text(paid, payment.currency)}"
+            )
+            amount = room
+        if amount > 0:
+            rows.append(ProviderRefundRow(amount, ident, PROVIDER_REFUND_REASON))
+            room -= amount
+    added = sum((row.amount for row in rows), ZERO)
+    return tuple(rows), done + added, "\n".join(dict.fromkeys(review))
 
 
 def refund_request(
@@ -113,8 +193,14 @@ def _refund_value(payment: Payment, amount: Decimal) -> Decimal:
         raise RefundNotAllowed("the refund amount must be positive")
     available = refundable_amount(payment)
     if value > available:
+        charged_back = payment.amount_charged_back
+        note = (
+            f" ({money_text(charged_back, payment.currency)} was charged back)"
+            if charged_back > 0
+            else ""
+        )
         raise RefundNotAllowed(
-            f"at most {money_text(available, payment.currency)} can be refunded"
+            f"at most {money_text(available, payment.currency)} can be refunded" + note
         )
     return value
 
@@ -223,9 +309,9 @@ def _book(refund: Refund, actor: Actor, entries: tuple[Entry, ...]) -> None:
 
     def decide(payment: Payment) -> Change:
         done = payment.refunds.filter(status__in=DONE).aggregate(t=Sum("amount"))["t"]
-        refunded = min(max(payment.amount_refunded, done or ZERO), payment.amount_paid)
+        refunded = min(done or ZERO, payment.amount_paid)
         if refunded == payment.amount_refunded:
-            return Change(entries=entries)  # the provider's report counted it
+            return Change(entries=entries)
         return Change(
             status=refunded_status(refunded, payment.amount_paid),
             updates={"amount_refunded": refunded},

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import replace
+from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
@@ -20,8 +21,16 @@ from gateways.registry import get_gateway
 
 from ..exceptions import GatewayNotConfigured
 from ..models import EventKind, Payment, PaymentEvent
-from ..states import LATE_COMPLETION, PaymentStatus, Verdict, refunded_status, verdict
+from ..states import (
+    LATE_COMPLETION,
+    VOID_BEFORE_CAPTURE,
+    PaymentStatus,
+    Verdict,
+    refunded_status,
+    verdict,
+)
 from .checks import check_updates, payment_claim_refresh
+from .refunds import provider_refund_rows
 from .transitions import (
     ZERO,
     Actor,
@@ -58,22 +67,35 @@ def report_change(
 ) -> Change:
     """Decide what a provider's report does to a locked payment (states.REPORTS).
 
-    COMPLETED needs the reported amount and currency to cover the payment; a
-    mismatch leaves the status alone and flags the payment. A report that
-    would move it backwards is kept as an ignored event. WEBHOOK and RETURN
-    reports always leave an event; a refresh only when something happened.
-    `checked_at` records a scheduled check in the same UPDATE. What the
-    provider asks a person to look at (`result.review`) flags the payment once
-    unless the report is ignored; failed attempts the payer may follow with
-    another (`result.declined`) go on the timeline once each; `settling` is kept
-    in `gateway_data` (see SETTLING), with a timeline line when it starts.
+    Captured money always lands in a paid status with `amount_paid` = what
+    the provider captured; a shortfall or excess flags the payment with the
+    exact figures. Captured money that cannot be booked (another currency,
+    no amount) flags it and holds it from expiry. Refunds the provider made
+    that nobody here sent become refund rows of their own. A report that
+    would move the payment backwards is kept as an ignored event. WEBHOOK and
+    RETURN reports always leave an event; a refresh only when something
+    happened. `checked_at` records a scheduled check in the same UPDATE. What
+    the provider asks a person to look at (`result.review`) flags the payment
+    once unless the report is ignored; failed attempts the payer may follow
+    with another (`result.declined`) go on the timeline once each; a
+    chargeback is recorded when its amount changes; money held at the
+    provider (`settling`, or captured but not booked) is kept in
+    `gateway_data` (see SETTLING), with a timeline line when it starts.
     """
     change = _verdict_change(
         payment, result, kind=kind, data=data, checked_at=checked_at
     )
-    ignored = verdict(payment.status, result.status) == Verdict.IGNORE
+    found = verdict(payment.status, result.status)
+    ignored = found == Verdict.IGNORE
     change = _provider_notes(payment, result, change, kind, ignored=ignored)
-    return _track_settling(payment, result, change)
+    change = _chargeback(payment, result, change)
+    held = ""
+    if payment.status == S.PENDING and change.status is None:
+        if found == Verdict.PAY:
+            held = f"the provider holds captured money: {change.review}"
+        elif result.settling and result.status == S.PENDING:
+            held = result.message or "money received, not settled yet"
+    return _track_settling(payment, held, change)
 
 
 def _verdict_change(
@@ -104,30 +126,50 @@ def _verdict_change(
             return _pay(payment, result, base)
         case Verdict.END:
             reason = result.message or str(result.status).lower()
-            return _move(base, result.status, {"failure_reason": reason}, reason)
+            ended = VOID_BEFORE_CAPTURE if result.status == S.VOIDED else result.status
+            return _move(base, ended, {"failure_reason": reason}, reason)
         case Verdict.REFUNDS:
             return _refunds(payment, result, base)
+        case Verdict.VOID:
+            return _void(payment, result, base)
     return _ignore(payment, result, base)
 
 
-def _track_settling(payment: Payment, result: StatusResult, change: Change) -> Change:
-    """Record whether the provider holds unsettled money for this payment."""
-    settling = result.settling and result.status == S.PENDING
-    if settling == (SETTLING in payment.gateway_data):
+def _track_settling(payment: Payment, held: str, change: Change) -> Change:
+    """Record whether the provider holds money not booked here (never expire it)."""
+    if bool(held) == (SETTLING in payment.gateway_data):
         return change
     data = {
         **payment.gateway_data,
         **change.updates.get("gateway_data", {}),
-        SETTLING: result.message or "money received, not settled yet",
+        SETTLING: held,
     }
     entries = change.entries
-    if settling:
-        note = f"not expiring while the money settles: {data[SETTLING]}"
+    if held:
+        note = f"not expiring while the money settles: {held}"
         entries = (*entries, Entry(EventKind.REFRESH, note, change.data))
     else:
         del data[SETTLING]
     updates = {**change.updates, "gateway_data": data}
     return replace(change, updates=updates, entries=entries)
+
+
+def _chargeback(payment: Payment, result: StatusResult, change: Change) -> Change:
+    """Record a chargeback the provider reports, once per amount."""
+    charged_back = result.amount_charged_back
+    if charged_back is None or charged_back == payment.amount_charged_back:
+        return change
+    text = money_text(charged_back, payment.currency)
+    entry = Entry(
+        EventKind.CHARGEBACK,
+        f"the provider reports {text} charged back by the payer's bank",
+        change.data,
+    )
+    return replace(
+        change,
+        updates={**change.updates, "amount_charged_back": charged_back},
+        entries=(*change.entries, entry),
+    )
 
 
 def _provider_notes(
@@ -158,8 +200,12 @@ def _provider_notes(
         change,
         updates=updates,
         entries=entries,
-        review="\n".join(filter(None, [change.review, review])),
+        review=_join(change.review, review),
     )
+
+
+def _join(*reasons: str) -> str:
+    return "\n".join(filter(None, reasons))
 
 
 def _move(base: Change, status, updates: Mapping[str, Any], message: str) -> Change:
@@ -169,40 +215,81 @@ def _move(base: Change, status, updates: Mapping[str, Any], message: str) -> Cha
 
 
 def _pay(payment: Payment, result: StatusResult, base: Change) -> Change:
-    problem = _amount_problem(payment, result)
+    """Book captured money: a paid status with what the provider captured."""
+    problem = _capture_problem(payment, result)
     if problem:
         return replace(base, review=problem)
+    captured = result.amount
+    reviews = [_amount_difference(payment, captured)]
+    if payment.status in LATE_COMPLETION:
+        reviews.append(
+            f"late payment: provider reported success after {payment.status}"
+        )
     change = _move(
         base,
         S.COMPLETED,
-        {"amount_paid": result.amount, "failure_reason": ""},
+        {"amount_paid": captured, "failure_reason": ""},
         result.message,
     )
-    if payment.status in LATE_COMPLETION:
-        late = f"late payment: provider reported success after {payment.status}"
-        return replace(change, review=late)
+    change = replace(change, review=_join(*reviews))
+    if result.status in (S.PARTIALLY_REFUNDED, S.REFUNDED) or result.refunds:
+        change = _with_provider_refunds(payment, result, change, paid=captured)
     return change
 
 
 def _refunds(payment: Payment, result: StatusResult, base: Change) -> Change:
-    """Take refunds made at the provider (e.g. its portal) into account."""
-    reported = result.amount_refunded
-    if reported is None:
-        reported = payment.amount_paid if result.status == S.REFUNDED else ZERO
-    if reported > payment.amount_paid:
-        base = replace(
-            base,
-            review=f"provider reports {money_text(reported, payment.currency)} "
-            f"refunded of {money_text(payment.amount_paid, payment.currency)} paid",
+    """Take refunds made at the provider (e.g. in its portal) into account."""
+    return _with_provider_refunds(payment, result, base, paid=payment.amount_paid)
+
+
+def _with_provider_refunds(
+    payment: Payment, result: StatusResult, change: Change, *, paid: Decimal
+) -> Change:
+    """Add the provider's refunds that no row records yet to a change.
+
+    Refunds are matched by the provider's transaction id (ours carry our
+    refund id there). Without an itemised list, what the provider reports
+    beyond the refunds sent from here becomes one row. The refunded total is
+    the sum of the payment's refund rows, never above what was paid.
+    """
+    rows, refunded, review = provider_refund_rows(payment, result, paid=paid)
+    change = replace(change, review=_join(change.review, review))
+    if not rows:
+        return change
+    entries = tuple(
+        Entry(
+            EventKind.REFUND_SUCCEEDED,
+            f"refund of {money_text(row.amount, payment.currency)} made at the "
+            f"provider, not sent from here"
+            + (f" ({row.gateway_refund_id})" if row.gateway_refund_id else ""),
+            {"gateway_refund_id": row.gateway_refund_id},
         )
-        reported = payment.amount_paid
-    if reported <= payment.amount_refunded:
-        return base
-    return _move(
+        for row in rows
+    )
+    status = refunded_status(refunded, paid)
+    message = f"provider reports {money_text(refunded, payment.currency)} refunded"
+    if change.status is not None:
+        message = _join(change.message, message).replace("\n", "; ")
+    return replace(
+        change,
+        status=status,
+        updates={**change.updates, "amount_refunded": refunded},
+        message=message,
+        entries=(*change.entries, *entries),
+        refunds=(*change.refunds, *rows),
+    )
+
+
+def _void(payment: Payment, result: StatusResult, base: Change) -> Change:
+    """Unbook a capture the provider voided: nothing is paid any more."""
+    change = _move(
         base,
-        refunded_status(reported, payment.amount_paid),
-        {"amount_refunded": reported},
-        f"provider reports {money_text(reported, payment.currency)} refunded",
+        S.VOIDED,
+        {"amount_paid": ZERO, "date_paid": None},
+        result.message or "voided at the provider",
+    )
+    return replace(
+        change, review="voided at the provider after capture: check delivery"
     )
 
 
@@ -220,7 +307,8 @@ def _ignore(payment: Payment, result: StatusResult, base: Change) -> Change:
     return replace(base, entries=(*base.entries, ignored), review=review)
 
 
-def _amount_problem(payment: Payment, result: StatusResult) -> str:
+def _capture_problem(payment: Payment, result: StatusResult) -> str:
+    """Say why reported captured money cannot be booked as paid, or ""."""
     if result.currency and result.currency.upper() != payment.currency.upper():
         return (
             f"currency mismatch: provider reported {result.currency}, "
@@ -228,13 +316,25 @@ def _amount_problem(payment: Payment, result: StatusResult) -> str:
         )
     if result.amount is None:
         return "provider reported success without an amount"
-    # Exactly, before any rounding: 9.995 reported for 10.00 is short.
     if not in_range(result.amount):
         return "provider reported an amount out of range"
-    if result.amount < payment.amount:
-        paid = format(result.amount, "f")
-        due = quantize(payment.amount, payment.currency)
+    if result.amount <= 0:
+        return "provider reported success with nothing captured"
+    return ""
+
+
+def _amount_difference(payment: Payment, captured: Decimal) -> str:
+    """Describe a capture that differs from the price, exactly, or ""."""
+    due = quantize(payment.amount, payment.currency)
+    paid = format(captured, "f")
+    # Exactly, before any rounding: 9.995 reported for 10.00 is short.
+    if captured < payment.amount:
         return f"underpaid: provider reported {paid} of {due} {payment.currency}"
+    if captured > payment.amount:
+        return (
+            f"overpaid: provider reported {paid} for a price of "
+            f"{due} {payment.currency}"
+        )
     return ""
 
 

@@ -23,7 +23,16 @@ from gateways.money import to_provider
 
 from .. import selectors
 from ..exceptions import IllegalTransition
-from ..models import EventKind, Payment, PaymentEvent
+from ..models import (
+    EventKind,
+    PaidVia,
+    Payment,
+    PaymentEvent,
+    Refund,
+    RefundSource,
+    RefundStatus,
+    new_refund_id,
+)
 from ..states import PAID_STATUSES, PaymentStatus, can_transition
 
 logger = logging.getLogger("payments")
@@ -49,6 +58,22 @@ class Actor:
 
 
 SYSTEM = Actor()
+# How a payment was learned to be paid, by the source of the change.
+PAID_VIA = {
+    "return": PaidVia.RETURN,
+    "status-api": PaidVia.CUSTOMER_POLL,
+    "reconcile": PaidVia.RECONCILER,
+    "expiry": PaidVia.RECONCILER,
+    "refresh": PaidVia.STAFF,
+    "admin": PaidVia.STAFF,
+}
+
+
+def paid_via(actor: Actor) -> str:
+    """Tell how a change made by `actor` learned of a payment (PaidVia)."""
+    if actor.source.startswith("webhook:"):
+        return PaidVia.NOTIFICATION
+    return PAID_VIA.get(actor.source, PaidVia.OTHER)
 
 
 @dataclass(frozen=True)
@@ -63,12 +88,22 @@ class Entry:
 
 
 @dataclass(frozen=True)
+class ProviderRefundRow:
+    """A refund the provider made that nobody here sent: to be stored as a row."""
+
+    amount: Decimal
+    gateway_refund_id: str = ""
+    reason: str = ""
+
+
+@dataclass(frozen=True)
 class Change:
     """What to do to one locked payment; every field written is named here.
 
     `status` is checked against the transition table (None: keep it);
     `updates` are other fields to set; `entries` go on the timeline before
-    the status change; `review` flags the payment with that reason (once).
+    the status change; `review` flags the payment with that reason (once);
+    `refunds` are stored as the payment's refund rows (source: the provider).
     """
 
     status: str | None = None
@@ -77,6 +112,7 @@ class Change:
     data: Mapping[str, Any] = field(default_factory=dict)
     entries: tuple[Entry, ...] = ()
     review: str = ""
+    refunds: tuple[ProviderRefundRow, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -120,6 +156,7 @@ def payments_change(
     """
     now = timezone.now()
     events: list[PaymentEvent] = []
+    refunds: list[Refund] = []
     rows: list[tuple[Payment, set[str]]] = []
     done: dict[Any, Changed] = {}
     with transaction.atomic():
@@ -129,7 +166,8 @@ def payments_change(
         for payment in locked.order_by("pk"):
             name = getattr(payment, key)
             change = decisions[name](payment)
-            fields, entries = _apply(payment, change, now)
+            fields, entries = _apply(payment, change, now, actor)
+            refunds += [_refund_row(payment, row, now) for row in change.refunds]
             if fields:
                 rows.append((payment, fields))
             events += [timeline_entry(payment, entry, actor) for entry in entries]
@@ -139,6 +177,7 @@ def payments_change(
         if missing:
             raise Payment.DoesNotExist(f"no payment with {key} {sorted(missing)}")
         _write_rows(rows, now)
+        Refund.objects.bulk_create(refunds)
         PaymentEvent.objects.bulk_create(events)
         if then is not None:
             then(done)
@@ -174,7 +213,23 @@ def payment_add_entry(*, payment_id: int, actor: Actor, entry: Entry) -> Changed
     return payment_change(payment_id=payment_id, actor=actor, decide=lambda _p: change)
 
 
-def _apply(payment: Payment, change: Change, now) -> tuple[set[str], list[Entry]]:
+def _refund_row(payment: Payment, row: ProviderRefundRow, now) -> Refund:
+    return Refund(
+        payment=payment,
+        amount=row.amount,
+        currency=payment.currency,
+        status=RefundStatus.SUCCEEDED,
+        source=RefundSource.PROVIDER,
+        idempotency_id=new_refund_id(),
+        gateway_refund_id=row.gateway_refund_id,
+        reason=row.reason,
+        date_completed=now,
+    )
+
+
+def _apply(
+    payment: Payment, change: Change, now, actor: Actor = SYSTEM
+) -> tuple[set[str], list[Entry]]:
     """Apply a change to a locked payment in memory; return the fields and entries."""
     if "status" in change.updates:
         raise IllegalTransition("a status is changed through Change.status only")
@@ -184,7 +239,7 @@ def _apply(payment: Payment, change: Change, now) -> tuple[set[str], list[Entry]
     entries = list(change.entries)
     if change.status is not None:
         from_status = payment.status
-        fields |= _write_status(payment, change.status, now)
+        fields |= _write_status(payment, change.status, now, actor)
         entries.append(
             Entry(
                 EventKind.STATUS_CHANGE,
@@ -229,7 +284,7 @@ def _write_rows(rows: list[tuple[Payment, set[str]]], now) -> None:
             transaction.on_commit(selectors.forget_review_badge)
 
 
-def _write_status(payment: Payment, to_status: str, now) -> set[str]:
+def _write_status(payment: Payment, to_status: str, now, actor: Actor) -> set[str]:
     """Assign a status the table allows; the only assignment of it anywhere."""
     if not can_transition(payment.status, to_status):
         raise IllegalTransition(f"{payment.status} -> {to_status} is not allowed")
@@ -237,7 +292,8 @@ def _write_status(payment: Payment, to_status: str, now) -> set[str]:
     fields = {"status"}
     if to_status in PAID_STATUSES and payment.date_paid is None:
         payment.date_paid = now
-        fields.add("date_paid")
+        payment.paid_via = paid_via(actor)
+        fields |= {"date_paid", "paid_via"}
     if to_status != S.PENDING and payment.next_check_at is not None:
         payment.next_check_at = None
         fields.add("next_check_at")

@@ -42,7 +42,7 @@ class Intake(StrEnum):
     ACCEPTED = "accepted"  # stored and applied, or recognised as a duplicate
     REJECTED = "rejected"  # signature or merchant did not verify
     UNKNOWN_GATEWAY = "unknown_gateway"  # no such gateway, or not configured
-    UNMATCHED = "unmatched"  # verified, but no payment has that reference
+    UNMATCHED = "unmatched"  # verified, but no payment has it: kept, acknowledged
     RETRY_LATER = "retry_later"  # the provider could not confirm it: ask again
     INVALID = "invalid"  # verified, but its content cannot be a real payment's
 
@@ -219,18 +219,12 @@ def webhook_process(
             # deposit IPN): kept and acknowledged, so the provider stops.
             store_delivery(delivery, Outcome.IGNORED, error=event.message)
             return accepted
-        store_delivery(
-            delivery, Outcome.UNMATCHED, error="no payment matches this notification"
-        )
-        return WebhookOutcome(Intake.UNMATCHED, delivery, "unknown payment")
+        return _unmatched(delivery, gateway, event)
     try:
         result = event_result(gateway, delivery, event)
         _apply_once(delivery, event, result)
     except Payment.DoesNotExist:
-        store_delivery(
-            delivery, Outcome.UNMATCHED, error="no payment matches this notification"
-        )
-        return WebhookOutcome(Intake.UNMATCHED, delivery, "unknown payment")
+        return _unmatched(delivery, gateway, event)
     except GatewayError as exc:
         store_delivery(delivery, Outcome.ERROR, error=f"confirmation failed: {exc}")
         return WebhookOutcome(
@@ -244,6 +238,23 @@ def webhook_process(
         store_delivery(delivery, Outcome.ERROR, error=f"{type(exc).__name__}: {exc}")
         raise
     return accepted
+
+
+def _unmatched(delivery: WebhookDelivery, gateway, event: WebhookEvent):
+    """Keep a verified notification about no payment here, and acknowledge it.
+
+    The provider would retry an error for days; the delivery stays visible
+    (outcome UNMATCHED, counted in /metrics) for a person to look at.
+    """
+    store_delivery(
+        delivery, Outcome.UNMATCHED, error="no payment matches this notification"
+    )
+    return WebhookOutcome(
+        Intake.UNMATCHED,
+        delivery,
+        "unknown payment",
+        reply=gateway.webhook_reply(event),
+    )
 
 
 def event_lookup(event: WebhookEvent) -> tuple[str, str]:
@@ -278,6 +289,8 @@ def event_result(
         transaction_id=event.transaction_id,
         message=event.message,
         raw=event.raw,
+        settling=event.settling,
+        review=event.review,
     )
 
 

@@ -32,7 +32,6 @@ ERRORS: dict[type[errors.PaymentError], tuple[int, str]] = {
 INTAKES = {
     Intake.REJECTED: 403,
     Intake.UNKNOWN_GATEWAY: 404,
-    Intake.UNMATCHED: 404,
     Intake.RETRY_LATER: 503,
     Intake.INVALID: 400,
 }
@@ -178,7 +177,9 @@ def api_errors(view):
 
 def webhook_response(outcome: WebhookOutcome) -> HttpResponse:
     """Answer a provider: its expected reply once accepted, else a JSON error."""
-    if outcome.intake == Intake.ACCEPTED:
+    if outcome.intake in (Intake.ACCEPTED, Intake.UNMATCHED) and outcome.reply:
+        # A verified notification about no payment here is acknowledged too:
+        # it is stored for a person, and the provider stops retrying.
         reply = outcome.reply
         return HttpResponse(
             reply.body, status=reply.status, content_type=reply.content_type

@@ -614,13 +614,18 @@ class FakeProviderServer:
         *,
         approve: bool = True,
         amount: Decimal | str | None = None,
+        notify: bool = True,
     ) -> dict[str, Any]:
-        """Pay or decline the order's newest session, notify, and return the order."""
+        """Pay or decline the order's newest session, notify, and return the order.
+
+        `notify=False` loses the notification (the merchant learns by polling).
+        """
         with self._lock:
             session_id = self._mpgs_latest_session[order_id]
         # `amount` lets tests pay a sum other than the session's (a mismatch).
         self._mpgs_record_payment(session_id, approve=approve, amount=amount)
-        self._mpgs_notify_quietly(order_id)
+        if notify:
+            self._mpgs_notify_quietly(order_id)
         order = self.mpgs_order(order_id)
         assert order is not None
         return order
@@ -644,6 +649,34 @@ class FakeProviderServer:
         with self._lock:
             session_id = self._mpgs_latest_session[order_id]
         self._mpgs_record_payment(session_id, approve=True, txn_type="AUTHORIZATION")
+        self._mpgs_notify_quietly(order_id)
+        return self._mpgs_view(order_id)
+
+    def mpgs_void(self, order_id: str) -> dict[str, Any]:
+        """Void the order's payment (same day) or authorisation: CANCELLED, notify.
+
+        The captured (or authorised) total drops to 0, as a VOID_PAYMENT (or
+        VOID_AUTHORIZATION) transaction records.
+        """
+        with self._lock:
+            order = self._mpgs_orders[order_id]
+            totals = _mpgs_totals(order)
+            captured = totals["captured"]
+            kind = "VOID_PAYMENT" if captured > 0 else "VOID_AUTHORIZATION"
+            amount = captured if captured > 0 else totals["authorized"]
+            if amount <= 0:
+                raise ValueError("nothing to void")
+            txn: dict[str, Any] = {
+                "id": "VOID-" + secrets.token_hex(5),
+                "type": kind,
+                "amount": amount,
+                "currency": order["currency"],
+                "result": "SUCCESS",
+                "gatewayCode": "APPROVED",
+                "timeOfRecord": _now_iso(),
+            }
+            order["transactions"].append(txn)
+            order["lastUpdatedTime"] = txn["timeOfRecord"]
         self._mpgs_notify_quietly(order_id)
         return self._mpgs_view(order_id)
 
@@ -1707,9 +1740,14 @@ def _mpgs_totals(order: dict[str, Any]) -> dict[str, Any]:
     def total(kind: str) -> Decimal:
         return sum((t["amount"] for t in ok if t["type"] == kind), Decimal(0))
 
-    captured, refunded = total("PAYMENT"), total("REFUND")
-    authorized, chargeback = captured + total("AUTHORIZATION"), total("CHARGEBACK")
-    if captured == 0:
+    captured = total("PAYMENT") - total("VOID_PAYMENT")
+    refunded = total("REFUND")
+    authorized = captured + total("AUTHORIZATION") - total("VOID_AUTHORIZATION")
+    chargeback = total("CHARGEBACK")
+    voided = total("VOID_PAYMENT") + total("VOID_AUTHORIZATION") > 0
+    if captured == 0 and authorized == 0 and voided:
+        status = "CANCELLED"
+    elif captured == 0:
         status = "AUTHORIZED" if authorized else "FAILED"
     elif chargeback > 0:
         status = "CHARGEBACK_PROCESSED"

@@ -7,7 +7,7 @@ import logging
 import threading
 import time
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
+from decimal import ROUND_DOWN, Decimal
 from pathlib import Path
 from urllib.parse import parse_qs, parse_qsl, urlencode
 
@@ -569,10 +569,16 @@ def test_wrong_coin_reports_nothing_paid(gateway):
 
 
 @responses.activate
-def test_overpayment_reports_the_price(gateway):
+def test_overpayment_reports_the_coins_worth_at_the_invoice_rate(gateway):
     responses.add(responses.POST, API_URL, json=tx_info(receivedf="0.00200000"))
     result = gateway.fetch_status(paid_ref())
-    assert (result.amount, result.message) == (Decimal("49.99"), "Complete")
+    asked = Decimal(paid_ref().data["crypto_amount"])
+    worth = (Decimal("49.99") * Decimal("0.002") / asked).quantize(
+        Decimal("0.01"), ROUND_DOWN
+    )
+    assert worth > Decimal("49.99")
+    assert result.amount == worth
+    assert result.review.startswith("CoinPayments: overpaid: received 0.00200000")
 
 
 @responses.activate
@@ -1046,7 +1052,9 @@ def test_repeated_ipn_fields_keep_the_last_value_as_php_does(gateway):
     event = gateway.parse_webhook(body, signed(body))
     assert event.status == Status.PENDING
     assert event.ref_id == "other"
-    assert event.message == "Waiting"
+    # Coins arrived and wait for confirmations: settling, as a lookup says.
+    assert event.message.startswith("coins received, waiting for confirmations")
+    assert event.message.endswith("(Waiting)") and event.settling
     first_wins = b"status=0&" + load_form("ipn_api.txt")
     assert gateway.parse_webhook(first_wins, signed(first_wins)).status == (
         Status.COMPLETED

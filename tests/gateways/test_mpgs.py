@@ -428,7 +428,7 @@ def order_with(status: str, **fields: Any) -> dict[str, Any]:
         # Inside the session a failed attempt may be followed by another card.
         ("FAILED", Status.PENDING, "may try again"),
         ("AUTHENTICATION_UNSUCCESSFUL", Status.PENDING, "may try again"),
-        ("CANCELLED", Status.FAILED, "voided"),
+        ("CANCELLED", Status.VOIDED, "voided"),
         ("AUTHENTICATED", Status.PENDING, ""),
         ("AUTHENTICATION_INITIATED", Status.PENDING, ""),
         ("AUTHENTICATION_NOT_NEEDED", Status.PENDING, ""),
@@ -842,10 +842,10 @@ def test_authentication_failure_inside_the_session_is_pending(mocked):
     assert make_gateway().fetch_status(payment_ref()).status == Status.PENDING
 
 
-def test_voided_order_is_failed_at_once(mocked):
+def test_voided_order_is_reported_voided_at_once(mocked):
     mocked.get(ORDER_URL, json=order_with("CANCELLED"))
 
-    assert make_gateway().fetch_status(payment_ref()).status == Status.FAILED
+    assert make_gateway().fetch_status(payment_ref()).status == Status.VOIDED
 
 
 @pytest.mark.parametrize(

@@ -185,9 +185,12 @@ def test_status_endpoint_shows_public_fields_only(client, valid):
         "payment_url",
         "expiry_datetime",
         "date_paid",
+        "amount_paid",
+        "under_review",
     }
     assert body["amount"] == "24.00"
     assert body["date_paid"] is None
+    assert body["amount_paid"] == "0.00" and body["under_review"] is False
 
 
 @pytest.mark.django_db

@@ -146,7 +146,11 @@ def test_report_verdicts_are_a_table_lookup():
     assert states.verdict(S.EXPIRED, None) is states.Verdict.KEEP
     for (current, reported), verdict in states.REPORTS.items():
         moves = verdict in (states.Verdict.PAY, states.Verdict.END)
+        if reported == S.VOIDED and verdict is states.Verdict.END:
+            reported = states.VOID_BEFORE_CAPTURE  # an authorisation voided
         assert not moves or states.can_transition(current, reported)
+        if verdict is states.Verdict.VOID:
+            assert states.can_transition(current, S.VOIDED)
     assert states.refunded_status(Decimal("5"), Decimal("10")) == S.PARTIALLY_REFUNDED
     assert states.refunded_status(Decimal("10"), Decimal("10")) == S.REFUNDED
 

@@ -103,7 +103,9 @@ def test_decline_becomes_failed_only_when_the_session_ends(
     assert not payment.needs_review
 
 
-def test_authorized_order_stays_pending(live_server, plan, providers):
+def test_authorized_order_stays_pending_and_is_flagged_at_once(
+    live_server, plan, providers
+):
     fake = providers
     payment = checkout(live_server, plan)
 
@@ -111,8 +113,11 @@ def test_authorized_order_stays_pending(live_server, plan, providers):
 
     payment.refresh_from_db()
     assert payment.status == Status.PENDING
+    assert flags(payment) == [
+        "authorised, not captured: capture or void at the provider"
+    ]
     delivery = WebhookDelivery.objects.get(payment=payment)
-    assert delivery.outcome == "APPLIED"
+    assert delivery.outcome == "REVIEW"
 
 
 def test_unanswered_notification_is_retried_until_applied(live_server, plan, providers):
@@ -244,7 +249,9 @@ def test_refund_notification_reaches_us_and_counts_once(live_server, plan, provi
 # --- case 9: money precision ----------------------------------------------------------
 
 
-def test_short_by_a_fraction_is_review_not_paid(live_server, providers):
+def test_short_by_a_fraction_is_paid_as_captured_and_under_review(
+    live_server, providers
+):
     fake = providers
     plan = PlanFactory(code="usd-10", price=Decimal("10.00"), currency="USD")
     payment = checkout(live_server, plan)
@@ -252,8 +259,8 @@ def test_short_by_a_fraction_is_review_not_paid(live_server, providers):
     fake.mpgs_pay(payment.ref_id, amount="9.995")
 
     payment.refresh_from_db()
-    assert payment.status == Status.PENDING
-    assert payment.date_paid is None
+    assert payment.status == Status.COMPLETED
+    assert payment.amount_paid == Decimal("9.995")
     assert "underpaid: provider reported 9.995 of 10.00 USD" in payment.review_reason
 
 

@@ -7,6 +7,7 @@ import json
 import logging
 import re
 import time
+from decimal import Decimal
 
 import pytest
 import requests
@@ -149,11 +150,10 @@ def post_ipn(client, body, headers):
             200,
             "REVIEW",
         ),
-        ("amount1 lowered", {"overrides": {"amount1": "1.00"}}, 200, "REVIEW"),
         (
             "unknown invoice",
             {"overrides": {"invoice": "no-such-invoice-0000"}},
-            404,
+            200,  # verified: kept for a person, acknowledged so it stops
             "UNMATCHED",
         ),
     ],
@@ -173,6 +173,23 @@ def test_tampered_ipn_never_completes(
     if outcome == "REVIEW":
         assert cp_payment.needs_review
         assert re.search("currency mismatch|underpaid", cp_payment.review_reason)
+
+
+@pytest.mark.django_db
+def test_a_signed_ipn_with_a_lower_price_books_that_amount_under_review(
+    client, cp_payment, providers
+):
+    body, headers = providers.cp_ipn(
+        cp_payment.gateway_transaction_id, status=100, overrides={"amount1": "1.00"}
+    )
+    assert post_ipn(client, body, headers).status_code == 200
+    cp_payment.refresh_from_db()
+    # The provider's word is that 1.00 was paid: booked as such, never as the
+    # price, and flagged so that nothing is delivered on it.
+    assert cp_payment.status == Status.COMPLETED
+    assert cp_payment.amount_paid == Decimal("1.00")
+    assert cp_payment.needs_review and "underpaid" in cp_payment.review_reason
+    assert WebhookDelivery.objects.get().outcome == "REVIEW"
 
 
 @pytest.mark.django_db

@@ -50,8 +50,15 @@ def test_table_matches_the_design(frm, to):
         ("FAILED", "COMPLETED"),
         ("COMPLETED", "PARTIALLY_REFUNDED"),
         ("COMPLETED", "REFUNDED"),
+        ("COMPLETED", "VOIDED"),
         ("PARTIALLY_REFUNDED", "PARTIALLY_REFUNDED"),
         ("PARTIALLY_REFUNDED", "REFUNDED"),
+        # Captured money first seen already refunded (e.g. in the portal).
+        *(
+            (frm, to)
+            for frm in ("PENDING", "EXPIRED", "FAILED")
+            for to in ("PARTIALLY_REFUNDED", "REFUNDED")
+        ),
     }
     assert can_transition(frm, to) == ((frm, to) in allowed)
     assert set(TRANSITIONS) == set(ALL)
@@ -86,14 +93,34 @@ def test_completion_sets_paid_fields_and_one_event():
 
 @pytest.mark.django_db
 @pytest.mark.parametrize(
-    ("amount", "currency", "reason"),
+    ("amount", "reason"),
     [
-        ("9.99", "USD", "underpaid"),
-        ("10.00", "EUR", "currency mismatch"),
-        (None, "USD", "without an amount"),
+        ("9.99", "underpaid: provider reported 9.99 of 10.00 USD"),
+        ("10.50", "overpaid: provider reported 10.50 for a price of 10.00 USD"),
     ],
 )
-def test_amount_or_currency_mismatch_flags_review_without_completing(
+def test_a_short_or_excess_capture_is_paid_with_what_was_captured_and_flagged(
+    amount, reason
+):
+    payment = PaymentFactory()
+    applied = apply(payment, "COMPLETED", amount=amount)
+    payment.refresh_from_db()
+    assert applied.flagged and applied.changed
+    assert payment.status == S.COMPLETED and payment.date_paid is not None
+    assert payment.amount_paid == Decimal(amount)
+    assert payment.needs_review and payment.review_reason == reason
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("amount", "currency", "reason"),
+    [
+        ("10.00", "EUR", "currency mismatch"),
+        (None, "USD", "without an amount"),
+        ("0", "USD", "nothing captured"),
+    ],
+)
+def test_captured_money_that_cannot_be_booked_is_flagged_and_never_expires(
     amount, currency, reason
 ):
     payment = PaymentFactory()
@@ -102,6 +129,7 @@ def test_amount_or_currency_mismatch_flags_review_without_completing(
     assert applied.flagged and not applied.changed
     assert payment.status == S.PENDING and payment.date_paid is None
     assert payment.needs_review and reason in payment.review_reason
+    assert "settling" in payment.gateway_data  # held from expiry
 
 
 @pytest.mark.django_db

@@ -104,7 +104,9 @@ def test_malformed_signed_body_is_4xx_not_500(client, sandbox):
 
 
 @pytest.mark.django_db
-def test_unknown_payment_is_404_and_kept(client, sandbox):
+def test_a_verified_notification_for_an_unknown_payment_is_kept_and_acknowledged(
+    client, sandbox
+):
     body = json.dumps(
         {
             "event_id": "e1",
@@ -116,8 +118,12 @@ def test_unknown_payment_is_404_and_kept(client, sandbox):
         }
     ).encode()
     response = post(client, body, {SIGNATURE_HEADER: sign(sandbox.secret, body)})
-    assert response.status_code == 404
+    # 2xx, so the provider stops retrying; kept for a person to look at.
+    assert response.status_code == 200
     assert WebhookDelivery.objects.get().outcome == WebhookDelivery.Outcome.UNMATCHED
+    # An unverified one is still refused.
+    response = post(client, body, {SIGNATURE_HEADER: "t=1,v1=00"})
+    assert response.status_code in (400, 403)
 
 
 @pytest.mark.django_db

@@ -45,6 +45,7 @@ STATUS_WEIGHTS = (
     (S.EXPIRED, 10),
     (S.PARTIALLY_REFUNDED, 4),
     (S.REFUNDED, 6),
+    (S.VOIDED, 1),
 )
 GATEWAYS = (("mpgs", 55), ("coinpayments", 25), ("sandbox", 20))
 FIRST = (
@@ -173,6 +174,10 @@ class Command(BaseCommand):
             created = now - timedelta(minutes=rng.randint(1, 50))
         name = f"{rng.choice(FIRST)}.{rng.choice(LAST)}{rng.randint(1, 999)}"
         paid_at = created + timedelta(seconds=rng.randint(40, 900))
+        adapter = import_string(ADAPTERS[gateway])
+        if status == S.VOIDED and not adapter.supports_refunds:
+            status = S.COMPLETED  # only card gateways void a capture
+        voided = status == S.VOIDED
         is_paid = status in (S.COMPLETED, S.PARTIALLY_REFUNDED, S.REFUNDED)
         refunded = Decimal("0")
         if status == S.REFUNDED:
@@ -201,7 +206,6 @@ class Command(BaseCommand):
             }.get(status, ""),
         )
         ref.date_created = created
-        adapter = import_string(ADAPTERS[gateway])
         if adapter.choices_field == "crypto_currency":
             ref.crypto_currency = "BTC"
             ref.crypto_amount = (plan.price / Decimal("60000")).quantize(
@@ -212,6 +216,10 @@ class Command(BaseCommand):
         if needs_review:
             ref.needs_review = True
             ref.review_reason = "late payment: provider reported success after EXPIRED"
+        if voided:
+            needs_review = True
+            ref.needs_review = True
+            ref.review_reason = "voided at the provider after capture: check delivery"
 
         def make_events(payment):
             source = f"webhook:{gateway}"
@@ -237,8 +245,9 @@ class Command(BaseCommand):
             ]
             if status == S.PENDING:
                 return out
-            final = S.COMPLETED if is_paid else status
-            when = paid_at if is_paid else created + timedelta(hours=1, minutes=2)
+            captured = is_paid or voided
+            final = S.COMPLETED if captured else status
+            when = paid_at if captured else created + timedelta(hours=1, minutes=2)
             out.append(
                 (
                     PaymentEvent(
@@ -262,6 +271,21 @@ class Command(BaseCommand):
                     when,
                 )
             )
+            if voided:
+                when += timedelta(hours=rng.randint(1, 6))
+                out.append(
+                    (
+                        PaymentEvent(
+                            payment=payment,
+                            kind=EventKind.STATUS_CHANGE,
+                            source=source,
+                            from_status=S.COMPLETED,
+                            to_status=S.VOIDED,
+                            message="order CANCELLED: voided",
+                        ),
+                        when,
+                    )
+                )
             if needs_review:
                 out.append(
                     (
