@@ -98,13 +98,14 @@ TEMPLATES = [
         "BACKEND": "django.template.backends.django.DjangoTemplates",
         "DIRS": [BASE_DIR / "templates"],
         "OPTIONS": {
-            # The apps' templates, some of unfold's memoised (backoffice/fragments.py).
+            # Each template compiled once per process (runserver resets the cache
+            # when a template file changes).
             "loaders": [
                 (
                     "django.template.loaders.cached.Loader",
                     [
                         "django.template.loaders.filesystem.Loader",
-                        "backoffice.fragments.MemoLoader",
+                        "django.template.loaders.app_directories.Loader",
                     ],
                 )
             ],

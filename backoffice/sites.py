@@ -5,8 +5,9 @@ Installed as Django's default site (`backoffice.apps.AdminConfig`), so
 renders anything, Django's list of every app and model (`available_apps`) and
 the sidebar's entries. Measured on the payment list (docs/benchmarks.md):
 
-- `available_apps` is read only when the sidebar is not memoised
-  (backoffice.fragments), so it is built on first use, not for every page;
+- `available_apps` is read only by the "All applications" panel
+  (`SIDEBAR["show_all_applications"]`, off here), so it is built on first
+  use, not for every page;
 - unfold asks each sidebar entry's permission callback through `lazy()`,
   which defines a new class per call, then compares the proxy to True: the
   callback is called directly here, with the same result;

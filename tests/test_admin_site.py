@@ -107,6 +107,25 @@ def test_the_list_of_apps_is_built_only_when_read(staff, monkeypatch):
     }
 
 
+def test_the_payment_list_page_never_builds_the_list_of_apps(
+    client, staff, monkeypatch
+):
+    """Only unfold's "All applications" panel reads it, and it is off."""
+    built = []
+    original = UnfoldAdminSite.get_app_list
+
+    def counting(self, request, app_label=None):
+        built.append(app_label)
+        return original(self, request, app_label)
+
+    monkeypatch.setattr(UnfoldAdminSite, "get_app_list", counting)
+    client.force_login(staff["Finance"])
+    page = client.get(LIST)
+    assert page.status_code == 200
+    assert f'href="{LIST}"' in page.content.decode()  # the sidebar was rendered
+    assert built == []
+
+
 @pytest.mark.parametrize(
     "callback, expected",
     [

@@ -14,7 +14,6 @@ from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.utils import flatten_fieldsets
 from django.contrib.admin.views.main import SEARCH_VAR
 from django.db.models import Q
-from django.forms import Media
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
 from django.urls import reverse
@@ -27,8 +26,6 @@ from unfold.admin import ModelAdmin, checkbox
 from unfold.contrib.filters.admin import BooleanRadioFilter, ChoicesDropdownFilter
 from unfold.decorators import action, display
 from unfold.enums import ActionVariant
-
-from backoffice.fragments import MemoisedMedia, memoise_list_filters
 
 from .. import services
 from ..models import Payment, RefundStatus
@@ -125,11 +122,6 @@ class PaymentAdmin(PaymentExportMixin, ReadOnlyAdminMixin, ModelAdmin):
         ("date_paid", DateRangeFilter),
     )
     list_filter_submit = True
-    # Every filter's choices come from code (statuses, the gateway registry,
-    # yes/no, dates) and every column from this class, so the list's parts (its
-    # header, filters, search box, action bar, column headers, pagination) are
-    # memoised per query string (backoffice/fragments.py).
-    memo_list_parts = True
     # unfold's changelist with the rows rendered by FastRows (payments/admin/rows.py).
     change_list_template = "admin/payments/payment/change_list.html"
     # Shown as the search box's fields; the search itself is get_search_results.
@@ -257,18 +249,8 @@ class PaymentAdmin(PaymentExportMixin, ReadOnlyAdminMixin, ModelAdmin):
             request, queryset.only(*self.list_fields), per_page, *args, **kwargs
         )
 
-    def get_changelist_instance(self, request: HttpRequest):
-        """The changelist, each filter memoised by its form (backoffice.fragments)."""
-        changelist = super().get_changelist_instance(request)
-        memoise_list_filters(changelist)
-        return changelist
-
     def changelist_view(self, request: HttpRequest, extra_context=None):
-        """Open the payment at once when a search finds exactly one.
-
-        The page's scripts and styles are rendered once per set of files
-        (backoffice.fragments.MemoisedMedia).
-        """
+        """Open the payment at once when a search finds exactly one."""
         if request.method == "GET" and search_term_of(request.GET.get(SEARCH_VAR)):
             try:
                 changelist = self.get_changelist_instance(request)
@@ -280,11 +262,7 @@ class PaymentAdmin(PaymentExportMixin, ReadOnlyAdminMixin, ModelAdmin):
                     return HttpResponseRedirect(
                         reverse("admin:payments_payment_change", args=found)
                     )
-        response = super().changelist_view(request, extra_context)
-        context = getattr(response, "context_data", None)
-        if context and isinstance(context.get("media"), Media):
-            context["media"] = MemoisedMedia(context["media"])
-        return response
+        return super().changelist_view(request, extra_context)
 
     # columns and read-only fields -------------------------------------------------
     # One line per cell: references, amounts and dates never wrap.
