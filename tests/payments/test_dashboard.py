@@ -25,6 +25,7 @@ from payments.models import (
     WebhookDelivery,
 )
 from payments.roles import roles_setup
+from payments.selectors import dashboard as dashboard_selectors
 from payments.states import PaymentStatus as S
 from tests.factories import PaymentFactory, PlanFactory
 
@@ -269,7 +270,7 @@ def test_sidebar_badge_is_counted_at_most_every_few_seconds(
     REVIEW_BADGE_SECONDS; within them the badge costs no query."""
     settings.REVIEW_BADGE_SECONDS = 10
     clock = [1000.0]
-    monkeypatch.setattr(selectors.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(dashboard_selectors.time, "monotonic", lambda: clock[0])
     request = rf.get("/admin/")
     request.user = admin_user
     assert review_badge(request) == "1"
