@@ -9,11 +9,9 @@ from django.contrib import admin
 from django.contrib.admin import ActionLocation
 from django.contrib.auth.models import Group
 from django.test import RequestFactory
-from django.urls import reverse, reverse_lazy
 from unfold.sites import UnfoldAdminSite
 
-from backoffice import sites
-from backoffice.sites import BackofficeAdminSite, resolved
+from backoffice.sites import BackofficeAdminSite
 from payments.models import Payment
 from payments.roles import roles_setup
 
@@ -124,80 +122,6 @@ def test_the_payment_list_page_never_builds_the_list_of_apps(
     assert page.status_code == 200
     assert f'href="{LIST}"' in page.content.decode()  # the sidebar was rendered
     assert built == []
-
-
-@pytest.mark.parametrize(
-    "callback, expected",
-    [
-        (None, True),
-        (lambda request: True, True),
-        (lambda request: 1, True),  # unfold compares with == True
-        (lambda request: "yes", False),
-        (lambda request: False, False),
-    ],
-)
-def test_permission_callbacks_answer_as_unfolds(staff, callback, expected):
-    request = request_for(staff["Support"], LIST)
-    assert admin.site._call_permission_callback(callback, request) is expected
-    assert UnfoldAdminSite()._call_permission_callback(callback, request) is expected
-
-
-@pytest.mark.parametrize("callback", ["payments.no_such_module.check", "not a path"])
-def test_a_permission_path_that_does_not_import_denies(staff, callback):
-    """unfold calls the string itself (a TypeError, so a 500); the entry is hidden."""
-    request = request_for(staff["Support"], LIST)
-    assert admin.site._call_permission_callback(callback, request) is False
-    with pytest.raises(TypeError):
-        UnfoldAdminSite()._call_permission_callback(callback, request)
-
-
-def test_a_lazy_link_is_reversed_once_per_urlconf_and_language(monkeypatch):
-    monkeypatch.setattr(sites, "LINKS", {})
-    link = reverse_lazy("admin:payments_payment_changelist")
-    assert resolved(link) == reverse("admin:payments_payment_changelist") == LIST
-    assert len(sites.LINKS) == 1
-    assert resolved(link) == LIST
-    assert len(sites.LINKS) == 1
-    # Another lazy object of the same name is its own entry, never another's.
-    other = reverse_lazy("admin:payments_refund_changelist")
-    assert resolved(other) == "/admin/payments/refund/"
-    assert len(sites.LINKS) == 2
-    assert resolved("/plain/") == "/plain/"
-
-
-def test_a_page_reverses_no_sidebar_link_once_they_are_known(staff, monkeypatch):
-    """unfold reverses each entry's lazy link (a truth test) on every page."""
-    from django.urls.resolvers import URLResolver
-
-    calls = []
-    real = URLResolver._reverse_with_prefix
-
-    def counting(resolver, lookup_view, *args, **kwargs):
-        calls.append(lookup_view)
-        return real(resolver, lookup_view, *args, **kwargs)
-
-    admin.site.get_sidebar_list(request_for(staff["admin"], LIST))
-    monkeypatch.setattr(URLResolver, "_reverse_with_prefix", counting)
-    groups = admin.site.get_sidebar_list(request_for(staff["admin"], LIST))
-    links = [item["link"] for group in groups for item in group["items"]]
-    assert LIST in links
-    assert all(isinstance(link, str) for link in links)
-    # Left: unfold's own look-up of the dashboard's path, to compare with.
-    assert set(calls) <= {"index"}
-    # unfold's own site reverses every entry's link, page after page.
-    calls.clear()
-    UnfoldAdminSite().get_sidebar_list(request_for(staff["admin"], LIST))
-    assert len(set(calls) - {"index"}) == len(links) - 1
-
-
-def test_lazy_links_are_not_kept_past_the_bound(monkeypatch):
-    monkeypatch.setattr(sites, "LINKS", {})
-    monkeypatch.setattr(sites, "MAX_LINKS", 1)
-    first = reverse_lazy("admin:index")
-    second = reverse_lazy("admin:payments_refund_changelist")
-    assert resolved(first) == "/admin/"
-    assert resolved(second) == "/admin/payments/refund/"
-    assert len(sites.LINKS) == 1
 
 
 def test_payment_actions_use_the_current_signature(client, staff):

@@ -22,21 +22,19 @@ from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import ObjectDoesNotExist
 from django.urls import NoReverseMatch, reverse
 from django.utils.safestring import SafeData, SafeString, mark_safe
-from unfold.templatetags.unfold_list import (
+
+from ..unfold_internals import (
     LINK_CLASSES,
+    STRIPES,
     TABLE_ACTION_CELL_CLASSES,
     TABLE_CELL_CLASSES,
+    TEMPLATED_DISPLAYS,
+    display_for_value,
 )
-from unfold.utils import display_for_value
-
 from .common import escaped
 
-# unfold's row stripes ({% cycle %} in admin/change_list_results.html).
-STRIPES = ("", "bg-base-50 dark:bg-white/[.02]")
 PK_MARKER = "__changelist_pk__"
 LINK_CLASS = " ".join(LINK_CLASSES)
-# Column attributes that make unfold render a cell through a template of its own.
-TEMPLATED_DISPLAYS = ("label", "dropdown", "header")
 
 
 @dataclass(frozen=True)

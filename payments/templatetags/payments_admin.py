@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from django import template
 from django.utils.safestring import SafeString
-from unfold.templatetags.unfold_list import result_headers
-from unfold.templatetags.unfold_list import result_list as unfold_result_list
+
+from ..unfold_internals import result_headers, unfold_result_list
 
 register = template.Library()
 
