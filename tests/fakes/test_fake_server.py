@@ -797,13 +797,13 @@ def initiate(fake: FakeProviderServer, **changes: Any) -> requests.Response:
 def test_mpgs_minor_units_agree_with_the_project_table() -> None:
     from gateways import money
 
-    from .server import _MINOR_UNITS
+    from .core import MINOR_UNITS
 
     assert {
         code: money.exponent(code)
         for code in money.ISO_4217
         if money.exponent(code) != 2
-    } == _MINOR_UNITS
+    } == MINOR_UNITS
 
 
 @pytest.mark.parametrize(
