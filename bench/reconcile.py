@@ -397,9 +397,9 @@ def main() -> None:
     from payments.services import reconcile as reconcile_module
     from payments.states import PaymentStatus
     from tests.fakes import FakeProviderServer
-    from tests.fakes import server as fake_server_module
+    from tests.fakes import core as fake_core
 
-    fake_handler = getattr(fake_server_module, "_Handler", None)
+    fake_handler = getattr(fake_core, "_Handler", None)
 
     database = f"{connection.vendor} {connection.settings_dict['NAME']}"
     if connection.vendor != "sqlite":
