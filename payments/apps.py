@@ -30,9 +30,11 @@ class PaymentsConfig(AppConfig):
 
 
 def _check_schedule(sender, instance, **kwargs) -> None:
+    from . import tasks
     from .services.schedules import schedule_validate
 
     schedule_validate(
+        allowed=tasks.SCHEDULABLE_TASKS,
         func=instance.func,
         hook=instance.hook,
         args=instance.args,

@@ -1,20 +1,43 @@
 """Domain errors raised by payments.services; views and the admin map them.
 
 Services never choose HTTP status codes: they raise one of these (or return
-an outcome), and `payments.views.errors` turns each into an answer in one
-place. Faults from `gateways/` are translated into these at the service
-boundary, so callers never import from `gateways/`.
+an outcome), each carrying a `PaymentErrorCode`, and `payments.views.errors`
+turns a code into an answer in one table. Faults from `gateways/` are
+translated into these at the service boundary, so callers never import from
+`gateways/`.
 """
 
 from __future__ import annotations
 
+from enum import StrEnum
+from typing import ClassVar
+
+
+class PaymentErrorCode(StrEnum):
+    """What went wrong, in words a view or the admin can map to an answer."""
+
+    ILLEGAL_TRANSITION = "illegal_transition"
+    REFUND_NOT_ALLOWED = "refund_not_allowed"
+    PROVIDER_UNAVAILABLE = "provider_unavailable"
+    GATEWAY_NOT_CONFIGURED = "gateway_not_configured"
+    IDEMPOTENCY_CONFLICT = "idempotency_conflict"
+    REQUEST_IN_PROGRESS = "request_in_progress"
+    WEBHOOK_NOT_ACCEPTED = "webhook_not_accepted"
+
 
 class PaymentError(Exception):
-    """Base class of every error the payment services raise on purpose."""
+    """Base class of every error the payment services raise on purpose.
+
+    Each subclass names its `code`; the base class is never raised itself.
+    """
+
+    code: ClassVar[PaymentErrorCode]
 
 
 class IllegalTransition(PaymentError):
     """Raised when a status change is not in the transition table (states.py)."""
+
+    code = PaymentErrorCode.ILLEGAL_TRANSITION
 
 
 class RefundNotAllowed(PaymentError):
@@ -23,14 +46,19 @@ class RefundNotAllowed(PaymentError):
     Nothing was written: no refund row, no event.
     """
 
+    code = PaymentErrorCode.REFUND_NOT_ALLOWED
 
-class GatewayUnavailable(PaymentError):
+
+class ProviderUnavailable(PaymentError):
     """Raised when a provider could not be asked or gave no usable answer.
 
-    Timeouts, connection errors, 5xx and garbage bodies: retrying later may
-    work. `payment` is set when a payment row was kept (FAILED, with the
-    reason) because its checkout could not be opened.
+    The domain's side of `gateways.base.GatewayUnavailable` (timeouts,
+    connection errors, 5xx and garbage bodies): retrying later may work.
+    `payment` is set when a payment row was kept (FAILED, with the reason)
+    because its checkout could not be opened.
     """
+
+    code = PaymentErrorCode.PROVIDER_UNAVAILABLE
 
     def __init__(self, reason: str, *, payment=None):
         super().__init__(reason)
@@ -41,14 +69,22 @@ class GatewayUnavailable(PaymentError):
 class GatewayNotConfigured(PaymentError):
     """Raised when a payment's gateway is missing credentials or not offered."""
 
+    code = PaymentErrorCode.GATEWAY_NOT_CONFIGURED
+
 
 class IdempotencyConflict(PaymentError):
     """Raised when an Idempotency-Key is reused with different parameters."""
+
+    code = PaymentErrorCode.IDEMPOTENCY_CONFLICT
 
 
 class RequestInProgress(PaymentError):
     """Raised when a request with the same Idempotency-Key has not finished."""
 
+    code = PaymentErrorCode.REQUEST_IN_PROGRESS
+
 
 class WebhookNotAccepted(PaymentError):
     """Raised when a stored delivery cannot be re-processed (never verified)."""
+
+    code = PaymentErrorCode.WEBHOOK_NOT_ACCEPTED

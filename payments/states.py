@@ -12,17 +12,23 @@ from enum import StrEnum
 
 from django.db import models
 
-from gateways.base import Status as S
+from gateways.base import Status as ProviderStatus
 
 
 class PaymentStatus(models.TextChoices):
-    PENDING = S.PENDING, "Pending"
-    COMPLETED = S.COMPLETED, "Completed"
-    FAILED = S.FAILED, "Failed"
-    EXPIRED = S.EXPIRED, "Expired"
-    PARTIALLY_REFUNDED = S.PARTIALLY_REFUNDED, "Partially refunded"
-    REFUNDED = S.REFUNDED, "Refunded"
-    VOIDED = S.VOIDED, "Voided"
+    """A payment's status: the same words the gateways report (gateways.base)."""
+
+    PENDING = ProviderStatus.PENDING, "Pending"
+    COMPLETED = ProviderStatus.COMPLETED, "Completed"
+    FAILED = ProviderStatus.FAILED, "Failed"
+    EXPIRED = ProviderStatus.EXPIRED, "Expired"
+    PARTIALLY_REFUNDED = ProviderStatus.PARTIALLY_REFUNDED, "Partially refunded"
+    REFUNDED = ProviderStatus.REFUNDED, "Refunded"
+    VOIDED = ProviderStatus.VOIDED, "Voided"
+
+
+# Shorthand for the tables below, as in the services: always PaymentStatus.
+S = PaymentStatus
 
 
 # Captured money already partly or wholly refunded at the provider (e.g. in

@@ -96,8 +96,9 @@ def purge_exports() -> int:
     )
 
 
-# The only functions a django-q2 Schedule may name (see services.schedules):
-# the cluster imports and runs whatever dotted path a schedule holds.
+# The only functions a django-q2 Schedule may name: the cluster imports and
+# runs whatever dotted path a schedule holds. Given to services.schedules by
+# its callers (the schedule admin and the model-level guard in apps.py).
 SCHEDULABLE_TASKS = (
     reconcile_pending,
     reconcile_refunds,

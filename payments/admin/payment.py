@@ -28,6 +28,7 @@ from unfold.decorators import action, display
 from unfold.enums import ActionVariant
 
 from .. import services
+from ..exceptions import PaymentError
 from ..models import Payment, RefundStatus
 from ..states import PaymentStatus
 from .common import (
@@ -366,7 +367,7 @@ class PaymentAdmin(PaymentExportMixin, ReadOnlyAdminMixin, ModelAdmin):
             applied = services.payment_refresh(
                 payment=form.payment, actor=admin_actor(request)
             )
-        except services.PaymentError as exc:
+        except PaymentError as exc:
             messages.error(request, _("Could not ask the gateway: %s") % exc)
             return self._back(request, object_id)
         if applied is None:
@@ -463,7 +464,7 @@ class PaymentAdmin(PaymentExportMixin, ReadOnlyAdminMixin, ModelAdmin):
                 reason=form.cleaned_data["reason"],
                 manual=manual,
             )
-        except services.PaymentError as exc:
+        except PaymentError as exc:
             # Nothing was written: show the reason in the dialog, kept open.
             form.add_error("amount", str(exc))
             return render(

@@ -17,6 +17,7 @@ from unfold.forms import BaseDialogForm
 from unfold.paginator import InfinitePaginator
 
 from .. import services, tasks
+from ..exceptions import PaymentError
 from ..models import (
     DeliveryOutcome,
     IdempotencyRecord,
@@ -248,7 +249,7 @@ class WebhookDeliveryAdmin(RecordAdmin):
             raise Http404("no such delivery")
         try:
             outcome = services.webhook_reprocess(delivery_id=delivery.pk)
-        except services.PaymentError as exc:
+        except PaymentError as exc:
             messages.error(request, _("Could not re-process: %s") % exc)
         else:
             result = outcome.delivery

@@ -20,6 +20,7 @@ from django_q.models import Failure, OrmQ, Schedule, Success
 from unfold.admin import ModelAdmin
 from unfold.forms import AdminPasswordChangeForm, UserChangeForm, UserCreationForm
 
+from .. import tasks
 from ..services import schedulable_tasks, schedule_validate
 from .common import ReadOnlyAdminMixin, superuser_only
 
@@ -77,13 +78,14 @@ class ScheduleForm(forms.ModelForm):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["func"].help_text = "One of: " + ", ".join(
-            sorted(schedulable_tasks())
+            sorted(schedulable_tasks(allowed=tasks.SCHEDULABLE_TASKS))
         )
 
     def clean(self):
         cleaned = super().clean()
         try:
             schedule_validate(
+                allowed=tasks.SCHEDULABLE_TASKS,
                 func=cleaned.get("func") or "",
                 hook=cleaned.get("hook"),
                 args=cleaned.get("args"),

@@ -1,4 +1,8 @@
-"""Reads for the checkout: plans on sale, gateways offered, a payment's public view."""
+"""Reads for the checkout: plans on sale, gateways offered, a payment as shown.
+
+A payment as its customer sees it (`payment_public`) and as its gateway sees
+it (`payment_ref`, the boundary type every provider call takes).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ from typing import Any
 
 from django.utils.module_loading import import_string
 
-from gateways.base import GatewayConfigError
+from gateways.base import GatewayConfigError, PaymentRef
 from gateways.money import to_provider
 from gateways.registry import (
     ADAPTERS,
@@ -22,6 +26,24 @@ from ..models import (
     Payment,
     Plan,
 )
+
+
+def payment_ref(payment: Payment) -> PaymentRef:
+    """Describe a payment to its gateway (adapters never see a model)."""
+    return PaymentRef(
+        ref_id=payment.ref_id,
+        transaction_id=payment.gateway_transaction_id,
+        session_id=payment.gateway_session_id,
+        amount=payment.amount,
+        currency=payment.currency,
+        created_at=payment.date_created,
+        expires_at=payment.expiry_datetime,
+        data={
+            **payment.gateway_data,
+            "crypto_amount": str(payment.crypto_amount or ""),
+            "crypto_currency": payment.crypto_currency,
+        },
+    )
 
 
 def money_text(amount: Decimal | None, currency: str) -> str:
@@ -96,8 +118,6 @@ def pay_page(payment: Payment) -> tuple[str, dict[str, Any]] | None:
 
     Raise GatewayNotConfigured when the payment's gateway is not available.
     """
-    from ..services import payment_ref
-
     try:
         gateway = get_gateway(payment.payment_gateway)
     except GatewayConfigError as exc:

@@ -20,17 +20,21 @@ from gateways.base import (
 )
 from gateways.registry import get_gateway
 
-from ..exceptions import GatewayNotConfigured, IdempotencyConflict, RequestInProgress
-from ..exceptions import GatewayUnavailable as ProviderDown
+from ..exceptions import (
+    GatewayNotConfigured,
+    IdempotencyConflict,
+    ProviderUnavailable,
+    RequestInProgress,
+)
 from ..models import EventKind, IdempotencyRecord, Payment, Plan
+from ..states import PaymentStatus
 from .checks import first_check_at
 from .transitions import (
     Actor,
     Change,
     Entry,
-    S,
     money_text,
-    payment_change,
+    payments_change,
     timeline_entry,
 )
 
@@ -50,7 +54,7 @@ def payment_create(
 
     The price comes from the plan, never from the client. When the provider
     fails, the payment is kept as FAILED with the reason and
-    GatewayUnavailable is raised (carrying the payment). Raise
+    ProviderUnavailable is raised (carrying the payment). Raise
     GatewayNotConfigured when the gateway has no credentials.
     """
     try:
@@ -65,19 +69,16 @@ def payment_create(
     except (GatewayUnavailable, GatewayConfigError) as exc:
         reason = f"{gateway.display_name} unavailable: {exc}"
         failed = Change(
-            status=S.FAILED,
+            status=PaymentStatus.FAILED,
             updates={"failure_reason": reason},
             message=reason,
             entries=(Entry(EventKind.GATEWAY_ERROR, reason),),
         )
-        payment = payment_change(
-            payment_id=payment.pk, actor=actor, decide=lambda _p: failed
-        ).payment
-        raise ProviderDown(reason, payment=payment) from exc
+        done = payments_change(decisions={payment.pk: lambda _p: failed}, actor=actor)
+        raise ProviderUnavailable(reason, payment=done[payment.pk].payment) from exc
     opened = _opened(gateway, session, payment, crypto_currency)
-    return payment_change(
-        payment_id=payment.pk, actor=actor, decide=lambda _p: opened
-    ).payment
+    done = payments_change(decisions={payment.pk: lambda _p: opened}, actor=actor)
+    return done[payment.pk].payment
 
 
 def _opened(gateway, session, payment: Payment, crypto_currency: str) -> Change:
@@ -152,7 +153,7 @@ def request_fingerprint(data: Mapping[str, Any]) -> str:
 
 @dataclass(frozen=True)
 class StoredAnswer:
-    """The answer given to the first request with an Idempotency-Key, as sent."""
+    """The final answer given to the first request with an Idempotency-Key, as sent."""
 
     status: int
     body: str
@@ -181,10 +182,19 @@ def idempotency_begin(
 
 
 def idempotency_finish(
-    *, record: IdempotencyRecord, answer: StoredAnswer, payment: Payment | None
+    *,
+    record: IdempotencyRecord,
+    answer: StoredAnswer,
+    final: bool,
+    payment: Payment | None,
 ) -> None:
-    """Keep the answer for replays; a retryable failure (5xx) frees the key instead."""
-    if answer.status >= 500:
+    """Keep a final answer for replays; a retryable one frees the key instead.
+
+    The caller that made the answer says whether it is `final` (a retry with
+    the same key must get it again) or retryable (the same key may try again,
+    e.g. after a provider outage): the status code is never read here.
+    """
+    if not final:
         record.delete()
         return
     IdempotencyRecord.objects.filter(pk=record.pk).update(

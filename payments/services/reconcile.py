@@ -28,13 +28,13 @@ from gateways.registry import get_gateway
 
 from ..exceptions import GatewayNotConfigured
 from ..models import Payment, ReconciliationRun
+from ..selectors import payment_ref
 from ..states import PaymentStatus
 from .checks import payments_record_checks
 from .status import (
     DECLINED_KEY,
     EXPIRY_ACTOR,
     SETTLING,
-    payment_ref,
     payment_refresh,
     report_change,
 )
@@ -53,7 +53,7 @@ APPLY_GROUP = 50
 BACKOFF_GROUP = 500
 # Payments claimed per transaction: provider calls start after the first one.
 CLAIM_CHUNK = 500
-# What a provider check reads of a claimed payment (see status.payment_ref).
+# What a provider check reads of a claimed payment (see selectors.payment_ref).
 CLAIM_FIELDS = (
     "ref_id",
     "payment_gateway",

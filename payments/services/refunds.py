@@ -34,8 +34,7 @@ from .transitions import (
     Entry,
     ProviderRefundRow,
     money_text,
-    payment_add_entry,
-    payment_change,
+    payments_change,
 )
 
 DONE = (RefundStatus.SUCCEEDED, RefundStatus.MANUAL)
@@ -163,9 +162,9 @@ def refund_request(
         )
 
     with transaction.atomic():
-        payment = payment_change(
-            payment_id=payment_id, actor=actor, decide=check
-        ).payment
+        payment = payments_change(decisions={payment_id: check}, actor=actor)[
+            payment_id
+        ].payment
         refund = Refund.objects.create(
             payment=payment,
             idempotency_id=refund_id,
@@ -260,11 +259,7 @@ def refund_submit(*, refund_id: int, actor: Actor = SYSTEM) -> Refund:
         )
     except GatewayError as exc:
         message = f"refund {refund.idempotency_id} not confirmed: {exc}; will retry"
-        payment_add_entry(
-            payment_id=payment.pk,
-            actor=actor,
-            entry=Entry(EventKind.GATEWAY_ERROR, message),
-        )
+        _add_entry(payment.pk, actor, Entry(EventKind.GATEWAY_ERROR, message))
         refund.refresh_from_db()
         return refund
     return refund_finish(refund_id=refund.pk, result=result, actor=actor)
@@ -300,7 +295,7 @@ def refund_finish(
         else:
             message = f"refund of {amount} failed: {result.message}"
             entry = Entry(EventKind.REFUND_FAILED, message, data)
-            payment_add_entry(payment_id=refund.payment_id, actor=actor, entry=entry)
+            _add_entry(refund.payment_id, actor, entry)
     return refund
 
 
@@ -320,4 +315,10 @@ def _book(refund: Refund, actor: Actor, entries: tuple[Entry, ...]) -> None:
             entries=entries,
         )
 
-    payment_change(payment_id=refund.payment_id, actor=actor, decide=decide)
+    payments_change(decisions={refund.payment_id: decide}, actor=actor)
+
+
+def _add_entry(payment_id: int, actor: Actor, entry: Entry) -> None:
+    """Add one line to a payment's timeline, under its row lock."""
+    change = Change(entries=(entry,))
+    payments_change(decisions={payment_id: lambda _payment: change}, actor=actor)

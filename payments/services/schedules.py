@@ -3,29 +3,31 @@
 django-q2's cluster imports and calls whatever dotted path a `Schedule`
 names in `func` and `hook`, and passes `kwargs` to `async_task`, which reads
 option keys such as `hook`, `chain` and `q_options` from them. So a schedule
-is accepted only when `func` is one of `payments.tasks.SCHEDULABLE_TASKS`,
-`hook` is empty, and the arguments are literals that bind to the task's
-own parameters. The check runs in the admin form and before every save.
+is accepted only when `func` is one of the allowed tasks, `hook` is empty, and
+the arguments are literals that bind to the task's own parameters. The check
+runs in the admin form and before every save.
+
+The allowed tasks are given by the caller (`payments.tasks.SCHEDULABLE_TASKS`):
+tasks import services, never the other way round.
 """
 
 from __future__ import annotations
 
 import ast
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from django.core.exceptions import ValidationError
 
 
-def schedulable_tasks() -> dict[str, Callable]:
-    """Return the allowed tasks by dotted path."""
-    from .. import tasks  # tasks import services: import it when asked
-
-    return {f"{f.__module__}.{f.__name__}": f for f in tasks.SCHEDULABLE_TASKS}
+def schedulable_tasks(*, allowed: Iterable[Callable]) -> dict[str, Callable]:
+    """Key the allowed task functions by the dotted path a Schedule names."""
+    return {f"{task.__module__}.{task.__qualname__}": task for task in allowed}
 
 
 def schedule_validate(
     *,
+    allowed: Iterable[Callable],
     func: str,
     hook: str | None = "",
     args: str | None = "",
@@ -33,13 +35,11 @@ def schedule_validate(
     intended_date_kwarg: str | None = "",
 ) -> None:
     """Raise ValidationError (by field) unless a schedule runs only an allowed task."""
-    allowed = schedulable_tasks()
-    task = allowed.get((func or "").strip())
+    tasks = schedulable_tasks(allowed=allowed)
+    task = tasks.get((func or "").strip())
     if task is None:
         raise ValidationError(
-            {
-                "func": f"not an allowed task; choose one of: {', '.join(sorted(allowed))}"
-            }
+            {"func": f"not an allowed task; choose one of: {', '.join(sorted(tasks))}"}
         )
     if (hook or "").strip():
         raise ValidationError({"hook": "hooks are not allowed on schedules"})

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from ..models import EventKind, Payment
-from .transitions import Actor, Change, Entry, payment_add_entry, payment_change
+from .transitions import Actor, Change, Entry, payments_change
 
 
 def payment_add_note(*, payment_id: int, actor: Actor, message: str) -> None:
     """Add a staff note to the timeline."""
-    payment_add_entry(
-        payment_id=payment_id, actor=actor, entry=Entry(EventKind.NOTE, message)
-    )
+    note = Change(entries=(Entry(EventKind.NOTE, message),))
+    payments_change(decisions={payment_id: lambda _payment: note}, actor=actor)
 
 
 def payment_resolve_review(*, payment_id: int, actor: Actor, message: str) -> Payment:
@@ -30,4 +29,5 @@ def payment_resolve_review(*, payment_id: int, actor: Actor, message: str) -> Pa
             ),
         )
 
-    return payment_change(payment_id=payment_id, actor=actor, decide=decide).payment
+    done = payments_change(decisions={payment_id: decide}, actor=actor)
+    return done[payment_id].payment

@@ -1,7 +1,7 @@
 """Applying what providers report, and asking them (refresh, return, expiry).
 
 What a report does is looked up in `states.REPORTS`; the change itself is
-written by `transitions.payment_change`, the one way a payment changes.
+written by `transitions.payments_change`, the one way a payment changes.
 """
 
 from __future__ import annotations
@@ -14,13 +14,14 @@ from typing import Any
 from django.conf import settings
 from django.utils import timezone
 
-from gateways.base import GatewayConfigError, GatewayError, PaymentRef, StatusResult
+from gateways.base import GatewayConfigError, GatewayError, StatusResult
 from gateways.http import time_budget
 from gateways.money import in_range, quantize
 from gateways.registry import get_gateway
 
 from ..exceptions import GatewayNotConfigured
 from ..models import EventKind, Payment, PaymentEvent
+from ..selectors import payment_ref
 from ..states import (
     LATE_COMPLETION,
     VOID_BEFORE_CAPTURE,
@@ -39,7 +40,7 @@ from .transitions import (
     Entry,
     logger,
     money_text,
-    payment_change,
+    payments_change,
 )
 
 S = PaymentStatus
@@ -50,8 +51,6 @@ EXPIRY_ACTOR = Actor("expiry")
 # gateway_data key listing the declined attempts already on the timeline.
 DECLINED_KEY = "declined_attempts"
 
-# What a provider report does is told by `Changed.changed / flagged / ignored`.
-Applied = Changed
 # Key in `Payment.gateway_data` while the provider holds money that is not
 # settled yet (StatusResult.settling); such a payment never expires.
 SETTLING = "settling"
@@ -346,33 +345,19 @@ def payment_apply_status(
     kind: str = EventKind.REFRESH,
     data: Mapping[str, Any] | None = None,
     checked_at=None,
-) -> Applied:
-    """Apply a provider's report to a payment, never moving it backwards."""
+) -> Changed:
+    """Apply a provider's report to a payment, never moving it backwards.
+
+    What the report did is told by the answer's `changed`, `flagged` and
+    `ignored`.
+    """
 
     def decide(payment: Payment) -> Change:
         return report_change(
             payment, result, kind=kind, data=data, checked_at=checked_at
         )
 
-    return payment_change(payment_id=payment_id, actor=actor, decide=decide)
-
-
-def payment_ref(payment: Payment) -> PaymentRef:
-    """Describe a payment to its gateway."""
-    return PaymentRef(
-        ref_id=payment.ref_id,
-        transaction_id=payment.gateway_transaction_id,
-        session_id=payment.gateway_session_id,
-        amount=payment.amount,
-        currency=payment.currency,
-        created_at=payment.date_created,
-        expires_at=payment.expiry_datetime,
-        data={
-            **payment.gateway_data,
-            "crypto_amount": str(payment.crypto_amount or ""),
-            "crypto_currency": payment.crypto_currency,
-        },
-    )
+    return payments_change(decisions={payment_id: decide}, actor=actor)[payment_id]
 
 
 def payment_refresh(
@@ -382,7 +367,7 @@ def payment_refresh(
     kind: str = EventKind.REFRESH,
     data: Mapping[str, Any] | None = None,
     scheduled: bool = False,
-) -> Applied | None:
+) -> Changed | None:
     """Ask the provider for a payment's status and apply it.
 
     Return None when the provider could not be asked; the fault goes on the
@@ -421,7 +406,7 @@ def _record_fault(payment: Payment, actor: Actor, kind: str, error: str, checked
         entries = (Entry(EventKind.GATEWAY_ERROR, error),) if noted else ()
         return Change(updates=updates, entries=entries)
 
-    payment_change(payment_id=payment.pk, actor=actor, decide=decide)
+    payments_change(decisions={payment.pk: decide}, actor=actor)
 
 
 def payment_refresh_for_customer(*, payment: Payment) -> Payment:

@@ -4,8 +4,9 @@
 each caller-supplied `decide` function what to do with the locked, freshly
 read row, checks any status move against `states.TRANSITIONS`, writes the
 explicit field updates in one UPDATE per payment and every timeline entry in
-one INSERT. `payment_change` and `payment_transition` are its one-payment
-forms. `_write_status` is the only code that assigns `Payment.status`.
+one INSERT. It is the one public function that changes a payment: a change
+to one payment is a batch of one. `_write_status` is the only code that
+assigns `Payment.status`.
 """
 
 from __future__ import annotations
@@ -36,7 +37,6 @@ from ..models import (
 from ..states import PAID_STATUSES, PaymentStatus, can_transition
 
 logger = logging.getLogger("payments")
-S = PaymentStatus
 ZERO = Decimal("0")
 SECRET_MARKERS = (
     "secret",
@@ -184,35 +184,6 @@ def payments_change(
     return done
 
 
-def payment_change(*, payment_id: int, actor: Actor, decide: Decide) -> Changed:
-    """Lock one payment, let `decide` say what to change, write it."""
-    return payments_change(decisions={payment_id: decide}, actor=actor)[payment_id]
-
-
-def payment_transition(
-    *,
-    payment_id: int,
-    to_status: str,
-    actor: Actor = SYSTEM,
-    message: str = "",
-    data: Mapping[str, Any] | None = None,
-    updates: Mapping[str, Any] | None = None,
-) -> Payment:
-    """Move a payment to a new status under its row lock, with one event."""
-    change = Change(
-        status=to_status, updates=updates or {}, message=message, data=data or {}
-    )
-    return payment_change(
-        payment_id=payment_id, actor=actor, decide=lambda _payment: change
-    ).payment
-
-
-def payment_add_entry(*, payment_id: int, actor: Actor, entry: Entry) -> Changed:
-    """Add one line to a payment's timeline, under its row lock."""
-    change = Change(entries=(entry,))
-    return payment_change(payment_id=payment_id, actor=actor, decide=lambda _p: change)
-
-
 def _refund_row(payment: Payment, row: ProviderRefundRow, now) -> Refund:
     return Refund(
         payment=payment,
@@ -294,7 +265,7 @@ def _write_status(payment: Payment, to_status: str, now, actor: Actor) -> set[st
         payment.date_paid = now
         payment.paid_via = paid_via(actor)
         fields |= {"date_paid", "paid_via"}
-    if to_status != S.PENDING and payment.next_check_at is not None:
+    if to_status != PaymentStatus.PENDING and payment.next_check_at is not None:
         payment.next_check_at = None
         fields.add("next_check_at")
     return fields

@@ -1,8 +1,8 @@
 """Queued webhook intake: store and acknowledge now, apply in batches in a task.
 
 With `WEBHOOK_APPLY=queued` a verified notification is stored as RECEIVED
-(its event id unique, so a re-send is a DUPLICATE at once) and acknowledged;
-a django-q2 task applies the stored deliveries many per transaction. A task
+(its event id unique, so a re-send is a DUPLICATE at once) and acknowledged
+(`webhooks.webhook_enqueue`); a django-q2 task applies the stored deliveries many per transaction. A task
 is queued when none is pending (a cache key), and it clears that key before
 each look for work, so a delivery stored after its last look queues the next
 task: applied state follows within the broker's poll. The reconciler applies
@@ -11,68 +11,32 @@ any delivery left RECEIVED (a lost task), so nothing is lost.
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from datetime import timedelta
 from time import sleep
 
 from django.core.cache import cache
-from django.db import IntegrityError, connection, transaction
+from django.db import connection, transaction
 from django.utils import timezone
-from django_q.tasks import async_task
 
-from gateways.base import GatewayConfigError, WebhookEvent, WebhookRejected
+from gateways.base import GatewayConfigError, WebhookRejected
 from gateways.registry import get_gateway
 
 from ..models import Payment, WebhookDelivery
 from .transitions import Actor, payments_change
 from .webhooks import (
-    Intake,
+    APPLY_KEY,
     Outcome,
-    WebhookOutcome,
     event_decision,
     event_lookup,
     event_outcome,
     event_result,
-    storable,
     store_delivery,
     webhook_process,
 )
 
-APPLY_KEY = "payments:webhooks:apply-queued"
-APPLY_TASK = "payments.tasks.apply_webhooks"
 BATCH = 200
 # Seconds the queued task waits after a short batch for more to arrive.
 APPLY_LINGER_SECONDS = 0.1
-
-
-def webhook_enqueue(
-    *, delivery: WebhookDelivery, event: WebhookEvent, reply
-) -> WebhookOutcome:
-    """Store a verified notification for the batch applier and acknowledge it.
-
-    One INSERT and no other database round trip: even its payment is looked
-    up by the task (an unknown one ends UNMATCHED there, after a 2xx).
-    """
-    delivery.signature_valid = True
-    delivery.provider_event_id = storable(event.event_id)[:255] or None
-    delivery.outcome = Outcome.RECEIVED
-    # One INSERT committed on its own; inside a caller's transaction (tests) a
-    # savepoint keeps a refused INSERT from breaking it.
-    nested = transaction.atomic() if connection.in_atomic_block else nullcontext()
-    try:
-        with nested:
-            delivery.save()
-    except IntegrityError:  # the unique event id: a re-send
-        store_delivery(delivery, Outcome.DUPLICATE)
-        return WebhookOutcome(Intake.ACCEPTED, delivery, reply=reply)
-    webhooks_schedule_apply()
-    return WebhookOutcome(Intake.ACCEPTED, delivery, reply=reply)
-
-
-def webhooks_schedule_apply() -> None:
-    """Queue the batch applier unless one is already queued."""
-    if cache.add(APPLY_KEY, 1, timeout=30):
-        async_task(APPLY_TASK, task_name="apply-webhooks")
 
 
 def webhooks_apply_received(*, min_age_seconds: int = 0, linger: float = 0.0) -> int:

@@ -1,14 +1,88 @@
-"""Helpers shared by the public views."""
+"""Helpers shared by the public views: request bodies, CSRF, addresses."""
 
 from __future__ import annotations
 
 import ipaddress
+import json
 
 from django.conf import settings
+from django.middleware.csrf import CsrfViewMiddleware
 
 from .errors import json_error
 
-__all__ = ["client_ip", "json_error", "site_url"]
+__all__ = [
+    "FORM_TYPES",
+    "BadRequest",
+    "client_ip",
+    "csrf_rejects",
+    "is_form",
+    "json_error",
+    "read_payload",
+    "site_url",
+    "wants_json",
+]
+
+FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+
+
+class BadRequest(Exception):
+    """A request body that cannot be read: its status and what to tell the client."""
+
+    def __init__(self, status: int, message: str, fields=None):
+        super().__init__(message)
+        self.http_status = status
+        self.fields = fields or {}
+
+
+def read_payload(request) -> tuple[dict, bool]:
+    """Return (fields, is_form) from a JSON or form body, or raise BadRequest."""
+    try:
+        length = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        length = 0
+    if length > settings.API_MAX_BODY_BYTES:
+        raise BadRequest(
+            413, f"request body is over {settings.API_MAX_BODY_BYTES} bytes"
+        )
+    content_type = request.content_type or ""
+    if not request.body.strip():
+        raise BadRequest(400, "empty request body: send a JSON object or a form")
+    if content_type in FORM_TYPES:
+        if len(request.body) > settings.API_MAX_BODY_BYTES:
+            raise BadRequest(413, "request body is too large")
+        return {k: request.POST.get(k) for k in request.POST}, True
+    if content_type != "application/json":
+        raise BadRequest(
+            400,
+            "unsupported content type: send application/json or a form",
+            {"Content-Type": [f"{content_type or 'missing'} is not accepted"]},
+        )
+    body = request.body
+    if len(body) > settings.API_MAX_BODY_BYTES:
+        raise BadRequest(413, "request body is too large")
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest(400, f"request body is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise BadRequest(400, "request body must be a JSON object")
+    return data, False
+
+
+def is_form(request) -> bool:
+    """Tell whether a request's body is a form (what a browser's form sends)."""
+    return (request.content_type or "") in FORM_TYPES
+
+
+def wants_json(request) -> bool:
+    """Tell whether the client asked for JSON (checkout.js does, a bare form not)."""
+    return "application/json" in request.headers.get("Accept", "")
+
+
+def csrf_rejects(request) -> bool:
+    """Tell whether Django's CSRF check refuses a request its view exempted."""
+    middleware = CsrfViewMiddleware(lambda r: None)
+    return middleware.process_view(request, None, (), {}) is not None
 
 
 def site_url(request) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import re
 import sys
+from dataclasses import dataclass
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
@@ -13,21 +14,38 @@ from django.http import HttpResponse, JsonResponse
 from django.views import defaults
 from django.views.csrf import csrf_failure as django_csrf_failure
 
-from .. import exceptions as errors
+from ..exceptions import PaymentError, PaymentErrorCode
 from ..services import Intake, WebhookOutcome
 
-# Anonymous clients read these messages: they never name a setting.
-ERRORS: dict[type[errors.PaymentError], tuple[int, str]] = {
-    errors.IdempotencyConflict: (422, ""),
-    errors.RequestInProgress: (409, ""),
-    errors.GatewayUnavailable: (
+
+@dataclass(frozen=True)
+class ErrorAnswer:
+    """How a domain error is answered over HTTP."""
+
+    status: int
+    # Shown instead of the error's own words ("" shows those): anonymous
+    # clients read it, so it never names a setting.
+    message: str = ""
+    # The same request may succeed later: an Idempotency-Key is freed, not
+    # bound to this answer.
+    retryable: bool = False
+
+
+Code = PaymentErrorCode
+ERRORS: dict[PaymentErrorCode, ErrorAnswer] = {
+    Code.IDEMPOTENCY_CONFLICT: ErrorAnswer(422),
+    Code.REQUEST_IN_PROGRESS: ErrorAnswer(409, retryable=True),
+    Code.PROVIDER_UNAVAILABLE: ErrorAnswer(
         503,
         "the payment provider is unavailable, please try again later",
+        retryable=True,
     ),
-    errors.GatewayNotConfigured: (503, "payment method unavailable"),
-    errors.RefundNotAllowed: (400, ""),
-    errors.IllegalTransition: (409, ""),
-    errors.WebhookNotAccepted: (400, ""),
+    Code.GATEWAY_NOT_CONFIGURED: ErrorAnswer(
+        503, "payment method unavailable", retryable=True
+    ),
+    Code.REFUND_NOT_ALLOWED: ErrorAnswer(400),
+    Code.ILLEGAL_TRANSITION: ErrorAnswer(409),
+    Code.WEBHOOK_NOT_ACCEPTED: ErrorAnswer(400),
 }
 INTAKES = {
     Intake.REJECTED: 403,
@@ -66,18 +84,24 @@ def _public(message: str) -> str:
     return message
 
 
-def error_response(exc: errors.PaymentError) -> JsonResponse:
+def error_answer(exc: PaymentError) -> ErrorAnswer:
+    """Look up how a domain error is answered, by its code."""
+    return ERRORS[exc.code]
+
+
+def error_message(exc: PaymentError) -> str:
+    """Return what a client may read about a domain error (no setting names)."""
+    return _public(error_answer(exc).message or str(exc))
+
+
+def error_response(exc: PaymentError) -> JsonResponse:
     """Answer a domain error with its status code and a message safe to show."""
-    status, public = next(
-        (answer for kind, answer in ERRORS.items() if isinstance(exc, kind)),
-        (400, ""),
-    )
     fields = {}
-    if isinstance(exc, errors.IdempotencyConflict):
+    if exc.code == Code.IDEMPOTENCY_CONFLICT:
         fields = {"Idempotency-Key": ["reused with a different request"]}
     payment = getattr(exc, "payment", None)
     extra = {"ref_id": payment.ref_id, "status": payment.status} if payment else {}
-    return json_error(status, public or str(exc), fields, extra)
+    return json_error(error_answer(exc).status, error_message(exc), fields, extra)
 
 
 # What a client reads when Django itself refused a request under /api/.
@@ -169,7 +193,7 @@ def api_errors(view):
     def wrapper(request, *args, **kwargs):
         try:
             return view(request, *args, **kwargs)
-        except errors.PaymentError as exc:
+        except PaymentError as exc:
             return error_response(exc)
 
     return wrapper

@@ -1,4 +1,4 @@
-"""Customer pages: the checkout, our provider pay page and the result page."""
+"""Customer pages: the checkout (and its form POST), our pay page, the result page."""
 
 from __future__ import annotations
 
@@ -10,9 +10,11 @@ from django.views.decorators.csp import csp_override, csp_report_only_override
 from django.views.decorators.http import require_GET
 
 from .. import selectors, services
-from ..exceptions import GatewayNotConfigured
+from ..exceptions import GatewayNotConfigured, PaymentError
 from ..forms import PaymentCreateForm
 from ..models import Payment
+from .common import BadRequest, csrf_rejects, json_error, read_payload, site_url
+from .errors import error_answer, error_message
 
 
 def checkout_context(form: PaymentCreateForm | None = None) -> dict:
@@ -30,6 +32,46 @@ def checkout_context(form: PaymentCreateForm | None = None) -> dict:
 def checkout(request):
     """Show plans and the gateways a customer can pay with now."""
     return render(request, "payments/checkout.html", checkout_context())
+
+
+def checkout_submit(request):
+    """Take the checkout page's own form POST: off to the provider, or the page again.
+
+    What a browser without checkout.js sends to POST /api/payments/ (routed
+    here by `api.payment_create`, which applies the method and rate limits).
+    A form carries no Idempotency-Key: that is checkout.js's, over JSON.
+    """
+    try:
+        data, _form_body = read_payload(request)
+    except BadRequest as exc:
+        return json_error(exc.http_status, str(exc), exc.fields)
+    if csrf_rejects(request):
+        return json_error(403, "CSRF check failed: reload the checkout page")
+    form = PaymentCreateForm(data)
+    if not form.is_valid():
+        return _checkout_page(request, form, status=400)
+    try:
+        payment = services.payment_create(
+            plan=form.cleaned_data["plan"],
+            gateway_code=form.cleaned_data["payment_gateway"],
+            email=form.cleaned_data["email"],
+            crypto_currency=form.cleaned_data.get("crypto_currency") or "",
+            site_url=site_url(request),
+        )
+    except PaymentError as exc:
+        form.add_error(None, error_message(exc))
+        return _checkout_page(request, form, status=error_answer(exc).status)
+    return HttpResponseRedirect(payment.payment_url, status=303)
+
+
+def _checkout_page(request, form: PaymentCreateForm, status: int):
+    response = render(
+        request, "payments/checkout.html", checkout_context(form), status=status
+    )
+    # The checkout page's own form POST gets the page back with its errors:
+    # the one HTML answer under /api/ (ApiErrorMiddleware leaves it alone).
+    response.renders_page = True
+    return response
 
 
 @require_GET

@@ -32,6 +32,7 @@ from payments.models import (
     WebhookDelivery,
 )
 from payments.roles import roles_setup
+from payments.services.transitions import SYSTEM
 from payments.states import PaymentStatus
 from tests.factories import PlanFactory
 
@@ -217,7 +218,7 @@ def test_payment_page_hides_gateway_data_and_shows_actions(admin_client, pending
 
 def test_payment_page_shows_timeline_oldest_first(admin_client, completed):
     services.payment_add_note(
-        payment_id=completed.pk, actor=services.SYSTEM, message="latest note"
+        payment_id=completed.pk, actor=SYSTEM, message="latest note"
     )
     content = admin_client.get(change_url(completed)).content.decode()
     positions = [

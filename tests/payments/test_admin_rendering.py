@@ -16,7 +16,7 @@ from payments.admin.rows import FastRows
 from payments.models import Payment
 from payments.roles import roles_setup
 from payments.states import PaymentStatus
-from tests.factories import PaymentFactory, PlanFactory
+from tests.factories import PaymentFactory, PlanFactory, move_to
 
 pytestmark = pytest.mark.django_db
 
@@ -35,10 +35,9 @@ def payments():
         PaymentFactory(email="flagged@example.com"),
         PaymentFactory(email="x" * 120 + "@example.com"),
     ]
-    Payment.objects.filter(pk=made[1].pk).update(status=PaymentStatus.COMPLETED)
-    Payment.objects.filter(pk=made[2].pk).update(
-        status=PaymentStatus.FAILED, needs_review=True
-    )
+    move_to(PaymentStatus.COMPLETED, [made[1]])
+    move_to(PaymentStatus.FAILED, [made[2]])
+    Payment.objects.filter(pk=made[2].pk).update(needs_review=True)
     Payment.objects.filter(pk=made[3].pk).update(plan=None)
     return made
 

@@ -6,7 +6,14 @@ import json
 
 import pytest
 
+from payments import services
+from payments.exceptions import GatewayNotConfigured
 from payments.models import EventKind, IdempotencyRecord, Payment
+from payments.services.checkout import (
+    StoredAnswer,
+    idempotency_begin,
+    idempotency_finish,
+)
 
 URL = "/api/payments/"
 
@@ -125,6 +132,57 @@ def test_gateway_down_is_503_and_keeps_a_failed_payment(
         EventKind.GATEWAY_ERROR,
         EventKind.STATUS_CHANGE,
     } <= kinds
+
+
+@pytest.mark.django_db
+def test_form_post_with_the_provider_down_gets_the_page_with_the_reason(
+    client, valid, gateway_settings
+):
+    from gateways import registry
+
+    gateway_settings["sandbox"]["fail"] = "create"
+    registry.reset()
+    response = client.post(URL, valid)
+    assert response.status_code == 503
+    assert response["Content-Type"].startswith("text/html")
+    page = response.content.decode()
+    assert "the payment provider is unavailable" in page
+    assert 'name="payment_gateway"' in page
+    assert Payment.objects.get().status == Payment.Status.FAILED
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("accept", ["text/html", "application/json"])
+def test_a_gateway_lost_after_validation_is_503_without_naming_a_setting(
+    client, valid, monkeypatch, accept
+):
+    """Both the checkout form and the JSON API answer GatewayNotConfigured by code."""
+
+    def unconfigured(**_fields):
+        raise GatewayNotConfigured("SANDBOX_WEBHOOK_SECRET is missing")
+
+    monkeypatch.setattr(services, "payment_create", unconfigured)
+    response = client.post(URL, valid, headers={"Accept": accept})
+    assert response.status_code == 503
+    assert response["Content-Type"].startswith(accept)
+    text = response.content.decode()
+    assert "payment method unavailable" in text
+    assert "SANDBOX_WEBHOOK_SECRET" not in text
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("status", "final"), [(201, True), (503, False), (503, True), (201, False)]
+)
+def test_the_idempotency_store_keeps_what_the_view_calls_final(status, final):
+    """Whether an answer is replayed is the caller's word, not its status code."""
+    answer = StoredAnswer(status, '{"error": "x"}')
+    record = idempotency_begin(key="k-final", fingerprint="f")
+    idempotency_finish(record=record, answer=answer, final=final, payment=None)
+    if final:
+        assert idempotency_begin(key="k-final", fingerprint="f") == answer
+    else:
+        assert not IdempotencyRecord.objects.exists()
 
 
 @pytest.mark.django_db

@@ -11,7 +11,13 @@ import pytest
 from django.db import connection
 from django.test import Client, RequestFactory
 
+from payments.exceptions import (
+    PaymentError,
+    PaymentErrorCode,
+    RefundNotAllowed,
+)
 from payments.models import Payment
+from payments.views.errors import ERRORS, error_response
 
 SETTING_NAME = re.compile(r"\b[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+\b")
 
@@ -261,3 +267,35 @@ def test_the_checkout_pages_own_form_post_still_gets_the_page(client, plan, sand
     assert response.status_code == 400
     assert response["Content-Type"].startswith("text/html")
     assert b'name="payment_gateway"' in response.content
+
+
+# --- domain errors: a code each, one table of answers ---------------------------------------
+
+
+def subclasses(kind: type) -> set[type]:
+    found = set(kind.__subclasses__())
+    return found.union(*(subclasses(sub) for sub in found))
+
+
+def test_every_domain_error_has_a_code_and_every_code_one_answer():
+    errors = subclasses(PaymentError)
+    assert all(isinstance(error.code, PaymentErrorCode) for error in errors)
+    assert {error.code for error in errors} == set(PaymentErrorCode)
+    assert set(ERRORS) == set(PaymentErrorCode)
+
+
+def test_the_answer_follows_the_error_code_not_its_class():
+    class RefundTooLate(RefundNotAllowed):
+        pass
+
+    class ProviderGone(PaymentError):
+        code = PaymentErrorCode.PROVIDER_UNAVAILABLE
+
+    late = error_response(RefundTooLate("the refund window has closed"))
+    assert (late.status_code, json.loads(late.content)["error"]) == (
+        400,
+        "the refund window has closed",
+    )
+    gone = error_response(ProviderGone("MPGS timed out"))
+    assert gone.status_code == 503
+    assert json.loads(gone.content)["error"] == ERRORS[ProviderGone.code].message

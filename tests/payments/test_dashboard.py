@@ -27,7 +27,7 @@ from payments.models import (
 from payments.roles import roles_setup
 from payments.selectors import dashboard as dashboard_selectors
 from payments.states import PaymentStatus as S
-from tests.factories import PaymentFactory, PlanFactory
+from tests.factories import PlanFactory, payment_in
 
 pytestmark = pytest.mark.django_db
 
@@ -35,14 +35,15 @@ pytestmark = pytest.mark.django_db
 def make(
     status, *, gateway="sandbox", amount="10.00", currency="USD", age=None, **extra
 ):
-    """A payment in a given state, dated `age` ago (a test fixture, not a service)."""
+    """A payment brought to `status` through the services, then dated `age` ago."""
     plan = PlanFactory(code=f"p-{currency}", price=Decimal(amount), currency=currency)
-    payment = PaymentFactory(plan=plan, payment_gateway=gateway)
+    payment = payment_in(
+        status, plan=plan, amount=Decimal(amount), payment_gateway=gateway
+    )
     now = timezone.now()
     created = now - (age or timedelta(minutes=5))
-    fields = {"status": status, "date_created": created, **extra}
+    fields = {"date_created": created, **extra}
     if status in (S.COMPLETED, S.PARTIALLY_REFUNDED, S.REFUNDED):
-        fields.setdefault("amount_paid", Decimal(amount))
         fields.setdefault("date_paid", created + timedelta(minutes=1))
     Payment.objects.filter(pk=payment.pk).update(**fields)
     payment.refresh_from_db()

@@ -26,6 +26,7 @@ from payments.resources import PaymentResource, PaymentsAreReadOnly, PlanResourc
 from payments.roles import roles_setup
 from payments.services import exports
 from payments.states import PaymentStatus as S
+from tests.factories import move_to
 
 pytestmark = pytest.mark.django_db
 
@@ -82,15 +83,6 @@ def mix(db):
     rows = []
     for i in range(40):
         plan = plans[i % 3]
-        status = statuses[i % 5]
-        paid = status in (S.COMPLETED, S.PARTIALLY_REFUNDED, S.REFUNDED)
-        refunded = {
-            S.REFUNDED: plan.price,
-            S.PARTIALLY_REFUNDED: Decimal(1)
-            if plan.currency != "JPY"
-            else Decimal(100),
-        }.get(status, Decimal(0))
-        created = at(i % 6, hour=1 + i % 20)
         rows.append(
             Payment(
                 plan=plan if i % 7 else None,
@@ -98,20 +90,31 @@ def mix(db):
                 amount=plan.price,
                 currency=plan.currency,
                 payment_gateway=gateways[i % 3],
-                status=status,
                 gateway_transaction_id=f"TX{i:04d}",
                 crypto_currency="BTC" if i % 3 == 2 else "",
                 crypto_amount=Decimal("0.00012300") if i % 3 == 2 else None,
-                amount_paid=plan.price if paid else Decimal(0),
-                amount_refunded=refunded,
                 needs_review=i % 9 == 0,
-                date_paid=created + timedelta(minutes=30) if paid else None,
             )
         )
-    Payment.objects.bulk_create(rows)
+    made = Payment.objects.bulk_create(rows)
+    # Statuses as the providers' reports bring them, through the services; a
+    # partial refund is 1 of the currency (100 yen).
+    groups: dict[tuple[str, Decimal | None], list[Payment]] = {}
+    for i, payment in enumerate(made):
+        status = statuses[i % 5]
+        refunded = None
+        if status == S.PARTIALLY_REFUNDED:
+            refunded = Decimal(100) if payment.currency == "JPY" else Decimal(1)
+        groups.setdefault((status, refunded), []).append(payment)
+    for (status, refunded), payments in groups.items():
+        move_to(status, payments, refunded=refunded)
     # date_created is auto_now_add: spread the payments over six days.
-    for i, payment in enumerate(Payment.objects.order_by("id")):
-        Payment.objects.filter(pk=payment.pk).update(date_created=at(i % 6, 1 + i % 20))
+    for i, payment in enumerate(made):
+        created = at(i % 6, hour=1 + i % 20)
+        dates = {"date_created": created}
+        if statuses[i % 5] in (S.COMPLETED, S.PARTIALLY_REFUNDED, S.REFUNDED):
+            dates["date_paid"] = created + timedelta(minutes=30)
+        Payment.objects.filter(pk=payment.pk).update(**dates)
     return Payment.objects.all()
 
 
@@ -466,20 +469,18 @@ def payloads(db):
         named = Plan.objects.create(
             code=f"x{i}", name=payload, price="5.00", currency="USD"
         )
-        Payment.objects.create(
+        payment = Payment.objects.create(
             plan=named,
             email=payload,
             amount=Decimal("5.00"),
             currency="USD",
             payment_gateway=payload[:32],
-            status=S.COMPLETED,
             gateway_transaction_id=payload,
             crypto_currency=payload[:16],
             crypto_amount=Decimal("-0.5"),
-            amount_paid=Decimal("5.00"),
-            amount_refunded=Decimal("1.25"),
-            date_paid=timezone.now(),
         )
+        # Paid 5.00, 1.25 of it refunded at the provider: net 3.75.
+        move_to(S.PARTIALLY_REFUNDED, [payment], refunded=Decimal("1.25"))
     return OWASP_PAYLOADS
 
 

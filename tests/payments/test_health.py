@@ -17,6 +17,7 @@ from payments.models import (
     Refund,
     WebhookDelivery,
 )
+from tests.factories import payment_in
 
 TOKEN = "metrics-token-for-tests-0123456789"
 
@@ -126,25 +127,22 @@ def test_metrics_report_the_database_in_prometheus_format(client, settings, plan
     now = timezone.now()
 
     def payment(gateway, status, age, **extra):
-        made = Payment.objects.create(
+        made = payment_in(
+            status,
             plan=plan,
             email="a@b.io",
             amount=Decimal("10.00"),
             currency="EUR",
             payment_gateway=gateway,
-            status=status,
-            **extra,
         )
-        Payment.objects.filter(pk=made.pk).update(date_created=now - age)
+        Payment.objects.filter(pk=made.pk).update(date_created=now - age, **extra)
         return made
 
     payment("mpgs", "PENDING", timedelta(minutes=1))
     payment("mpgs", "PENDING", timedelta(minutes=30))
     payment("mpgs", "PENDING", timedelta(days=2))
     payment("coinpayments", "PENDING", timedelta(hours=3))
-    paid = payment(
-        "mpgs", "COMPLETED", timedelta(hours=1), needs_review=True, amount_paid=10
-    )
+    paid = payment("mpgs", "COMPLETED", timedelta(hours=1), needs_review=True)
     payment("sandbox", "FAILED", timedelta(minutes=2))
     Refund.objects.create(payment=paid, amount=Decimal("1.00"), status="PENDING")
     for outcome in ("APPLIED", "APPLIED", "REJECTED"):

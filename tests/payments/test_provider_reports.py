@@ -9,6 +9,8 @@ import pytest
 from gateways.base import StatusResult
 from payments import services
 from payments.models import EventKind, Payment
+from payments.services.status import payment_apply_status
+from payments.services.transitions import Changed
 from tests.factories import PaymentFactory, PlanFactory
 
 pytestmark = pytest.mark.django_db
@@ -16,11 +18,9 @@ Status = Payment.Status
 ACTOR = services.Actor("refresh")
 
 
-def apply(payment: Payment, **fields) -> services.Changed:
+def apply(payment: Payment, **fields) -> Changed:
     result = StatusResult(ref_id=payment.ref_id, **fields)
-    return services.payment_apply_status(
-        payment_id=payment.pk, result=result, actor=ACTOR
-    )
+    return payment_apply_status(payment_id=payment.pk, result=result, actor=ACTOR)
 
 
 def test_a_declined_attempt_goes_on_the_timeline_once():

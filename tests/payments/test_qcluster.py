@@ -104,7 +104,7 @@ def test_queued_webhooks_are_applied_by_a_real_cluster(client, plan, sandbox, se
     from django.core.cache import cache
 
     from payments.models import WebhookDelivery
-    from payments.services.webhook_batches import APPLY_KEY
+    from payments.services.webhooks import APPLY_KEY
 
     settings.WEBHOOK_APPLY = "queued"
     cache.delete(APPLY_KEY)

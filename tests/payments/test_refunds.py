@@ -10,6 +10,7 @@ from django.db import connection
 
 from gateways import registry
 from payments import services
+from payments.exceptions import RefundNotAllowed
 from payments.models import EventKind, Payment, Refund
 from payments.tasks import reconcile_refunds
 
@@ -65,7 +66,7 @@ def test_partial_then_full_refund(plan, sandbox, refund_calls):
 @pytest.mark.parametrize("amount", ["24.01", "0", "-1"])
 def test_over_or_non_positive_refund_is_refused(plan, sandbox, refund_calls, amount):
     payment = paid_payment(plan, sandbox)
-    with pytest.raises(services.RefundNotAllowed, match="at most 24.00 EUR|positive"):
+    with pytest.raises(RefundNotAllowed, match="at most 24.00 EUR|positive"):
         services.refund_request(
             payment_id=payment.pk, amount=Decimal(amount), actor=OPERATOR
         )
@@ -77,7 +78,7 @@ def test_unpaid_payment_cannot_be_refunded(plan, sandbox):
     payment = services.payment_create(
         plan=plan, gateway_code="sandbox", email="r@example.com", site_url="http://t"
     )
-    with pytest.raises(services.RefundNotAllowed, match="pending payment cannot"):
+    with pytest.raises(RefundNotAllowed, match="pending payment cannot"):
         services.refund_request(
             payment_id=payment.pk, amount=Decimal("1"), actor=OPERATOR
         )
@@ -111,7 +112,7 @@ def test_lost_answer_is_retried_once_without_double_refund(
     assert refund.status == Refund.Status.PENDING and refund.attempts == 1
     assert payment.events.filter(kind=EventKind.GATEWAY_ERROR).exists()
     # While one is pending, the balance counts it: no over-refund by retrying.
-    with pytest.raises(services.RefundNotAllowed, match="at most 19.00 EUR"):
+    with pytest.raises(RefundNotAllowed, match="at most 19.00 EUR"):
         services.refund_request(
             payment_id=payment.pk, amount=Decimal("20"), actor=OPERATOR
         )
@@ -143,7 +144,7 @@ def test_two_operators_cannot_over_refund(plan, sandbox, refund_calls):
                 payment_id=payment.pk, amount=Decimal("24"), actor=OPERATOR
             )
             outcomes.append("ok")
-        except services.RefundNotAllowed:
+        except RefundNotAllowed:
             outcomes.append("refused")
         finally:
             connection.close()

@@ -9,6 +9,7 @@ from django.urls import reverse
 from django_q.models import Schedule
 
 from payments.services import schedulable_tasks, schedule_validate
+from payments.tasks import SCHEDULABLE_TASKS
 
 pytestmark = pytest.mark.django_db
 
@@ -36,7 +37,7 @@ def schedule_form(**fields) -> dict:
 
 
 def test_the_allow_list_is_the_project_tasks():
-    assert sorted(schedulable_tasks()) == [
+    assert sorted(schedulable_tasks(allowed=SCHEDULABLE_TASKS)) == [
         "payments.tasks.expire_overdue",
         "payments.tasks.purge_exports",
         "payments.tasks.reconcile_pending",
@@ -103,14 +104,24 @@ def test_setup_schedules_passes_the_guard(capsys):
     call_command("setup_schedules")
     assert Schedule.objects.count() == 4
     assert set(Schedule.objects.values_list("func", flat=True)) == set(
-        schedulable_tasks()
+        schedulable_tasks(allowed=SCHEDULABLE_TASKS)
     )
 
 
 def test_kwargs_in_both_of_django_q2s_syntaxes_are_accepted():
-    schedule_validate(func="payments.tasks.reconcile_pending", kwargs="{'limit': 10}")
-    schedule_validate(func="payments.tasks.reconcile_pending", kwargs="limit=10")
-    schedule_validate(func="payments.tasks.reconcile_pending", args="5")
+    schedule_validate(
+        allowed=SCHEDULABLE_TASKS,
+        func="payments.tasks.reconcile_pending",
+        kwargs="{'limit': 10}",
+    )
+    schedule_validate(
+        allowed=SCHEDULABLE_TASKS,
+        func="payments.tasks.reconcile_pending",
+        kwargs="limit=10",
+    )
+    schedule_validate(
+        allowed=SCHEDULABLE_TASKS, func="payments.tasks.reconcile_pending", args="5"
+    )
 
 
 def test_task_records_are_read_only_even_for_superusers(admin_client):

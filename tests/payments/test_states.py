@@ -11,11 +11,13 @@ from hypothesis import strategies as st
 from hypothesis.extra.django import TestCase as HypothesisTestCase
 
 from gateways.base import StatusResult
-from payments import services
+from payments.exceptions import IllegalTransition
 from payments.models import EventKind, Payment
+from payments.services.status import payment_apply_status
+from payments.services.transitions import SYSTEM, Change, payments_change
 from payments.states import TRANSITIONS, can_transition
 from payments.states import PaymentStatus as S
-from tests.factories import PaymentFactory, PlanFactory
+from tests.factories import PaymentFactory, PlanFactory, payment_in
 
 ALL = [s.value for s in S]
 
@@ -32,10 +34,10 @@ def report(status, amount="10.00", currency="USD", refunded=None):
 
 
 def apply(payment, *args, **kwargs):
-    return services.payment_apply_status(
+    return payment_apply_status(
         payment_id=payment.pk,
         result=report(*args, **kwargs),
-        actor=services.SYSTEM,
+        actor=SYSTEM,
         kind=EventKind.WEBHOOK,
     )
 
@@ -70,11 +72,11 @@ def test_table_matches_the_design(frm, to):
     [(f, t) for f, t in itertools.product(ALL, ALL) if not can_transition(f, t)],
 )
 def test_illegal_transitions_are_refused_and_leave_no_event(frm, to):
-    payment = PaymentFactory()
-    Payment.objects.filter(pk=payment.pk).update(status=frm)
+    payment = payment_in(frm)
     before = payment.events.count()
-    with pytest.raises(services.IllegalTransition, match=f"{frm} -> {to}"):
-        services.payment_transition(payment_id=payment.pk, to_status=to)
+    move = Change(status=to)
+    with pytest.raises(IllegalTransition, match=f"{frm} -> {to}"):
+        payments_change(decisions={payment.pk: lambda _p: move}, actor=SYSTEM)
     payment.refresh_from_db()
     assert payment.status == frm
     assert payment.events.count() == before

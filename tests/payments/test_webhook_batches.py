@@ -13,7 +13,7 @@ from django_q.brokers import get_broker
 from payments import services
 from payments.models import EventKind, Payment, PaymentEvent, WebhookDelivery
 from payments.services import webhook_batches
-from payments.services.webhook_batches import APPLY_KEY
+from payments.services.webhooks import APPLY_KEY
 
 pytestmark = pytest.mark.django_db
 Outcome = WebhookDelivery.Outcome
