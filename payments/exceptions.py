@@ -1,4 +1,4 @@
-"""Domain errors raised by payments.services; views and the admin map them.
+"""Domain errors of payments.services and selectors; views and the admin map them.
 
 Services never choose HTTP status codes: they raise one of these (or return
 an outcome), and `payments.views.errors` turns each into an answer in one
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 
 class PaymentError(Exception):
-    """Base class of every error the payment services raise on purpose."""
+    """Base class of every error the payment services and selectors raise on purpose."""
 
 
 class IllegalTransition(PaymentError):
@@ -52,3 +52,15 @@ class RequestInProgress(PaymentError):
 
 class WebhookNotAccepted(PaymentError):
     """Raised when a stored delivery cannot be re-processed (never verified)."""
+
+
+class PaymentFilterError(PaymentError, ValueError):
+    """Raised when a payment list's query parameter holds a value it cannot filter by.
+
+    `parameter` names the query parameter, for the message and for dropping it.
+    """
+
+    def __init__(self, parameter: str, problem: str):
+        super().__init__(f"{parameter}: {problem}")
+        self.parameter = parameter
+        self.problem = problem

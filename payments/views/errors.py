@@ -28,6 +28,7 @@ ERRORS: dict[type[errors.PaymentError], tuple[int, str]] = {
     errors.RefundNotAllowed: (400, ""),
     errors.IllegalTransition: (409, ""),
     errors.WebhookNotAccepted: (400, ""),
+    errors.PaymentFilterError: (400, ""),
 }
 INTAKES = {
     Intake.REJECTED: 403,
