@@ -96,7 +96,7 @@ def pay_page(payment: Payment) -> tuple[str, dict[str, Any]] | None:
 
     Raise GatewayNotConfigured when the payment's gateway is not available.
     """
-    from .services import payment_ref
+    from ..services import payment_ref
 
     try:
         gateway = get_gateway(payment.payment_gateway)
