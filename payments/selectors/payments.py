@@ -9,7 +9,7 @@ alike.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 
@@ -52,6 +52,8 @@ PAYMENT_FILTER_PARAMETERS = (
 # Newest first; the key breaks ties, so pages never overlap (index pay_created_id).
 PAYMENT_LIST_ORDERING = ("-date_created", "-id")
 FLAGS = {"1": True, "true": True, "0": False, "false": False}
+# Each query parameter's non-empty values.
+Values = dict[str, list[str]]
 
 
 @dataclass(frozen=True)
@@ -203,7 +205,7 @@ def _within_days(
 
 def _values_by_name(
     params: QueryDict | Mapping[str, str | Iterable[str]] | str,
-) -> dict[str, list[str]]:
+) -> Values:
     """Return every non-empty value of each parameter, in the order given."""
     if isinstance(params, str):
         params = QueryDict(params.removeprefix("?"))
@@ -222,7 +224,12 @@ def _values_by_name(
     return values
 
 
-def _codes(values, name: str, normalise, problem_of) -> tuple[str, ...]:
+def _codes(
+    values: Values,
+    name: str,
+    normalise: Callable[[str], str],
+    problem_of: Callable[[str], str],
+) -> tuple[str, ...]:
     codes = sorted({normalise(value) for value in values.get(name, [])})
     for code in codes:
         problem = problem_of(code)
@@ -244,7 +251,7 @@ def _gateway_problem(code: str) -> str:
     return f"{code!r} is not a gateway ({', '.join(known)})"
 
 
-def _flag(values, name: str) -> bool | None:
+def _flag(values: Values, name: str) -> bool | None:
     given = values.get(name)
     if not given:
         return None
@@ -254,7 +261,7 @@ def _flag(values, name: str) -> bool | None:
     return flag
 
 
-def _day(values, name: str) -> date | None:
+def _day(values: Values, name: str) -> date | None:
     given = values.get(name)
     if not given:
         return None
