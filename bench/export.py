@@ -93,10 +93,12 @@ def child(path: str, min_id: int, out_path: str) -> dict:
     django.setup()
     from django.db import connection
 
-    from payments.models import Payment
+    from payments import selectors
     from payments.services import exports
 
-    queryset = Payment.objects.filter(pk__gt=min_id).order_by("-date_created", "-id")
+    # The rows an unfiltered export job writes (its own database's payments).
+    everything = selectors.payment_list(filters=selectors.PaymentFilters())
+    queryset = everything.filter(pk__gt=min_id)
     connection.ensure_connection()
     before = rss_mib()
     started = time.perf_counter()

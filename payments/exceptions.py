@@ -1,4 +1,4 @@
-"""Domain errors raised by payments.services; views and the admin map them.
+"""Domain errors of payments.services and selectors; views and the admin map them.
 
 Services never choose HTTP status codes: they raise one of these (or return
 an outcome), each carrying a `PaymentErrorCode`, and `payments.views.errors`
@@ -23,10 +23,11 @@ class PaymentErrorCode(StrEnum):
     IDEMPOTENCY_CONFLICT = "idempotency_conflict"
     REQUEST_IN_PROGRESS = "request_in_progress"
     WEBHOOK_NOT_ACCEPTED = "webhook_not_accepted"
+    INVALID_FILTER = "invalid_filter"
 
 
 class PaymentError(Exception):
-    """Base class of every error the payment services raise on purpose.
+    """Base class of every error the payment services and selectors raise on purpose.
 
     Each subclass names its `code`; the base class is never raised itself.
     """
@@ -88,3 +89,17 @@ class WebhookNotAccepted(PaymentError):
     """Raised when a stored delivery cannot be re-processed (never verified)."""
 
     code = PaymentErrorCode.WEBHOOK_NOT_ACCEPTED
+
+
+class PaymentFilterError(PaymentError, ValueError):
+    """Raised when a payment list's query parameter holds a value it cannot filter by.
+
+    `parameter` names the query parameter, for the message and for dropping it.
+    """
+
+    code = PaymentErrorCode.INVALID_FILTER
+
+    def __init__(self, parameter: str, problem: str):
+        super().__init__(f"{parameter}: {problem}")
+        self.parameter = parameter
+        self.problem = problem

@@ -108,13 +108,7 @@ def test_views_admin_forms_and_tasks_reach_gateways_only_through_services():
 # payments.services whatever it is called.
 
 # Import cycles that cannot go yet, each with its reason.
-ALLOWED_CYCLES = {
-    frozenset({"payments.admin.exports", "payments.tasks"}): (
-        "tasks.run_export reads the payment admin's changelist queryset "
-        "(admin.exports.changelist_queryset), and the admin queues the task; "
-        "it goes when the export job asks a selector instead (issue 19, exports)"
-    ),
-}
+ALLOWED_CYCLES: dict[frozenset, str] = {}
 
 
 def module_name(path: Path, root: Path) -> str:
@@ -258,6 +252,40 @@ def test_the_import_checks_see_relative_and_nested_imports(tmp_path):
     graph = import_graph("shop", tmp_path)
     assert graph["shop.services.jobs"] == {"shop.models", "shop.tasks"}
     assert import_cycles(graph) == [frozenset({"shop.models", "shop.tasks"})]
+
+
+def fake_requests(tree: ast.Module) -> list[ast.AST]:
+    """Nodes that import or name Django's RequestFactory (a request made up in code)."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom | ast.Import):
+            if any(alias.name == "RequestFactory" for alias in node.names):
+                found.append(node)
+        elif (isinstance(node, ast.Name) and node.id == "RequestFactory") or (
+            isinstance(node, ast.Attribute) and node.attr == "RequestFactory"
+        ):
+            found.append(node)
+    return found
+
+
+def test_no_layer_fakes_a_request_to_ask_another_for_its_work():
+    """The export job asks the payment list's selector, not the admin, for its rows."""
+    offenders = [
+        where(path, node)
+        for path in python_files("payments", "backoffice", "bench")
+        for node in fake_requests(parsed(path))
+    ]
+    assert offenders == []
+
+
+def test_the_fake_request_check_itself_catches_one():
+    for code in (
+        "from django.test import RequestFactory",
+        "import django.test\nrequest = django.test.RequestFactory().get('/')",
+        "def f():\n    from django.test.client import RequestFactory as R",
+    ):
+        assert fake_requests(ast.parse(code)), code
+    assert not fake_requests(ast.parse("# RequestFactory\nx = 'RequestFactory'"))
 
 
 # --- one writer of a payment's status ---------------------------------------------------

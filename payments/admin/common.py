@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import html
 import json
-from datetime import datetime, time, timedelta
+from datetime import date, timedelta
 from typing import Any
 
-from django import forms
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Model, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
-from django.utils import timezone
 from django.utils.functional import Promise
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
@@ -100,11 +98,6 @@ def truncated(text: str) -> SafeString:
     return SafeString(
         f'<span class="block truncate max-w-40" title="{shown}">{shown}</span>'
     )
-
-
-def search_term_of(raw: str | None) -> str:
-    """Return a pasted search term without any white space (ids and e-mails have none)."""
-    return "".join((raw or "").split())
 
 
 # The classes of unfold's label template (unfold/helpers/label.html), per variant.
@@ -230,28 +223,29 @@ class DateRangeFilter(RangeDateFilter):
 
     Unfold's date range compares a datetime with midnight, which drops the
     last day; this keeps plain `>=` / `<` bounds so an index still applies.
-    Dates are read in the active locale's input formats.
+    Dates are read as the payment list reads them (`selectors.day_from_text`).
     """
 
     def queryset(self, request, queryset: QuerySet) -> QuerySet:
         start = self._day("_from")
         end = self._day("_to")
         if start is not None:
-            queryset = queryset.filter(**{f"{self.field_path}__gte": start})
+            queryset = queryset.filter(
+                **{f"{self.field_path}__gte": selectors.local_day_start(start)}
+            )
         if end is not None:
-            end += timedelta(days=1)
+            end = selectors.local_day_start(end + timedelta(days=1))
             queryset = queryset.filter(**{f"{self.field_path}__lt": end})
         return queryset
 
-    def _day(self, suffix: str) -> datetime | None:
+    def _day(self, suffix: str) -> date | None:
         value = self.used_parameters.get(f"{self.parameter_name}{suffix}")
         if not isinstance(value, str) or not value.strip():
             return None
         try:
-            day = forms.DateField().clean(value.strip())
-        except ValidationError:
+            return selectors.day_from_text(value)
+        except ValueError:
             return None
-        return timezone.make_aware(datetime.combine(day, time.min))
 
 
 class ReadOnlyAdminMixin:

@@ -2,11 +2,12 @@
 
 The payment changelist gets django-import-export's **Export** button (the
 filtered and searched list) and its **Export selected** action, for users
-holding `payments.export_payment`. The files are written by
-`services.exports` (streamed; formula-safe), not by a tablib dataset: up to
-`EXPORT_SYNC_LIMIT` rows in the request, more by an `ExportJob` that a
-django-q2 cluster runs; its requester follows the progress on the job's page
-and downloads the file there.
+holding `payments.export_payment`. Its rows, like the list's, are
+`selectors.payment_list` of the filters in the query string. The files are
+written by `services.exports` (streamed; formula-safe), not by a tablib
+dataset: up to `EXPORT_SYNC_LIMIT` rows in the request, more by an
+`ExportJob` that a django-q2 cluster runs from the stored filters; its
+requester follows the progress on the job's page and downloads the file there.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin import ActionLocation
-from django.contrib.admin.options import IncorrectLookupParameters
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.db.models.fields import BLANK_CHOICE_DASH
@@ -29,7 +29,6 @@ from django.http import (
     HttpResponseRedirect,
 )
 from django.shortcuts import render
-from django.test import RequestFactory
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
@@ -42,7 +41,7 @@ from unfold.contrib.import_export.forms import ExportForm
 from unfold.decorators import display
 
 from .. import selectors, tasks
-from ..models import ExportFormat, ExportJob, ExportStatus, Payment
+from ..models import ExportFormat, ExportJob, ExportStatus
 from ..resources import PaymentResource
 from ..services import exports
 from .common import ReadOnlyAdminMixin, has_perm, label, money
@@ -57,28 +56,16 @@ JOB_STATUS_COLOURS = {
     ExportStatus.FAILED: "danger",
     ExportStatus.EXPIRED: "default",
 }
-# Query parameters of the changelist that are not filters.
-NOT_FILTERS = ("_changelist_filters", "p", "e", "_to_field", "_popup")
 
 
 def export_filters(request: HttpRequest) -> str:
-    """Return the changelist's filters, search and order as given (a query string)."""
-    params = request.GET.copy()
-    for name in NOT_FILTERS:
-        params.pop(name, None)
-    return params.urlencode()
+    """Return the list's filters and search as a job stores them (a query string).
 
-
-def changelist_queryset(filters: str, user) -> QuerySet:
-    """Return the payments the changelist lists for `filters`, as `user` sees them.
-
-    What a background job exports: the payment admin reads the stored query
-    string exactly as it read the request that created the job.
+    The values as `selectors.payment_filters_from_query` read them, written
+    out again: ISO dates, whatever the locale they were typed in. Raise
+    PaymentFilterError for a value the list cannot filter by.
     """
-    url = reverse("admin:payments_payment_changelist")
-    request = RequestFactory().get(f"{url}?{filters}" if filters else url)
-    request.user = user
-    return admin.site.get_model_admin(Payment).get_export_queryset(request)
+    return selectors.payment_filters_from_query(request.GET).as_query()
 
 
 class PaymentExportMixin(ExportActionMixin):
@@ -114,11 +101,24 @@ class PaymentExportMixin(ExportActionMixin):
     ) -> list[tuple[str, str]]:
         return super().get_action_choices(request, default_choices)
 
+    def get_export_queryset(self, request: HttpRequest) -> QuerySet:
+        """Return the payments of the list's filters and search, newest first.
+
+        The rows of `selectors.payment_list`, as on the list and in a
+        background job; a column the list was sorted by does not reorder them.
+        """
+        return selectors.payment_list(
+            filters=selectors.payment_filters_from_query(request.GET)
+        )
+
     def export_action(self, request: HttpRequest):
         try:
             return super().export_action(request)
-        except IncorrectLookupParameters:
-            messages.error(request, _("These filters are not valid: nothing exported."))
+        except selectors.PaymentFilterError as exc:
+            messages.error(
+                request,
+                _("These filters are not valid, nothing was exported: %s") % exc,
+            )
             return HttpResponseRedirect(reverse("admin:payments_payment_changelist"))
 
     def export_admin_action(self, request: HttpRequest, queryset):

@@ -10,10 +10,9 @@ from functools import lru_cache
 
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
-from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.utils import flatten_fieldsets
-from django.contrib.admin.views.main import SEARCH_VAR
-from django.db.models import Q
+from django.contrib.admin.views.main import ORDER_VAR
+from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
 from django.urls import reverse
@@ -26,8 +25,9 @@ from unfold.admin import ModelAdmin, checkbox
 from unfold.contrib.filters.admin import BooleanRadioFilter, ChoicesDropdownFilter
 from unfold.decorators import action, display
 from unfold.enums import ActionVariant
+from unfold.views import ChangeList
 
-from .. import services
+from .. import selectors, services
 from ..exceptions import PaymentError
 from ..models import Payment, RefundStatus
 from ..states import PaymentStatus
@@ -44,7 +44,6 @@ from .common import (
     label,
     money,
     nowrap,
-    search_term_of,
     truncated,
 )
 from .exports import PaymentExportMixin
@@ -99,9 +98,54 @@ def status_cell(status: str, needs_review: bool, language: str | None) -> SafeSt
     )
 
 
+def without_parameter(request: HttpRequest, name: str) -> str:
+    """Return the request's address without one query parameter."""
+    params = request.GET.copy()
+    params.pop(name, None)
+    return f"{request.path}?{params.urlencode()}" if params else request.path
+
+
 # The action checkbox of a row: the widget's markup with a placeholder value.
 ROW_CHECKBOX_VALUE = "__row_pk__"
 ROW_CHECKBOX = checkbox.render(helpers.ACTION_CHECKBOX_NAME, ROW_CHECKBOX_VALUE)
+
+
+class PaymentChangeList(ChangeList):
+    """The payment list: unfold's filter widgets, the rows of `selectors.payment_list`.
+
+    The filters and the search of the query string become `PaymentFilters`
+    (the same function reads an export job's stored filters), and the rows
+    are the selector's. The filter widgets only show and edit the values:
+    their own `queryset()` is never applied, so nothing filters twice.
+    Query parameters that are not the selector's filters are ignored here
+    as they are by the selector.
+    """
+
+    def get_filters_params(self, params=None):
+        lookup_params = super().get_filters_params(params)
+        return {
+            name: values
+            for name, values in lookup_params.items()
+            if name in selectors.PAYMENT_FILTER_PARAMETERS
+        }
+
+    def get_queryset(self, request: HttpRequest, exclude_parameters=None) -> QuerySet:
+        (
+            self.filter_specs,
+            self.has_filters,
+            remaining_lookup_params,
+            _duplicates,
+            self.has_active_filters,
+        ) = self.get_filters(request)
+        filters = selectors.payment_filters_from_query(request.GET)
+        queryset = self.apply_select_related(selectors.payment_list(filters=filters))
+        if self.params.get(ORDER_VAR):
+            # A clicked column first; the selector's order breaks its ties.
+            queryset = queryset.order_by(*self.get_ordering(request, queryset))
+        self.clear_all_filters_qs = self.get_query_string(
+            new_params=remaining_lookup_params, remove=self.get_filters_params()
+        )
+        return queryset
 
 
 @admin.register(Payment)
@@ -125,7 +169,7 @@ class PaymentAdmin(PaymentExportMixin, ReadOnlyAdminMixin, ModelAdmin):
     list_filter_submit = True
     # unfold's changelist with the rows rendered by FastRows (payments/admin/rows.py).
     change_list_template = "admin/payments/payment/change_list.html"
-    # Shown as the search box's fields; the search itself is get_search_results.
+    # Shown as the search box's fields; the search itself is the selector's.
     search_fields = ("ref_id", "gateway_transaction_id", "crypto_address", "email")
     search_help_text = _(
         "Exact reference, gateway transaction id or crypto address; or the start "
@@ -204,26 +248,18 @@ class PaymentAdmin(PaymentExportMixin, ReadOnlyAdminMixin, ModelAdmin):
         "resolve_review",
     )
 
-    # search: forgiving input, index-backed lookups ------------------------------
+    # rows and search: selectors.payment_list -------------------------------------------
+
+    def get_changelist(self, request: HttpRequest, **kwargs) -> type[ChangeList]:
+        return PaymentChangeList
 
     def get_search_results(self, request: HttpRequest, queryset, search_term: str):
-        """Match a pasted reference or id exactly, an e-mail by lower-case prefix.
+        """Search as the payment list does (`selectors.payment_search`).
 
-        Only plain `=` and prefix `LIKE` lookups on indexed columns: `iexact`
-        or `icontains` compile to UPPER(...) or `%x%`, which no b-tree index
-        serves, and one unindexable branch of the OR scans the whole table.
-        E-mails are stored lower-case, so lowering the input is enough.
+        The list itself takes its search from the selector; this serves any
+        other caller of the admin's search.
         """
-        term = search_term_of(search_term)
-        if not term:
-            return queryset, False
-        matches = (
-            Q(ref_id=term)
-            | Q(gateway_transaction_id=term)
-            | Q(crypto_address=term)
-            | Q(email__startswith=term.lower())
-        )
-        return queryset.filter(matches), False
+        return selectors.payment_search(queryset=queryset, term=search_term), False
 
     # The columns of the list read these fields only (and the row's key).
     list_fields = (
@@ -251,18 +287,24 @@ class PaymentAdmin(PaymentExportMixin, ReadOnlyAdminMixin, ModelAdmin):
         )
 
     def changelist_view(self, request: HttpRequest, extra_context=None):
-        """Open the payment at once when a search finds exactly one."""
-        if request.method == "GET" and search_term_of(request.GET.get(SEARCH_VAR)):
-            try:
-                changelist = self.get_changelist_instance(request)
-            except IncorrectLookupParameters:
-                pass  # the list view reports it
-            else:
-                found = list(changelist.queryset.values_list("pk", flat=True)[:2])
-                if len(found) == 1:
-                    return HttpResponseRedirect(
-                        reverse("admin:payments_payment_change", args=found)
-                    )
+        """List the payments; open the payment at once when a search finds one.
+
+        A filter value the list cannot use is dropped from the address with
+        a message naming it, rather than failing the page.
+        """
+        try:
+            filters = selectors.payment_filters_from_query(request.GET)
+        except selectors.PaymentFilterError as exc:
+            messages.error(request, _("Filter not applied: %s") % exc)
+            return HttpResponseRedirect(without_parameter(request, exc.parameter))
+        if request.method == "GET" and filters.search:
+            found = list(
+                selectors.payment_list(filters=filters).values_list("pk", flat=True)[:2]
+            )
+            if len(found) == 1:
+                return HttpResponseRedirect(
+                    reverse("admin:payments_payment_change", args=found)
+                )
         return super().changelist_view(request, extra_context)
 
     # columns and read-only fields -------------------------------------------------

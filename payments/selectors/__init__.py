@@ -2,8 +2,9 @@
 
 With `services`, the only modules of `payments` that reach `gateways/`:
 `checkout` (plans, gateways offered, a payment's public view), `dashboard`
-(its figures and the review badge), `monitoring` (/metrics and /health/) and
-`settlement` (the settlement summary).
+(its figures and the review badge), `monitoring` (/metrics and /health/),
+`payments` (the payment list of the admin and of exports) and `settlement`
+(the settlement summary).
 """
 
 from .checkout import (
@@ -48,6 +49,18 @@ from .monitoring import (
     monitoring_snapshot,
     webhook_silence,
 )
+from .payments import (
+    PAYMENT_FILTER_PARAMETERS,
+    PAYMENT_LIST_ORDERING,
+    PaymentFilterError,
+    PaymentFilters,
+    day_from_text,
+    local_day_start,
+    payment_filters_from_query,
+    payment_list,
+    payment_search,
+    search_term_of,
+)
 from .settlement import (
     SETTLEMENT_HEADERS,
     SettlementRow,
@@ -60,9 +73,13 @@ __all__ = [
     "GatewayNotifications",
     "GatewayStats",
     "MonitoringSnapshot",
+    "PAYMENT_FILTER_PARAMETERS",
+    "PAYMENT_LIST_ORDERING",
     "PENDING_AGE_BUCKETS",
     "PENDING_AGE_OLDEST",
     "PaidDays",
+    "PaymentFilterError",
+    "PaymentFilters",
     "S",
     "SETTLEMENT_HEADERS",
     "STUCK_AFTER",
@@ -71,6 +88,7 @@ __all__ = [
     "Volume",
     "checkout_gateways",
     "daily_paid_volume",
+    "day_from_text",
     "failing_deliveries",
     "forget_review_badge",
     "gateway_choices",
@@ -79,6 +97,7 @@ __all__ = [
     "gateway_stats",
     "last_reconciliation_run",
     "last_successful_reconciliation",
+    "local_day_start",
     "money_text",
     "monitoring_snapshot",
     "needs_review_count",
@@ -86,13 +105,17 @@ __all__ = [
     "paid_volume",
     "pay_page",
     "pay_page_script_origins",
+    "payment_filters_from_query",
+    "payment_list",
     "payment_public",
     "payment_ref",
+    "payment_search",
     "payments_needing_attention",
     "pending_counts",
     "refund_volume",
     "review_badge_count",
     "sandbox_charge",
+    "search_term_of",
     "sellable_plans",
     "settlement_summary",
     "settlement_totals",

@@ -40,6 +40,7 @@ from django.utils import timezone
 
 from gateways.money import THREE_DECIMAL, ZERO_DECIMAL, quantize
 
+from .. import selectors
 from ..models import ExportFormat, ExportJob, ExportStatus
 
 logger = logging.getLogger(__name__)
@@ -555,14 +556,12 @@ def export_job_create(*, user, filters: str, fmt: str) -> ExportJob:
     return ExportJob.objects.create(requested_by=user, filters=filters, format=fmt)
 
 
-def export_job_run(
-    *, job_id: int, queryset_for: Callable[[str, Any], QuerySet]
-) -> ExportJob:
+def export_job_run(*, job_id: int) -> ExportJob:
     """Write a queued job's file, reporting progress; safe to run twice.
 
-    `queryset_for(filters, user)` returns the payments the filters select for
-    that user (the payment admin's changelist rows). Only a QUEUED job is
-    claimed, so a second delivery of the task does nothing.
+    The rows are `selectors.payment_list` of the job's stored filters, as the
+    payment list showed them. Only a QUEUED job is claimed, so a second
+    delivery of the task does nothing.
     """
     now = timezone.now()
     claimed = ExportJob.objects.filter(pk=job_id, status=ExportStatus.QUEUED).update(
@@ -578,7 +577,9 @@ def export_job_run(
     try:
         if not job.requested_by.has_perm("payments.export_payment"):
             raise PermissionError("the requester may no longer export payments")
-        queryset = queryset_for(job.filters, job.requested_by)
+        queryset = selectors.payment_list(
+            filters=selectors.payment_filters_from_query(job.filters)
+        )
         expected = queryset.count()
         ExportJob.objects.filter(pk=job.pk).update(expected_rows=expected)
         reporter.expected = expected

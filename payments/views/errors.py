@@ -46,6 +46,7 @@ ERRORS: dict[PaymentErrorCode, ErrorAnswer] = {
     Code.REFUND_NOT_ALLOWED: ErrorAnswer(400),
     Code.ILLEGAL_TRANSITION: ErrorAnswer(409),
     Code.WEBHOOK_NOT_ACCEPTED: ErrorAnswer(400),
+    Code.INVALID_FILTER: ErrorAnswer(400),
 }
 INTAKES = {
     Intake.REJECTED: 403,
