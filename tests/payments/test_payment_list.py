@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import re
 from datetime import date, datetime, timedelta
-from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -27,6 +26,7 @@ from payments.models import ExportJob, ExportStatus, Payment, Plan
 from payments.selectors import PaymentFilterError, PaymentFilters
 from payments.selectors.payments import CURRENCY_PARAMETER, SEARCH_PARAMETER
 from payments.states import PaymentStatus as S
+from tests.factories import move_to
 from tests.payments.test_exports import csv_rows, ids_of, staff
 
 pytestmark = pytest.mark.django_db
@@ -67,8 +67,6 @@ def spread(settings, db):
     rows = []
     for i in range(COUNT):
         plan = plans[(i // 3) % 3]
-        status = statuses[i % 5]
-        paid = status in (S.COMPLETED, S.REFUNDED)
         at = local(FIRST_DAY) + timedelta(hours=2 * i)
         if i % 12 == 11:
             at += timedelta(hours=1, minutes=59, seconds=59)  # 23:59:59 local
@@ -80,23 +78,26 @@ def spread(settings, db):
                 amount=plan.price,
                 currency=plan.currency,
                 payment_gateway=gateways[i % 3],
-                status=status,
                 gateway_transaction_id=f"TX{i:04d}",
                 crypto_address=f"addr{i:04d}" if i % 3 == 2 else "",
-                amount_paid=Decimal(plan.price) if paid else Decimal(0),
-                amount_refunded=Decimal(plan.price) if status == S.REFUNDED else 0,
                 needs_review=i % 7 == 0,
-                date_paid=at + timedelta(minutes=30) if paid else None,
             )
         )
     Payment.objects.bulk_create(rows)
-    # date_created is auto_now_add: set it afterwards.
-    for at, pk in zip(
-        created,
-        Payment.objects.order_by("id").values_list("pk", flat=True),
-        strict=True,
-    ):
-        Payment.objects.filter(pk=pk).update(date_created=at)
+    ids = list(Payment.objects.order_by("id").values_list("pk", flat=True))
+    # Statuses through the services, as providers' reports would bring them.
+    for status in statuses[1:]:
+        chosen = [pk for i, pk in enumerate(ids) if statuses[i % 5] == status]
+        move_to(status, Payment.objects.filter(pk__in=chosen))
+    # date_created is auto_now_add, date_paid the moment of the report: set
+    # both afterwards, to the days the filters are tested on.
+    for i, (at, pk) in enumerate(zip(created, ids, strict=True)):
+        paid = statuses[i % 5] in (S.COMPLETED, S.REFUNDED)
+        Payment.objects.filter(pk=pk).update(
+            date_created=at,
+            date_paid=at + timedelta(minutes=30) if paid else None,
+            needs_review=i % 7 == 0,
+        )
     return list(Payment.objects.order_by("id"))
 
 
