@@ -38,8 +38,14 @@ from .pages import checkout_submit
 @require_POST
 @rate_limited("RATE_LIMIT_CREATE", scope="create")
 def payment_create(request):
-    """Create a payment: JSON for API clients, the page for the checkout's own form."""
-    if is_form(request) and not wants_json(request):
+    """Create a payment: JSON for API clients, the page for the checkout's own form.
+
+    A form body that names an `Idempotency-Key` comes from an API client (a
+    browser's form cannot send the header): it gets the JSON API, which
+    honours the key, as DESIGN.md's contract says.
+    """
+    api_client = wants_json(request) or bool(request.headers.get("Idempotency-Key"))
+    if is_form(request) and not api_client:
         return checkout_submit(request)
     return payment_create_json(request)
 

@@ -428,3 +428,18 @@ def test_return_page_notes_the_return_once_per_status(client, valid, sandbox):
     assert payment.status == Payment.Status.COMPLETED
     assert returns.count() == 1
     assert payment.events.filter(kind=EventKind.STATUS_CHANGE).count() == 1
+
+
+@pytest.mark.django_db
+def test_a_form_body_with_an_idempotency_key_gets_the_json_api_and_its_key(
+    client, valid
+):
+    def post():
+        return client.post(URL, valid, headers={"Idempotency-Key": "form-order-1"})
+
+    first, second = post(), post()
+
+    assert first.status_code == second.status_code == 201
+    assert first["Content-Type"].startswith("application/json")
+    assert first.content == second.content
+    assert Payment.objects.count() == 1
