@@ -365,7 +365,7 @@ def test_only_the_transition_module_writes_a_payment_status():
 
 # Tests that may write a status themselves, each with its reason.
 STATUS_WRITING_TESTS = {
-    "tests/payments/test_migrations.py": "rows of historical models, before a migration",
+    "tests/payments/services/test_migrations.py": "rows of historical models, before a migration",
 }
 PAYMENT_MAKERS = ("Payment", "PaymentFactory")
 

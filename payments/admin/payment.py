@@ -279,7 +279,7 @@ class PaymentAdmin(PaymentExportMixin, ReadOnlyAdminMixin, ModelAdmin):
 
         A payment's other columns (the gateway's JSON reply among them) and
         its plan's are not read for a list page; the actions and the export
-        select their own rows. tests/payments/test_admin_rendering.py holds
+        select their own rows. tests/payments/admin/test_admin_rendering.py holds
         the list to one query for its rows.
         """
         return super().get_paginator(

@@ -20,7 +20,7 @@ from payments import services
 from payments.models import Payment, ReconciliationRun
 from tests.conftest import subprocess_database_url
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 

@@ -23,9 +23,9 @@ from payments import services
 from payments.models import EventKind, Payment, PaymentEvent, ReconciliationRun
 from payments.states import PaymentStatus as S
 from tests.conftest import subprocess_database_url
-from tests.payments.test_tasks import make_cp_payments
+from tests.payments.jobs.test_tasks import make_cp_payments
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 

@@ -21,7 +21,7 @@ from openpyxl import load_workbook
 from payments.models import ExportJob, ExportStatus, Payment, Plan
 from payments.roles import roles_setup
 from payments.services import exports
-from tests.payments.test_qcluster import start_cluster, stop_cluster
+from tests.payments.jobs.test_qcluster import start_cluster, stop_cluster
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 

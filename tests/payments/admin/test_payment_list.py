@@ -27,7 +27,7 @@ from payments.selectors import PaymentFilterError, PaymentFilters
 from payments.selectors.payments import CURRENCY_PARAMETER, SEARCH_PARAMETER
 from payments.states import PaymentStatus as S
 from tests.factories import move_to
-from tests.payments.test_exports import csv_rows, ids_of, staff
+from tests.payments.admin.test_exports import csv_rows, ids_of, staff
 
 pytestmark = pytest.mark.django_db
 

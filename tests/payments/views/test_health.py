@@ -78,7 +78,7 @@ def test_health_is_503_when_the_redis_broker_is_down(client, monkeypatch):
 
 @pytest.mark.django_db(transaction=True)
 def test_health_is_503_when_the_database_is_down():
-    from tests.payments.test_api_errors import database_down
+    from tests.payments.views.test_api_errors import database_down
 
     client = Client(raise_request_exception=False)
     with database_down():
