@@ -21,6 +21,8 @@ from .checkout import (
     test_mode,
 )
 from .dashboard import (
+    REFUNDS_DONE,
+    ROLLUP_SETTLE,
     STUCK_AFTER,
     GatewayStats,
     PaidDays,
@@ -37,6 +39,7 @@ from .dashboard import (
     pending_counts,
     refund_volume,
     review_badge_count,
+    rolled_up_days,
 )
 from .monitoring import (
     PENDING_AGE_BUCKETS,
@@ -62,6 +65,8 @@ __all__ = [
     "PENDING_AGE_BUCKETS",
     "PENDING_AGE_OLDEST",
     "PaidDays",
+    "REFUNDS_DONE",
+    "ROLLUP_SETTLE",
     "S",
     "SETTLEMENT_HEADERS",
     "STUCK_AFTER",
@@ -90,6 +95,7 @@ __all__ = [
     "pending_counts",
     "refund_volume",
     "review_badge_count",
+    "rolled_up_days",
     "sandbox_charge",
     "sellable_plans",
     "settlement_summary",

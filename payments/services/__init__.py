@@ -3,7 +3,8 @@
 Views, admin actions, tasks and commands call these functions and nothing
 else writes a payment. `transitions` holds the one way a payment changes
 (`payments_change` and its one-payment forms); `checks` the janitor's check
-schedule; `reconcile` the janitor itself.
+schedule; `reconcile` the janitor itself; `rollups` the dashboard's daily
+rollups (recounted by a schedule, never by a status change).
 """
 
 from ..exceptions import (
@@ -45,6 +46,13 @@ from .refunds import (
     refund_submit,
     refundable_amount,
     refunds_retry_pending,
+)
+from .rollups import (
+    RollupRun,
+    rollup_recount,
+    rollups_rebuild,
+    rollups_refresh,
+    rollups_window,
 )
 from .schedules import schedulable_tasks, schedule_validate
 from .staff import payment_add_note, payment_resolve_review
@@ -98,6 +106,7 @@ __all__ = [
     "PaymentError",
     "RefundNotAllowed",
     "RequestInProgress",
+    "RollupRun",
     "StoredAnswer",
     "WebhookNotAccepted",
     "WebhookOutcome",
@@ -135,6 +144,10 @@ __all__ = [
     "refunds_retry_pending",
     "report_change",
     "request_fingerprint",
+    "rollup_recount",
+    "rollups_rebuild",
+    "rollups_refresh",
+    "rollups_window",
     "sandbox_choose",
     "schedulable_tasks",
     "schedule_validate",
