@@ -90,17 +90,17 @@ def dashboard_callback(request, context: dict) -> dict:
         "line_options": LINE_OPTIONS,
         "bar_options": BAR_OPTIONS,
     }
-    payments, refunds = (
-        user.has_perm("payments.view_payment"),
-        user.has_perm("payments.view_refund"),
-    )
-    # Past days from the rollups once complete, today live (one look-up).
+    sees_payments = user.has_perm("payments.view_payment")
+    sees_refunds = user.has_perm("payments.view_refund")
+    # Which past days the rollups hold complete, looked up once for all figures.
     rolled_up = (
-        selectors.rolled_up_days(days=DAYS, now=now) if payments or refunds else None
+        selectors.rolled_up_days(days=DAYS, now=now)
+        if sees_payments or sees_refunds
+        else None
     )
-    if payments:
+    if sees_payments:
         blocks.update(_payment_blocks(now, rolled_up))
-    if refunds:
+    if sees_refunds:
         blocks["refunds"] = _volumes(
             selectors.refund_volume(days=DAYS, now=now, rolled_up=rolled_up), "refund"
         )
