@@ -1,7 +1,9 @@
 """The admin dashboard: figures from payments.selectors, shown by permission.
 
 Each block is computed only for a user who may open what it links to, so a
-role never sees (or pays for) figures it cannot follow up on.
+role never sees (or pays for) figures it cannot follow up on. The 30- and
+7-day figures cover whole local days: past days from the daily rollups,
+today live.
 """
 
 from __future__ import annotations
@@ -19,6 +21,10 @@ from django.utils.timezone import localtime
 from payments import selectors
 from payments.admin.common import money, nowrap
 from payments.states import PaymentStatus
+
+# The figures' windows, in whole local days up to today (TIME_ZONE).
+DAYS = 30
+RECENT_DAYS = 7
 
 # Chart colours by status, from unfold's palette (CSS variables it defines).
 STATUS_COLOURS = {
@@ -84,11 +90,19 @@ def dashboard_callback(request, context: dict) -> dict:
         "line_options": LINE_OPTIONS,
         "bar_options": BAR_OPTIONS,
     }
-    if user.has_perm("payments.view_payment"):
-        blocks.update(_payment_blocks(now))
-    if user.has_perm("payments.view_refund"):
+    sees_payments = user.has_perm("payments.view_payment")
+    sees_refunds = user.has_perm("payments.view_refund")
+    # Which past days the rollups hold complete, looked up once for all figures.
+    rolled_up = (
+        selectors.rolled_up_days(days=DAYS, now=now)
+        if sees_payments or sees_refunds
+        else None
+    )
+    if sees_payments:
+        blocks.update(_payment_blocks(now, rolled_up))
+    if sees_refunds:
         blocks["refunds"] = _volumes(
-            selectors.refund_volume(since=now - _days(30)), "refund"
+            selectors.refund_volume(days=DAYS, now=now, rolled_up=rolled_up), "refund"
         )
         blocks["refunds_url"] = reverse("admin:payments_refund_changelist")
     if user.has_perm("payments.view_reconciliationrun"):
@@ -112,14 +126,16 @@ def _days(n: int) -> timedelta:
     return timedelta(days=n)
 
 
-def _payment_blocks(now) -> dict:
-    paid = selectors.daily_paid_volume(days=30, now=now)
+def _payment_blocks(now, rolled_up: frozenset) -> dict:
+    paid = selectors.daily_paid_volume(days=DAYS, now=now, rolled_up=rolled_up)
     pending, stuck = selectors.pending_counts(now=now)
     changelist = reverse("admin:payments_payment_changelist")
-    stats = selectors.gateway_stats(since=now - _days(30), recent_since=now - _days(7))
+    stats = selectors.gateway_stats(
+        days=DAYS, recent_days=RECENT_DAYS, now=now, rolled_up=rolled_up
+    )
     return {
         "paid_today": _volumes(paid.totals(1)),
-        "paid_30d": _volumes(paid.totals(30)),
+        "paid_30d": _volumes(paid.totals(DAYS)),
         "pending": pending,
         "pending_url": f"{changelist}?{urlencode({'status__exact': 'PENDING'})}",
         "stuck": stuck,

@@ -426,6 +426,16 @@ WEBHOOK_SILENCE_MIN_COMPLETIONS = config(
     "WEBHOOK_SILENCE_MIN_COMPLETIONS", default=5, cast=int
 )
 
+# The dashboard reads past days from daily rollups: every few minutes a task
+# recounts the last ROLLUP_WINDOW_DAYS local days (today included), so late
+# payments, refunds and voids reach the days they belong to. Older days are
+# left as they are; the dashboard reads 30 days, so the window covers them.
+ROLLUP_WINDOW_DAYS = config("ROLLUP_WINDOW_DAYS", default=35, cast=int)
+if ROLLUP_WINDOW_DAYS < 30:
+    raise ImproperlyConfigured(
+        "ROLLUP_WINDOW_DAYS must be at least 30: the dashboard reads 30 days"
+    )
+
 # --- admin ------------------------------------------------------------------------------
 
 # The sidebar's "needs review" badge is counted at most this often per process

@@ -340,6 +340,67 @@ class Refund(models.Model):
         return self.idempotency_id
 
 
+class RollupFact(models.TextChoices):
+    """What a dashboard rollup counts, each on the local date of its own moment."""
+
+    PAID = "paid", "Paid (by date paid)"
+    CREATED = "created", "Created (by date created, per status)"
+    REFUNDED = "refunded", "Refunded (by date completed)"
+
+
+class DailyRollup(models.Model):
+    """One local day of one dashboard fact, per gateway and currency (and status).
+
+    Written only by `services.rollups`, which recomputes whole days and
+    replaces their rows; nothing updates a row when a payment changes.
+    `amount` is the sum of `amount_paid` (PAID), of `amount` (CREATED: what
+    the payments created that day were for) or of the refunds (REFUNDED).
+    """
+
+    Fact = RollupFact
+
+    fact = models.CharField(max_length=16, choices=RollupFact.choices)
+    day = models.DateField()
+    payment_gateway = models.CharField(max_length=32)
+    currency = models.CharField(max_length=3)
+    # The payments' current status for CREATED; empty for the other facts.
+    status = models.CharField(max_length=24, blank=True)
+    count = models.PositiveIntegerField()
+    # Room for a day of sums of MONEY amounts.
+    amount = models.DecimalField(max_digits=24, decimal_places=3)
+
+    class Meta:
+        ordering = ["-day", "fact", "payment_gateway", "currency", "status"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["fact", "day", "payment_gateway", "currency", "status"],
+                name="rollup_unique_key",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.fact} {self.day} {self.payment_gateway} {self.currency}"
+
+
+class RollupDay(models.Model):
+    """A local day whose rollups were recomputed: when, and in which time zone.
+
+    Its row is also the lock that serialises two recomputations of the day.
+    A day is read from its rollups only once they were recomputed after it
+    ended, in the current TIME_ZONE; until then it is aggregated live.
+    """
+
+    day = models.DateField(unique=True)
+    computed_at = models.DateTimeField()
+    time_zone = models.CharField(max_length=64)
+
+    class Meta:
+        ordering = ["-day"]
+
+    def __str__(self) -> str:
+        return f"{self.day} at {self.computed_at:%Y-%m-%d %H:%M}"
+
+
 class DeliveryOutcome(models.TextChoices):
     RECEIVED = "RECEIVED", "Received"
     APPLIED = "APPLIED", "Applied"

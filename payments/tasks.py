@@ -1,8 +1,9 @@
 """django-q2 tasks: thin wrappers, ids in, one service call each.
 
 Tasks are safe to run twice and on two clusters at once: the services claim
-due payments under row locks (SKIP LOCKED on PostgreSQL) and every change is
-guarded by the transition table.
+due payments under row locks (SKIP LOCKED on PostgreSQL), every change is
+guarded by the transition table, and a day's rollups are recounted under a
+lock on that day.
 """
 
 from __future__ import annotations
@@ -94,6 +95,17 @@ def purge_exports() -> int:
     )
 
 
+def refresh_rollups() -> dict:
+    """Recount the dashboard's rollups of the last ROLLUP_WINDOW_DAYS local days."""
+    run = services.rollups_refresh()
+    return {
+        "first": run.first.isoformat(),
+        "last": run.last.isoformat(),
+        "days": run.days,
+        "rows": run.rows,
+    }
+
+
 # The only functions a django-q2 Schedule may name: the cluster imports and
 # runs whatever dotted path a schedule holds. Given to services.schedules by
 # its callers (the schedule admin and the model-level guard in apps.py).
@@ -102,4 +114,5 @@ SCHEDULABLE_TASKS = (
     reconcile_refunds,
     expire_overdue,
     purge_exports,
+    refresh_rollups,
 )

@@ -89,3 +89,10 @@ def test_debug_enables_the_sandbox_and_redis_switches_the_broker():
     assert result.returncode == 0, result.stderr
     assert "('sandbox', True)" in result.stdout
     assert result.stdout.strip().endswith("True")
+
+
+def test_a_rollup_window_shorter_than_the_dashboard_refuses_to_start():
+    result = run({"DEBUG": "true", "ROLLUP_WINDOW_DAYS": "7"})
+    assert result.returncode != 0
+    assert "ROLLUP_WINDOW_DAYS must be at least 30" in result.stderr
+    assert run({"DEBUG": "true", "ROLLUP_WINDOW_DAYS": "30"}).returncode == 0

@@ -23,6 +23,8 @@ from .checkout import (
     test_mode,
 )
 from .dashboard import (
+    REFUNDS_DONE,
+    ROLLUP_SETTLE,
     STUCK_AFTER,
     GatewayStats,
     PaidDays,
@@ -39,6 +41,7 @@ from .dashboard import (
     pending_counts,
     refund_volume,
     review_badge_count,
+    rolled_up_days,
 )
 from .monitoring import (
     PENDING_AGE_BUCKETS,
@@ -80,6 +83,8 @@ __all__ = [
     "PaidDays",
     "PaymentFilterError",
     "PaymentFilters",
+    "REFUNDS_DONE",
+    "ROLLUP_SETTLE",
     "S",
     "SETTLEMENT_HEADERS",
     "STUCK_AFTER",
@@ -114,6 +119,7 @@ __all__ = [
     "pending_counts",
     "refund_volume",
     "review_badge_count",
+    "rolled_up_days",
     "sandbox_charge",
     "search_term_of",
     "sellable_plans",

@@ -1,38 +1,51 @@
 """The dashboard's figures and the sidebar's review badge.
 
 Every query is bounded by a time window or a partial index, so its cost
-follows the recent volume, not the size of the table.
+follows the recent volume, not the size of the table. The 30- and 7-day
+figures cover whole local days (TIME_ZONE): days before today are read from
+the daily rollups (`services.rollups`) once they are complete, today always
+live.
 """
 
 from __future__ import annotations
 
-import itertools
+import functools
+import operator
 import time
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from datetime import time as dt_time
 from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Count, IntegerField, Q, QuerySet, Sum, Value
+from django.db.models import Count, DateField, Q, QuerySet, Sum, Value
 from django.utils import timezone
 
 from ..models import (
+    DailyRollup,
     DeliveryOutcome,
     Payment,
     ReconciliationRun,
     Refund,
     RefundStatus,
+    RollupDay,
+    RollupFact,
     WebhookDelivery,
 )
 from ..states import ENDED_UNPAID, PAID_STATUSES, PaymentStatus
+from .settlement import paid_between
 
 S = PaymentStatus
 
 
 # A payment still pending after this long is stuck: someone should look.
 STUCK_AFTER = timedelta(hours=48)
+# Refunds that gave money back (the dashboard's refund figures).
+REFUNDS_DONE = (RefundStatus.SUCCEEDED, RefundStatus.MANUAL)
+# A day's rollups are read only when recounted at least this long after the
+# day ended: a transaction that stamped a time just before midnight commits a
+# moment later, and the hosts' clocks differ a little.
+ROLLUP_SETTLE = timedelta(minutes=1)
 
 
 @dataclass(frozen=True)
@@ -94,15 +107,78 @@ def forget_review_badge(**kwargs: Any) -> None:
     _review_badge = None
 
 
-def paid_volume(*, since: datetime) -> list[Volume]:
-    """Sum what was paid since a moment, per currency."""
-    rows = (
-        Payment.objects.filter(date_paid__gte=since)
-        .values("currency")
-        .annotate(amount=Sum("amount_paid"), count=Count("*"))
-        .order_by("-amount")
+def rolled_up_days(*, days: int, now: datetime) -> frozenset[date]:
+    """Return the days before today, of the last `days` local days, read from rollups.
+
+    A day qualifies once its rollups were recounted in the current time zone
+    at least ROLLUP_SETTLE after it ended (`services.rollups`); every other
+    day, and today always, is aggregated live from the payments and refunds.
+    """
+    today = timezone.localdate(now)
+    markers = RollupDay.objects.filter(
+        day__gte=today - timedelta(days=days - 1),
+        day__lt=today,
+        time_zone=timezone.get_current_timezone_name(),
+    ).values_list("day", "computed_at")
+    return frozenset(
+        day for day, at in markers if at >= paid_between(day, day)[1] + ROLLUP_SETTLE
     )
-    return [Volume(r["currency"], r["amount"], r["count"]) for r in rows]
+
+
+@dataclass(frozen=True)
+class _Window:
+    """The last `days` local days: which come from rollups, which are read live."""
+
+    dates: list[date]
+    rolled_up: list[date]
+    live: list[date]
+
+    def live_runs(self) -> list[tuple[datetime, datetime]]:
+        """Return the live days as [low, high) bounds, consecutive days merged."""
+        runs: list[list[date]] = []
+        for day in self.live:
+            if runs and runs[-1][1] + timedelta(days=1) == day:
+                runs[-1][1] = day
+            else:
+                runs.append([day, day])
+        return [paid_between(first, last) for first, last in runs]
+
+    def live_filter(self, column: str) -> Q:
+        """Match rows whose `column` falls on one of the live days."""
+        ranges = [
+            Q(**{f"{column}__gte": low, f"{column}__lt": high})
+            for low, high in self.live_runs()
+        ]
+        return functools.reduce(operator.or_, ranges)
+
+
+def _window(*, days: int, now: datetime, rolled_up: frozenset[date] | None) -> _Window:
+    if days < 1:
+        raise ValueError(f"a window has at least one day, not {days}")
+    if rolled_up is None:
+        rolled_up = rolled_up_days(days=days, now=now)
+    today = timezone.localdate(now)
+    dates = [today - timedelta(days=days - 1 - i) for i in range(days)]
+    return _Window(
+        dates=dates,
+        rolled_up=[d for d in dates if d in rolled_up and d < today],
+        live=[d for d in dates if d not in rolled_up or d >= today],
+    )
+
+
+def _union(branches: list[QuerySet]) -> QuerySet:
+    """Join querysets of the same columns with UNION ALL (one statement)."""
+    if len(branches) == 1:
+        return branches[0]
+    # No ORDER BY: a rollup branch would otherwise bring its model's ordering.
+    return branches[0].union(*branches[1:], all=True).order_by()
+
+
+def paid_volume(
+    *, days: int, now: datetime, rolled_up: frozenset[date] | None = None
+) -> list[Volume]:
+    """Sum what was paid on the last `days` local dates, per currency."""
+    return daily_paid_volume(days=days, now=now, rolled_up=rolled_up).totals(days)
 
 
 @dataclass(frozen=True)
@@ -123,72 +199,109 @@ class PaidDays:
             )
             for currency, amounts in self.amounts.items()
         ]
-        return sorted((v for v in volumes if v.count), key=lambda v: -v.amount)
+        return sorted((v for v in volumes if v.count), key=_largest_first)
 
 
-def daily_paid_volume(*, days: int, now: datetime) -> PaidDays:
+def daily_paid_volume(
+    *, days: int, now: datetime, rolled_up: frozenset[date] | None = None
+) -> PaidDays:
     """Return what was paid on each of the last `days` local dates (one statement).
 
-    One branch per local day, joined by UNION ALL: each sums a range of the
-    paid-volume index per currency. Grouping the whole window by the local
-    date of each row instead (TruncDate) converts every row's time, which
-    took 2.3× as long on PostgreSQL at 1 M payments (docs/benchmarks.md).
+    Days in `rolled_up` (default: `rolled_up_days`) are read from the PAID
+    rollups; today and every other day from the paid-volume index, one
+    branch per day summing its range per currency, all joined by UNION ALL.
+    Grouping a window by the local date of each row instead (TruncDate)
+    converts every row's time, which took 2.3× as long on PostgreSQL at 1 M
+    payments (docs/benchmarks.md).
     """
-    today = timezone.localdate(now)
-    first = today - timedelta(days=days - 1)
-    dates = [first + timedelta(days=i) for i in range(days)]
-    bounds = [
-        timezone.make_aware(datetime.combine(day, dt_time.min))
-        for day in [*dates, today + timedelta(days=1)]
-    ]
-    branches = [
-        Payment.objects.filter(date_paid__gte=low, date_paid__lt=high)
-        .values("currency")
-        .annotate(
-            day=Value(index, output_field=IntegerField()),
-            amount=Sum("amount_paid"),
-            count=Count("*"),
+    window = _window(days=days, now=now, rolled_up=rolled_up)
+    branches: list[QuerySet] = []
+    if window.rolled_up:
+        branches.append(
+            DailyRollup.objects.filter(fact=RollupFact.PAID, day__in=window.rolled_up)
+            .values("currency", "day")
+            .annotate(amount=Sum("amount"), count=Sum("count"))
+            .order_by()
         )
-        .order_by()
-        for index, (low, high) in enumerate(itertools.pairwise(bounds))
-    ]
-    rows = branches[0].union(*branches[1:], all=True).order_by()
+    for day in window.live:
+        low, high = paid_between(day, day)
+        branches.append(
+            Payment.objects.filter(date_paid__gte=low, date_paid__lt=high)
+            .values("currency")
+            .annotate(
+                day=Value(day, output_field=DateField()),
+                amount=Sum("amount_paid"),
+                count=Count("*"),
+            )
+            .order_by()
+        )
+    index = {day: i for i, day in enumerate(window.dates)}
     amounts: dict[str, list[Decimal]] = {}
     counts: dict[str, list[int]] = {}
-    for row in rows:
-        index = row["day"]
-        amounts.setdefault(row["currency"], [Decimal(0)] * days)[index] += row["amount"]
-        counts.setdefault(row["currency"], [0] * days)[index] += row["count"]
-    ordered = sorted(amounts, key=lambda currency: -sum(amounts[currency]))
+    for row in _union(branches):
+        i = index[row["day"]]
+        amounts.setdefault(row["currency"], [Decimal(0)] * days)[i] += row["amount"]
+        counts.setdefault(row["currency"], [0] * days)[i] += row["count"]
+    ordered = sorted(amounts, key=lambda c: (-sum(amounts[c]), c))
     return PaidDays(
-        dates, {c: amounts[c] for c in ordered}, {c: counts[c] for c in ordered}
+        window.dates, {c: amounts[c] for c in ordered}, {c: counts[c] for c in ordered}
     )
 
 
-def gateway_stats(*, since: datetime, recent_since: datetime) -> list[GatewayStats]:
-    """Count payments per gateway and status since a moment (one index scan).
+def gateway_stats(
+    *,
+    days: int,
+    recent_days: int,
+    now: datetime,
+    rolled_up: frozenset[date] | None = None,
+) -> list[GatewayStats]:
+    """Count payments created on the last `days` local dates per gateway and status.
 
-    `recent_*` counts cover only payments created since `recent_since`: the
-    paid ones, and all that ended (paid, failed or expired).
+    `recent_*` counts cover only the last `recent_days` of them: the paid
+    payments, and all that ended (paid, failed, expired or voided). Past
+    days come from the CREATED rollups, today and days not rolled up from
+    the created-date index (one statement).
     """
-    recent = Q(date_created__gte=recent_since)
-    rows = (
-        Payment.objects.filter(date_created__gte=since)
+    if not 1 <= recent_days <= days:
+        raise ValueError(f"recent_days must be 1..{days}, not {recent_days}")
+    window = _window(days=days, now=now, rolled_up=rolled_up)
+    recent_first = window.dates[-recent_days]
+    recent_low = paid_between(recent_first, recent_first)[0]
+    branches: list[QuerySet] = []
+    if window.rolled_up:
+        branches.append(
+            DailyRollup.objects.filter(
+                fact=RollupFact.CREATED, day__in=window.rolled_up
+            )
+            .values("payment_gateway", "status")
+            .annotate(
+                total=Sum("count"),
+                recent=Sum("count", filter=Q(day__gte=recent_first)),
+            )
+            .order_by()
+        )
+    branches.append(
+        Payment.objects.filter(window.live_filter("date_created"))
         .values("payment_gateway", "status")
-        .annotate(total=Count("*"), recent=Count("date_created", filter=recent))
+        .annotate(
+            total=Count("*"),
+            recent=Count("date_created", filter=Q(date_created__gte=recent_low)),
+        )
         .order_by()
     )
     stats: dict[str, dict] = {}
-    for row in rows:
+    for row in _union(branches):
         entry = stats.setdefault(
             row["payment_gateway"], {"by_status": {}, "paid": 0, "ended": 0}
         )
-        entry["by_status"][row["status"]] = row["total"]
+        by_status = entry["by_status"]
+        by_status[row["status"]] = by_status.get(row["status"], 0) + row["total"]
+        recent = row["recent"] or 0
         if row["status"] in PAID_STATUSES:
-            entry["paid"] += row["recent"]
-            entry["ended"] += row["recent"]
+            entry["paid"] += recent
+            entry["ended"] += recent
         elif row["status"] in ENDED_UNPAID:
-            entry["ended"] += row["recent"]
+            entry["ended"] += recent
     return [
         GatewayStats(code, e["by_status"], e["paid"], e["ended"])
         for code, e in sorted(stats.items())
@@ -204,18 +317,42 @@ def pending_counts(*, now: datetime) -> tuple[int, int]:
     )
 
 
-def refund_volume(*, since: datetime) -> list[Volume]:
-    """Sum refunds completed since a moment (gateway and manual), per currency."""
-    rows = (
-        Refund.objects.filter(
-            date_completed__gte=since,
-            status__in=(RefundStatus.SUCCEEDED, RefundStatus.MANUAL),
+def refund_volume(
+    *, days: int, now: datetime, rolled_up: frozenset[date] | None = None
+) -> list[Volume]:
+    """Sum refunds completed on the last `days` local dates (gateway and manual).
+
+    Past days come from the REFUNDED rollups, today and days not rolled up
+    from the completion-date index (one statement); per currency.
+    """
+    window = _window(days=days, now=now, rolled_up=rolled_up)
+    branches: list[QuerySet] = []
+    if window.rolled_up:
+        branches.append(
+            DailyRollup.objects.filter(
+                fact=RollupFact.REFUNDED, day__in=window.rolled_up
+            )
+            .values("currency")
+            .annotate(amount=Sum("amount"), count=Sum("count"))
+            .order_by()
         )
+    branches.append(
+        Refund.objects.filter(window.live_filter("date_completed"))
+        .filter(status__in=REFUNDS_DONE)
         .values("currency")
         .annotate(amount=Sum("amount"), count=Count("*"))
-        .order_by("-amount")
+        .order_by()
     )
-    return [Volume(r["currency"], r["amount"], r["count"]) for r in rows]
+    totals: dict[str, tuple[Decimal, int]] = {}
+    for row in _union(branches):
+        amount, count = totals.get(row["currency"], (Decimal(0), 0))
+        totals[row["currency"]] = (amount + row["amount"], count + row["count"])
+    volumes = [Volume(c, amount, count) for c, (amount, count) in totals.items()]
+    return sorted(volumes, key=_largest_first)
+
+
+def _largest_first(volume: Volume) -> tuple[Decimal, str]:
+    return (-volume.amount, volume.currency)
 
 
 def payments_needing_attention(*, now: datetime, limit: int = 10) -> list[Payment]:

@@ -4,7 +4,8 @@ Views, admin actions, tasks and commands call these functions and nothing
 else writes a payment. This package exports only what they call; the other
 services talk to each other through their modules. `transitions` holds the
 one way a payment changes (`payments_change`); `checks` the janitor's check
-schedule; `reconcile` the janitor itself.
+schedule; `reconcile` the janitor itself; `rollups` the dashboard's
+daily rollups (recounted by a schedule, never by a status change).
 """
 
 from ..selectors import payment_ref
@@ -29,6 +30,13 @@ from .refunds import (
     refundable_amount,
     refunds_retry_pending,
 )
+from .rollups import (
+    RollupRun,
+    rollup_recount,
+    rollups_rebuild,
+    rollups_refresh,
+    rollups_window,
+)
 from .schedules import schedulable_tasks, schedule_validate
 from .staff import payment_add_note, payment_resolve_review
 from .status import payment_refresh, payment_refresh_for_customer, payment_return
@@ -45,6 +53,7 @@ from .webhooks import (
 __all__ = [
     "Actor",
     "Intake",
+    "RollupRun",
     "StoredAnswer",
     "WebhookOutcome",
     "due_count",
@@ -67,6 +76,10 @@ __all__ = [
     "refundable_amount",
     "refunds_retry_pending",
     "request_fingerprint",
+    "rollup_recount",
+    "rollups_rebuild",
+    "rollups_refresh",
+    "rollups_window",
     "sandbox_choose",
     "schedulable_tasks",
     "schedule_validate",

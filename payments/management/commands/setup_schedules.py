@@ -10,13 +10,15 @@ SCHEDULES = (
     ("expire-overdue-payments", "payments.tasks.expire_overdue", 5),
     # Export files past EXPORT_RETENTION_DAYS.
     ("purge-expired-exports", "payments.tasks.purge_exports", 60),
+    # The dashboard's daily rollups of the last ROLLUP_WINDOW_DAYS days.
+    ("refresh-dashboard-rollups", "payments.tasks.refresh_rollups", 5),
 )
 
 
 class Command(BaseCommand):
     help = (
-        "Create or update the reconciliation, expiry and export-purge schedules "
-        "(safe to rerun)."
+        "Create or update the reconciliation, expiry, export-purge and dashboard "
+        "rollup schedules (safe to rerun)."
     )
 
     def handle(self, *args, **options):

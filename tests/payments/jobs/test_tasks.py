@@ -145,6 +145,7 @@ def test_setup_schedules_is_idempotent():
         "reconcile-pending-refunds",
         "expire-overdue-payments",
         "purge-expired-exports",
+        "refresh-dashboard-rollups",
     }
 
 

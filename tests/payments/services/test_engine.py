@@ -28,8 +28,8 @@ from payments.models import (
 from payments.services.transitions import SYSTEM, Change, payments_change
 from payments.states import PaymentStatus as S
 from tests.factories import PaymentFactory, payment_in
-from tests.payments.services.test_refunds import paid_payment
 from tests.payments.jobs.test_tasks import make_cp_payments
+from tests.payments.services.test_refunds import paid_payment
 
 pytestmark = pytest.mark.django_db
 

@@ -95,12 +95,9 @@ def test_case1_a_capture_voided_at_mpgs_is_no_longer_paid_anywhere(
     change = payment.events.get(kind=EventKind.STATUS_CHANGE, to_status=S.VOIDED)
     assert change.from_status == S.COMPLETED
     # No figure counts it as paid any more.
-    assert selectors.paid_volume(since=timezone.now() - timedelta(days=1)) == []
+    assert selectors.paid_volume(days=2, now=timezone.now()) == []
     assert selectors.settlement_summary(start=today, end=today) == []
-    stats = selectors.gateway_stats(
-        since=timezone.now() - timedelta(days=1),
-        recent_since=timezone.now() - timedelta(days=1),
-    )
+    stats = selectors.gateway_stats(days=2, recent_days=2, now=timezone.now())
     assert [(s.gateway, s.recent_paid, s.recent_ended) for s in stats] == [
         ("mpgs", 0, 1)
     ]
