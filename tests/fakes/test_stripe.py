@@ -141,9 +141,9 @@ def test_stripe_records_the_api_version(fake: FakeProviderServer) -> None:
 
 
 def test_stripe_places_agree_with_the_adapter() -> None:
-    from gateways import stripe_checkout
+    from gateways.stripe_checkout import objects
 
-    assert STRIPE_PLACES == stripe_checkout._STRIPE_PLACES
+    assert STRIPE_PLACES == objects.STRIPE_PLACES
 
 
 # --- Checkout Sessions ---------------------------------------------------------------

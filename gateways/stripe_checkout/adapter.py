@@ -1,12 +1,10 @@
-"""Stripe Checkout (hosted payment page) through the official `stripe` package."""
+"""The Stripe Checkout adapter: sessions, status, refunds and webhooks."""
 
 from __future__ import annotations
 
 import ipaddress
 import json
-import logging
 from collections.abc import Callable, Mapping
-from contextvars import ContextVar
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, TypeVar
@@ -14,8 +12,8 @@ from urllib.parse import urlsplit
 
 import stripe
 
-from . import money
-from .base import (
+from .. import money
+from ..base import (
     CheckoutRequest,
     CheckoutSession,
     Gateway,
@@ -32,7 +30,26 @@ from .base import (
     WebhookRejected,
     header,
 )
-from .http import GatewayHTTP
+from ..http import GatewayHTTP
+from .objects import (
+    REFUND_STATUS,
+    as_dict,
+    charged_back,
+    dispute_review,
+    event_note,
+    failure_note,
+    listed,
+    metadata_of,
+    object_id,
+    positive,
+    read_minor,
+    ref_of,
+    refund_result,
+    scrub,
+    timestamp,
+    to_stripe_minor,
+)
+from .transport import StripeTransport, operation, quiet_library_logs
 
 NAME = "stripe"
 DEFAULT_API_BASE = "https://api.stripe.com"
@@ -40,14 +57,6 @@ SIGNATURE_HEADER = "Stripe-Signature"
 # Stripe's own bounds for `expires_at`: 30 minutes to 24 hours after creation.
 # https://docs.stripe.com/api/checkout/sessions/create#create_checkout_session-expires_at
 MIN_SESSION_MINUTES, MAX_SESSION_MINUTES = 30, 24 * 60
-# Where Stripe's API unit differs from ISO 4217 (gateways.money): ISK stays a
-# two-decimal currency in the API (100 = 1 krona, whole kronur only) and MGA
-# is zero-decimal. Three-decimal currencies need a last digit of 0.
-# https://docs.stripe.com/currencies#zero-decimal ,
-# https://docs.stripe.com/currencies#special-cases ,
-# https://support.stripe.com/questions/deprecation-of-fractional-isk-charges-and-refunds
-_STRIPE_PLACES = {"ISK": 2, "MGA": 0}
-_WHOLE_UNITS = frozenset({"ISK"})
 # The events this adapter acts on; every one is confirmed by reading the
 # session again (`confirm=True`). Others are verified, stored and ignored.
 # https://docs.stripe.com/api/events/types
@@ -69,34 +78,6 @@ _DISPUTE_EVENTS = frozenset(
         "charge.dispute.funds_reinstated",
     }
 )
-# Refund.status -> ours. `requires_action` waits for the payer's bank details.
-# https://docs.stripe.com/api/refunds/object#refund_object-status
-_REFUND_STATUS = {
-    "succeeded": RefundStatus.SUCCEEDED,
-    "pending": RefundStatus.PENDING,
-    "requires_action": RefundStatus.PENDING,
-    "failed": RefundStatus.FAILED,
-    "canceled": RefundStatus.FAILED,
-}
-# Dispute statuses while the money is contested (open), and the one where the
-# payer's bank kept it. https://docs.stripe.com/api/disputes/object#dispute_object-status
-_OPEN_DISPUTES = frozenset(
-    {
-        "warning_needs_response",
-        "warning_under_review",
-        "needs_response",
-        "under_review",
-        "appeal_needs_response",
-        "appeal_under_review",
-    }
-)
-_LOST_DISPUTE = "lost"
-# Keys of Stripe objects that are secrets of their own (a PaymentIntent's
-# client_secret confirms it from a browser): never kept on the timeline.
-_SECRET_KEYS = frozenset({"client_secret"})
-
-# The operation the adapter is performing, for the transport's log line.
-_operation: ContextVar[str] = ContextVar("stripe_operation", default="api")
 _T = TypeVar("_T")
 
 
@@ -132,7 +113,7 @@ class StripeGateway(Gateway):
     - A dispute is not a refund: the payment keeps its status and is flagged;
       a lost dispute is the amount charged back.
     - Amounts are integers in Stripe's minor unit, which differs from ISO
-      4217 for ISK and MGA (see `_STRIPE_PLACES`).
+      4217 for ISK and MGA (see `objects.STRIPE_PLACES`).
     - Webhooks are signed (`Stripe-Signature`, HMAC-SHA256 over
       "<t>.<raw body>", 300 s tolerance) and verified by the library; every
       event that concerns money is confirmed by reading the session again.
@@ -174,7 +155,7 @@ class StripeGateway(Gateway):
                 f"STRIPE_SESSION_MINUTES must be between {MIN_SESSION_MINUTES} and "
                 f"{MAX_SESSION_MINUTES} (Stripe's bounds for expires_at)"
             )
-        _quiet_library_logs()
+        quiet_library_logs()
         self.client = stripe.StripeClient(
             secret_key,
             base_addresses={"api": self.api_base},
@@ -188,7 +169,7 @@ class StripeGateway(Gateway):
         """Create a Checkout Session and return Stripe's hosted page for it."""
         currency = request.currency.upper()
         try:
-            unit_amount = _minor(request.amount, currency)
+            unit_amount = to_stripe_minor(request.amount, currency)
         except ValueError as exc:
             raise GatewayConfigError(f"Stripe cannot charge this price: {exc}") from exc
         # A minute inside Stripe's bounds at either end, for clock differences.
@@ -239,10 +220,10 @@ class StripeGateway(Gateway):
             raise GatewayUnavailable("stripe: the session id or url is too long")
         return CheckoutSession(
             payment_url=url,
-            transaction_id=_id(session.get("payment_intent")) or session_id,
+            transaction_id=object_id(session.get("payment_intent")) or session_id,
             session_id=session_id,
-            expires_at=_timestamp(session.get("expires_at")) or expires_at,
-            raw=_scrub(session),
+            expires_at=timestamp(session.get("expires_at")) or expires_at,
+            raw=scrub(session),
         )
 
     def return_message(self, ref: PaymentRef, params: Mapping[str, str]) -> str:
@@ -270,7 +251,7 @@ class StripeGateway(Gateway):
                     f"stripe: session lookup refused: {exc}"
                 ) from exc
             return self._unknown_session(ref)
-        if str(session.get("id") or "") != ref.session_id or _ref_of(session) not in (
+        if str(session.get("id") or "") != ref.session_id or ref_of(session) not in (
             "",
             ref.ref_id,
         ):
@@ -287,7 +268,7 @@ class StripeGateway(Gateway):
         """
         currency = request.currency.upper()
         try:
-            amount = _minor(request.amount, currency)
+            amount = to_stripe_minor(request.amount, currency)
         except ValueError as exc:
             return RefundResult(
                 request.refund_id,
@@ -326,7 +307,7 @@ class StripeGateway(Gateway):
                 message=f"refund refused: {exc}",
                 raw={"error": {"code": exc.code, "http_status": exc.http_status}},
             )
-        return _refund_result(request.refund_id, refund)
+        return refund_result(request.refund_id, refund)
 
     def fetch_refund(self, request: RefundRequest) -> RefundResult | None:
         """Find our refund among the PaymentIntent's; None when Stripe never saw it."""
@@ -334,8 +315,8 @@ class StripeGateway(Gateway):
         if not intent_id:
             return None
         for refund in self._refunds(intent_id):
-            if _metadata(refund).get("refund_id") == request.refund_id:
-                return _refund_result(request.refund_id, refund)
+            if metadata_of(refund).get("refund_id") == request.refund_id:
+                return refund_result(request.refund_id, refund)
         return None
 
     def parse_webhook(
@@ -350,8 +331,8 @@ class StripeGateway(Gateway):
             event = json.loads(raw)
         except (ValueError, UnicodeDecodeError) as exc:
             raise WebhookRejected("malformed Stripe event: not JSON") from exc
-        data = _dict(event.get("data")) if isinstance(event, dict) else {}
-        obj = _dict(data.get("object"))
+        data = as_dict(event.get("data")) if isinstance(event, dict) else {}
+        obj = as_dict(data.get("object"))
         event_id = str(event.get("id") or "") if isinstance(event, dict) else ""
         kind = str(event.get("type") or "") if isinstance(event, dict) else ""
         if not event_id or not kind or not obj:
@@ -361,21 +342,21 @@ class StripeGateway(Gateway):
             payment_status = str(obj.get("payment_status") or "")
             return WebhookEvent(
                 event_id=event_id,
-                ref_id=_ref_of(obj),
+                ref_id=ref_of(obj),
                 confirm=True,
                 message=f"{message} (payment_status {payment_status or 'none'})",
                 raw=event,
             )
         if kind in _CHARGE_EVENTS | _DISPUTE_EVENTS:
-            ref_id = _ref_of(obj)
+            ref_id = ref_of(obj)
             return WebhookEvent(
                 event_id=event_id,
                 ref_id=ref_id,
                 # Dispute objects carry no metadata of ours: the PaymentIntent
                 # names the payment (stored once a report named it).
-                transaction_id="" if ref_id else _id(obj.get("payment_intent")),
+                transaction_id="" if ref_id else object_id(obj.get("payment_intent")),
                 confirm=True,
-                message=_event_note(kind, obj),
+                message=event_note(kind, obj),
                 raw=event,
             )
         return WebhookEvent(
@@ -386,7 +367,7 @@ class StripeGateway(Gateway):
 
     def _call(self, op: str, send: Callable[[], _T]) -> dict[str, Any]:
         """Make one library call; translate its errors; return a plain dict."""
-        token = _operation.set(op)
+        token = operation.set(op)
         try:
             answer = send()
         except (stripe.AuthenticationError, stripe.PermissionError) as exc:
@@ -413,7 +394,7 @@ class StripeGateway(Gateway):
             # The library decodes every body as UTF-8 before parsing it.
             raise GatewayUnavailable(f"stripe: {op}: unreadable answer") from exc
         finally:
-            _operation.reset(token)
+            operation.reset(token)
         data = answer.to_dict() if hasattr(answer, "to_dict") else answer
         if not isinstance(data, dict):
             raise GatewayUnavailable(f"stripe: {op}: unexpected answer")
@@ -430,7 +411,7 @@ class StripeGateway(Gateway):
                 params={"payment_intent": intent_id, "limit": 100}
             ),
         )
-        return _listed(answer, "charge")
+        return listed(answer, "charge")
 
     def _refunds(self, intent_id: str) -> list[dict[str, Any]]:
         """List a PaymentIntent's refunds, whoever made them."""
@@ -446,7 +427,7 @@ class StripeGateway(Gateway):
             if exc.code == "resource_missing":
                 return []
             raise GatewayUnavailable(f"stripe: refund lookup refused: {exc}") from exc
-        return _listed(answer, "refund")
+        return listed(answer, "refund")
 
     def _disputes(self, intent_id: str) -> list[dict[str, Any]]:
         """List a PaymentIntent's disputes."""
@@ -457,7 +438,7 @@ class StripeGateway(Gateway):
                 params={"payment_intent": intent_id, "limit": 100}
             ),
         )
-        return _listed(answer, "dispute")
+        return listed(answer, "dispute")
 
     def _intent_id(self, request: RefundRequest) -> str:
         """Return the PaymentIntent of a refund's payment (from its session if need be)."""
@@ -474,7 +455,7 @@ class StripeGateway(Gateway):
             if exc.code == "resource_missing":
                 return ""
             raise GatewayUnavailable(f"stripe: session lookup refused: {exc}") from exc
-        return _id(session.get("payment_intent"))
+        return object_id(session.get("payment_intent"))
 
     def _verify(self, body: bytes, headers: Mapping[str, str]) -> None:
         if not self._webhook_secret:
@@ -535,12 +516,12 @@ class StripeGateway(Gateway):
         ).upper()
         try:
             captured = sum(
-                (_amount(c.get("amount_captured"), currency) for c in succeeded),
+                (read_minor(c.get("amount_captured"), currency) for c in succeeded),
                 Decimal(0),
             )
             if captured == 0 and session.get("payment_status") == "paid":
                 # Paid without a charge listed (another payment method object).
-                captured = _amount(
+                captured = read_minor(
                     intent.get("amount_received") or session.get("amount_total"),
                     currency,
                 )
@@ -550,12 +531,12 @@ class StripeGateway(Gateway):
             str(c.get("id") or "") for c in charges if c.get("status") == "failed"
         )
         intent_id = str(intent.get("id") or "")
-        failure = _failure(charges, intent)
+        failure = failure_note(charges, intent)
         status, message, settling = self._status_from(
             ref, session, intent, captured, failure
         )
         refunds, refunded = (), Decimal(0)
-        if captured > 0 and any(_positive(c.get("amount_refunded")) for c in charges):
+        if captured > 0 and any(positive(c.get("amount_refunded")) for c in charges):
             refunds, refunded = self._provider_refunds(intent_id, currency)
         if captured > 0 and refunded > 0:
             status = (
@@ -580,7 +561,7 @@ class StripeGateway(Gateway):
             transaction_id=intent_id,
             amount_refunded=refunded if captured > 0 else None,
             message="; ".join(filter(None, parts)),
-            raw=_scrub(
+            raw=scrub(
                 {
                     "session": session,
                     "charges": charges,
@@ -589,8 +570,8 @@ class StripeGateway(Gateway):
             ),
             settling=settling,
             refunds=refunds if captured > 0 else None,
-            amount_charged_back=_charged_back(disputes, currency),
-            review="\n".join(filter(None, [review, _dispute_review(disputes)])),
+            amount_charged_back=charged_back(disputes, currency),
+            review="\n".join(filter(None, [review, dispute_review(disputes)])),
             declined=tuple(filter(None, declined)),
         )
 
@@ -637,79 +618,17 @@ class StripeGateway(Gateway):
         total = Decimal(0)
         for refund in self._refunds(intent_id):
             try:
-                amount = _amount(refund.get("amount"), currency)
+                amount = read_minor(refund.get("amount"), currency)
             except ValueError as exc:
                 raise GatewayUnavailable("stripe: unreadable refund amount") from exc
-            status = _REFUND_STATUS.get(str(refund.get("status")), RefundStatus.PENDING)
-            ours = str(_metadata(refund).get("refund_id") or "")
+            status = REFUND_STATUS.get(str(refund.get("status")), RefundStatus.PENDING)
+            ours = str(metadata_of(refund).get("refund_id") or "")
             listed.append(
                 ProviderRefund(ours or str(refund.get("id") or ""), amount, status)
             )
             if status == RefundStatus.SUCCEEDED:
                 total += amount
         return tuple(listed), total
-
-
-class StripeTransport(stripe.HTTPClient):
-    """The library's HTTP client, sending through GatewayHTTP.
-
-    GatewayHTTP gives every Stripe call the gateways' connect/read timeouts,
-    what is left of a `time_budget` as its total time, pooled connections,
-    retries for GETs only and log lines without headers, bodies or query
-    strings. Its faults (GatewayUnavailable, with `contacted`) pass through
-    the library untouched.
-    """
-
-    name = "requests"
-
-    def __init__(self, http: GatewayHTTP):
-        super().__init__()
-        self._http = http
-
-    def request(
-        self,
-        method: str,
-        url: str,
-        headers: Mapping[str, str] | None,
-        post_data: Any = None,
-        **_: Any,
-    ) -> tuple[bytes, int, Mapping[str, str]]:
-        """Send one request; return (body, status, headers) as the library expects."""
-        verb = method.upper()
-        response = self._http.request(
-            verb,
-            url,
-            op=_operation.get(),
-            idempotent=verb == "GET",
-            headers=dict(headers or {}),
-            data=post_data,
-            allow_redirects=False,
-        )
-        return response.content, response.status_code, response.headers
-
-    def request_stream(self, method, url, headers, post_data=None, **_):
-        """Streaming is not used by this adapter."""
-        raise GatewayUnavailable("stripe: streamed answers are not supported")
-
-    def close(self) -> None:
-        """Close the pooled connections."""
-        self._http.session.close()
-
-
-class _LibraryLogFilter(logging.Filter):
-    """Keep the library's own debug/info lines (bodies, query strings) out of logs.
-
-    GatewayHTTP already logs every call without them; warnings pass.
-    """
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return record.levelno >= logging.WARNING
-
-
-def _quiet_library_logs() -> None:
-    library = logging.getLogger("stripe")
-    if not any(isinstance(f, _LibraryLogFilter) for f in library.filters):
-        library.addFilter(_LibraryLogFilter())
 
 
 def _api_base(value: str) -> str:
@@ -730,164 +649,5 @@ def _api_base(value: str) -> str:
     )
 
 
-def _places(currency: str) -> int:
-    return _STRIPE_PLACES.get(currency, money.exponent(currency))
-
-
-def _minor(amount: Decimal, currency: str) -> int:
-    """Return an amount in Stripe's minor unit; ValueError if Stripe cannot take it."""
-    places = _places(currency)
-    minor = money.to_minor(amount, currency, places=places)
-    if currency in _WHOLE_UNITS and minor % 100:
-        raise ValueError(f"{currency} amounts must be whole units at Stripe")
-    if places == 3 and minor % 10:
-        raise ValueError(f"{currency} amounts must end in 0 at Stripe (e.g. 5.120)")
-    return minor
-
-
-def _amount(value: object, currency: str) -> Decimal:
-    """Read a minor-unit integer from Stripe; ValueError on anything else."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"not a minor-unit amount: {value!r}")
-    amount = money.from_minor(value, currency, places=_places(currency))
-    if not money.in_range(amount) or amount < 0:
-        raise ValueError("amount out of range")
-    return amount
-
-
-def _positive(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value > 0
-
-
-def _refund_result(refund_id: str, refund: Mapping[str, Any]) -> RefundResult:
-    state = str(refund.get("status") or "")
-    status = _REFUND_STATUS.get(state, RefundStatus.PENDING)
-    reason = str(refund.get("failure_reason") or "")
-    message = f"refund {state or 'without status'}" + (f" ({reason})" if reason else "")
-    return RefundResult(
-        refund_id,
-        status,
-        gateway_refund_id=str(refund.get("id") or ""),
-        message=message,
-        raw=_scrub(refund),
-    )
-
-
-def _failure(charges: list[dict[str, Any]], intent: Mapping[str, Any]) -> str:
-    """Describe the last failed attempt (": code, reason"), or "" if none failed."""
-    failed = [c for c in charges if c.get("status") == "failed"]
-    if failed:
-        last = failed[-1]
-        outcome = _dict(last.get("outcome"))
-        words = [
-            str(last.get("failure_code") or ""),
-            str(outcome.get("reason") or ""),
-            str(last.get("failure_message") or ""),
-        ]
-    else:
-        error = _dict(intent.get("last_payment_error"))
-        words = [str(error.get(k) or "") for k in ("code", "decline_code", "message")]
-    words = list(dict.fromkeys(filter(None, words)))
-    return ": " + ", ".join(words) if words else ""
-
-
-def _dispute_review(disputes: list[dict[str, Any]]) -> str:
-    """Say what about a payment's disputes needs a person, or ""."""
-    notes = []
-    for dispute in disputes:
-        state = str(dispute.get("status") or "")
-        currency = str(dispute.get("currency") or "").upper()
-        try:
-            amount = _amount(dispute.get("amount"), currency)
-            money_text = f"{money.to_provider(amount, currency)} {currency}"
-        except ValueError:
-            money_text = "an unreadable amount"
-        ident = str(dispute.get("id") or "")
-        reason = str(dispute.get("reason") or "no reason given")
-        if state in _OPEN_DISPUTES:
-            notes.append(
-                f"Stripe: dispute {ident} ({reason}) over {money_text}: answer it "
-                "in the Stripe Dashboard"
-            )
-        elif state == _LOST_DISPUTE:
-            notes.append(f"Stripe: dispute {ident} lost: {money_text} charged back")
-    return "\n".join(notes)
-
-
-def _charged_back(disputes: list[dict[str, Any]], currency: str) -> Decimal | None:
-    """Return what lost disputes took back; None when there is no dispute."""
-    if not disputes:
-        return None
-    total = Decimal(0)
-    for dispute in disputes:
-        if dispute.get("status") == _LOST_DISPUTE:
-            charged = str(dispute.get("currency") or currency).upper()
-            try:
-                total += _amount(dispute.get("amount"), charged)
-            except ValueError as exc:
-                raise GatewayUnavailable("stripe: unreadable dispute amount") from exc
-    return total
-
-
-def _event_note(kind: str, obj: Mapping[str, Any]) -> str:
-    if kind.startswith("charge.dispute."):
-        reason = str(obj.get("reason") or "no reason given")
-        return f"event {kind} ({reason}, {obj.get('status') or 'no status'})"
-    return f"event {kind}"
-
-
-def _listed(answer: Mapping[str, Any], kind: str) -> list[dict[str, Any]]:
-    """Return the objects of a list answer, oldest first.
-
-    Stripe lists newest first ("the most recent appearing first"); its order
-    is kept, reversed, since `created` has only whole seconds.
-    """
-    data = answer.get("data")
-    if answer.get("object") != "list" or not isinstance(data, list):
-        raise GatewayUnavailable(f"stripe: unreadable {kind} list")
-    return [item for item in reversed(data) if isinstance(item, dict)]
-
-
-def _timestamp(value: object) -> datetime | None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        return None
-    try:
-        return datetime.fromtimestamp(value, UTC)
-    except (OverflowError, OSError, ValueError):
-        return None
-
-
 def _with_query(url: str, query: str) -> str:
     return f"{url}{'&' if '?' in url else '?'}{query}"
-
-
-def _id(value: object) -> str:
-    """Return the id of an expandable field (an id string or an object)."""
-    if isinstance(value, dict):
-        return str(value.get("id") or "")
-    return value if isinstance(value, str) else ""
-
-
-def _dict(value: object) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-def _metadata(obj: Mapping[str, Any]) -> dict[str, Any]:
-    return _dict(obj.get("metadata"))
-
-
-def _ref_of(obj: Mapping[str, Any]) -> str:
-    """Return our ref_id as a session, charge or PaymentIntent carries it."""
-    return str(obj.get("client_reference_id") or _metadata(obj).get("ref_id") or "")
-
-
-def _scrub(value: Any) -> Any:
-    """Copy a Stripe object without the keys that are secrets (client_secret)."""
-    if isinstance(value, Mapping):
-        return {
-            k: "[redacted]" if k in _SECRET_KEYS and v else _scrub(v)
-            for k, v in value.items()
-        }
-    if isinstance(value, list):
-        return [_scrub(v) for v in value]
-    return value
