@@ -271,6 +271,27 @@ def test_repeated_and_out_of_order_events_apply_once(live_server, plan, webhooks
     assert payment.events.filter(kind=EventKind.STATUS_CHANGE).count() == 1
 
 
+def test_queued_intake_applies_stored_events_later(
+    live_server, plan, webhooks, settings
+):
+    """Stored with the signature redacted, an event is read again unverified."""
+    settings.WEBHOOK_APPLY = "queued"
+    fake = webhooks
+    payment = checkout(live_server, plan)
+
+    fake.stripe_pay(payment.gateway_session_id)
+
+    delivery = WebhookDelivery.objects.get()
+    assert (delivery.outcome, delivery.headers["Stripe-Signature"]) == (
+        "RECEIVED",
+        "[redacted]",
+    )
+    assert services.webhooks_apply_received() == 1
+    delivery.refresh_from_db()
+    payment.refresh_from_db()
+    assert (delivery.outcome, payment.status) == ("APPLIED", Status.COMPLETED)
+
+
 # --- declines, expiry, delayed payments ---------------------------------------------------
 
 
@@ -530,6 +551,38 @@ def test_a_dispute_flags_the_payment_and_a_lost_one_is_charged_back(
     assert payment.events.filter(kind=EventKind.CHARGEBACK).count() == 1
     assert f"dispute {dispute['id']} lost" in payment.review_reason
     assert services.refundable_amount(payment) == 0
+
+
+# --- the back office ---------------------------------------------------------------------------
+
+
+def test_the_admins_refresh_and_refund_dialogs_work_for_stripe(
+    admin_client, plan, providers
+):
+    from tests.payments.test_admin import SUBMITTED, action_url, shown_messages
+
+    fake = providers
+    payment = services.payment_create(
+        plan=plan, gateway_code="stripe", email="a@example.com", site_url="http://t"
+    )
+    fake.stripe_pay(payment.gateway_session_id, notify=False)
+
+    refreshed = admin_client.post(
+        action_url("refresh_from_gateway", payment), SUBMITTED, follow=True
+    )
+    refunded = admin_client.post(
+        action_url("refund", payment),
+        {**SUBMITTED, "amount": "4", "reason": "one day unused"},
+        follow=True,
+    )
+
+    assert shown_messages(refreshed) == ["Refreshed: the payment is now Completed."]
+    assert shown_messages(refunded) == ["Refunded 4.00 EUR."]
+    payment.refresh_from_db()
+    assert payment.status == Status.PARTIALLY_REFUNDED
+    [at_stripe] = fake.stripe_refunds(payment.gateway_transaction_id)
+    assert at_stripe["amount"] == 400
+    assert at_stripe["metadata"]["reason"] == "one day unused"
 
 
 # --- outages, budgets, secrets ----------------------------------------------------------------
