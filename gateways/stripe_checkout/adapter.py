@@ -256,10 +256,12 @@ class StripeGateway(Gateway):
             ref.ref_id,
         ):
             raise GatewayUnavailable("stripe: answer is about another session")
-        intent = session.get("payment_intent")
-        intent = intent if isinstance(intent, dict) else {}
-        charges = self._charges(str(intent.get("id") or ""))
-        return self._parse(ref, session, intent, charges)
+        # Expanded as asked; a bare id still names the PaymentIntent.
+        named = session.get("payment_intent")
+        intent_id = object_id(named)
+        intent = named if isinstance(named, dict) else {"id": intent_id}
+        charges = self._charges(intent_id)
+        return self._parse(ref, session, intent if intent_id else {}, charges)
 
     def refund(self, request: RefundRequest) -> RefundResult:
         """Refund part or all of the PaymentIntent, keyed by our refund id.
@@ -405,7 +407,7 @@ class StripeGateway(Gateway):
         if not intent_id:
             return []
         # https://docs.stripe.com/api/charges/list
-        answer = self._call(
+        answer = self._listing(
             "charges",
             lambda: self.client.v1.charges.list(
                 params={"payment_intent": intent_id, "limit": 100}
@@ -425,20 +427,27 @@ class StripeGateway(Gateway):
             )
         except _Refused as exc:
             if exc.code == "resource_missing":
-                return []
-            raise GatewayUnavailable(f"stripe: refund lookup refused: {exc}") from exc
+                return []  # no such PaymentIntent: no refund of it either
+            raise GatewayUnavailable(f"stripe: refunds lookup refused: {exc}") from exc
         return listed(answer, "refund")
 
     def _disputes(self, intent_id: str) -> list[dict[str, Any]]:
         """List a PaymentIntent's disputes."""
         # https://docs.stripe.com/api/disputes/list
-        answer = self._call(
+        answer = self._listing(
             "disputes",
             lambda: self.client.v1.disputes.list(
                 params={"payment_intent": intent_id, "limit": 100}
             ),
         )
         return listed(answer, "dispute")
+
+    def _listing(self, op: str, send: Callable[[], _T]) -> dict[str, Any]:
+        """Make a list call whose refusal can only be a fault (ours is a known id)."""
+        try:
+            return self._call(op, send)
+        except _Refused as exc:
+            raise GatewayUnavailable(f"stripe: {op} lookup refused: {exc}") from exc
 
     def _intent_id(self, request: RefundRequest) -> str:
         """Return the PaymentIntent of a refund's payment (from its session if need be)."""
@@ -614,7 +623,7 @@ class StripeGateway(Gateway):
         self, intent_id: str, currency: str
     ) -> tuple[tuple[ProviderRefund, ...], Decimal]:
         """List the refunds (ours by our id) and the succeeded total."""
-        listed = []
+        found = []
         total = Decimal(0)
         for refund in self._refunds(intent_id):
             try:
@@ -623,12 +632,12 @@ class StripeGateway(Gateway):
                 raise GatewayUnavailable("stripe: unreadable refund amount") from exc
             status = REFUND_STATUS.get(str(refund.get("status")), RefundStatus.PENDING)
             ours = str(metadata_of(refund).get("refund_id") or "")
-            listed.append(
+            found.append(
                 ProviderRefund(ours or str(refund.get("id") or ""), amount, status)
             )
             if status == RefundStatus.SUCCEEDED:
                 total += amount
-        return tuple(listed), total
+        return tuple(found), total
 
 
 def _api_base(value: str) -> str:

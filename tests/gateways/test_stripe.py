@@ -622,6 +622,31 @@ def test_unknown_session_is_an_outage_until_the_deadline(mocked):
     assert "does not know checkout session" in result.message
 
 
+@pytest.mark.parametrize("listing", ["charges", "disputes"])
+def test_a_refused_listing_is_a_fault(mocked, listing):
+    answer_session(mocked, "checkout_session_paid")
+    refused = {"json": load("error_resource_missing"), "status": 404}
+    if listing == "charges":
+        mocked.get(f"{API}/v1/charges", **refused)
+    else:
+        mocked.get(f"{API}/v1/charges", json=load("charges_disputed"))
+        mocked.get(f"{API}/v1/disputes", **refused)
+
+    with pytest.raises(GatewayUnavailable, match=f"{listing} lookup refused"):
+        make_gateway().fetch_status(payment_ref())
+
+
+def test_a_session_naming_its_payment_intent_unexpanded_still_reads_charges(mocked):
+    answer_session(
+        mocked, "checkout_session_paid", "charges_paid", payment_intent=INTENT_ID
+    )
+
+    result = make_gateway().fetch_status(payment_ref())
+
+    assert (result.status, result.transaction_id) == (Status.COMPLETED, INTENT_ID)
+    assert result.amount == Decimal("19.99")
+
+
 def test_a_session_about_another_payment_is_a_fault(mocked):
     answer_session(mocked, "checkout_session_open", client_reference_id="someone")
 
