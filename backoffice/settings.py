@@ -296,7 +296,7 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
 # --- payments -----------------------------------------------------------------------
 
 PAYMENT_GATEWAYS = config(
-    "PAYMENT_GATEWAYS", default="sandbox,coinpayments,mpgs", cast=Csv()
+    "PAYMENT_GATEWAYS", default="sandbox,coinpayments,mpgs,stripe", cast=Csv()
 )
 SANDBOX_ENABLED = config("SANDBOX_ENABLED", default=DEBUG, cast=bool)
 # Staging only: a sandbox with DEBUG off. Pages then show a TEST MODE banner;
@@ -345,6 +345,15 @@ GATEWAY_SETTINGS = {
         "webhook_secret": config("MPGS_WEBHOOK_SECRET", default=""),
         # Also how long a declined payment stays open for another card.
         "session_minutes": config("MPGS_SESSION_MINUTES", default=60, cast=int),
+    },
+    "stripe": {
+        **_http,
+        "secret_key": config("STRIPE_SECRET_KEY", default=""),
+        "webhook_secret": config("STRIPE_WEBHOOK_SECRET", default=""),
+        # Empty: Stripe's own API (https://api.stripe.com).
+        "api_base": config("STRIPE_API_BASE", default=""),
+        # The Checkout Session's expires_at, in minutes (Stripe: 30 to 1440).
+        "session_minutes": config("STRIPE_SESSION_MINUTES", default=60, cast=int),
     },
 }
 

@@ -139,6 +139,10 @@ class StatusResult:
     status: str
     amount: Decimal | None = None
     currency: str = ""
+    # The provider's id of the payment as it names it now. Providers that
+    # assign it only once the payer pays (an MPGS transaction, a Stripe
+    # PaymentIntent) name it here: the domain then keeps it as the payment's
+    # transaction id, so later refunds and notifications find the payment.
     transaction_id: str = ""
     amount_refunded: Decimal | None = None
     message: str = ""

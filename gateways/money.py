@@ -239,14 +239,29 @@ def to_provider(amount: Decimal, currency: str) -> str:
     return format(quantize(amount, currency), "f")
 
 
-def to_minor(amount: Decimal, currency: str) -> int:
-    """Return an amount in minor units (cents)."""
-    return int(quantize(amount, currency).scaleb(exponent(currency)))
+def to_minor(amount: Decimal, currency: str, *, places: int | None = None) -> int:
+    """Return an amount in minor units (cents).
+
+    `places` is for a provider that counts a currency's minor unit otherwise
+    than ISO 4217 (Stripe: ISK in hundredths, MGA whole); an amount that is
+    not a whole number of those units raises ValueError, never rounds.
+    """
+    value = quantize(amount, currency)
+    if places is None:
+        return int(value.scaleb(exponent(currency)))
+    scaled = value.scaleb(places)
+    if scaled != scaled.to_integral_value():
+        raise ValueError(f"{value} {currency} is not a whole number of minor units")
+    return int(scaled)
 
 
-def from_minor(value: int, currency: str) -> Decimal:
-    """Return a Decimal from minor units."""
-    return quantize(Decimal(int(value)).scaleb(-exponent(currency)), currency)
+def from_minor(value: int, currency: str, *, places: int | None = None) -> Decimal:
+    """Return a Decimal from minor units (`places` as for `to_minor`, kept exact)."""
+    if places is None:
+        return quantize(Decimal(int(value)).scaleb(-exponent(currency)), currency)
+    exact = Decimal(int(value)).scaleb(-places)
+    rounded = quantize(exact, currency)
+    return rounded if rounded == exact else exact
 
 
 def parse_amount(value: object) -> Decimal:

@@ -16,6 +16,7 @@ ADAPTERS: dict[str, str] = {
     "sandbox": "gateways.sandbox.SandboxGateway",
     "coinpayments": "gateways.coinpayments.CoinPaymentsGateway",
     "mpgs": "gateways.mpgs.MPGSGateway",
+    "stripe": "gateways.stripe_checkout.StripeGateway",
 }
 
 _lock = threading.Lock()

@@ -80,7 +80,7 @@ def plan(db):
 
 @pytest.fixture(scope="session")
 def fake():
-    """The fake CoinPayments + MPGS server on loopback, shared by a session."""
+    """The fake CoinPayments + MPGS + Stripe server on loopback, shared by a session."""
     from tests.fakes import FakeProviderServer
 
     server = FakeProviderServer().start()
@@ -89,8 +89,8 @@ def fake():
 
 
 @pytest.fixture
-def providers(fake, sandbox, gateway_settings):
-    """Point CoinPayments and MPGS at the fake server, with its credentials."""
+def providers(fake, sandbox, gateway_settings, settings):
+    """Point CoinPayments, MPGS and Stripe at the fake server, with its credentials."""
     fake.clear_faults()
     fake.reset_calls()
     fake.latency = 0
@@ -100,9 +100,16 @@ def providers(fake, sandbox, gateway_settings):
         fake_settings["coinpayments"], coins=["BTC", "LTC"], **timeouts
     )
     gateway_settings["mpgs"].update(fake_settings["mpgs"], **timeouts)
+    # Stripe: its events go nowhere unless a test names a webhook URL.
+    gateway_settings["stripe"].update(fake_settings["stripe"], **timeouts)
+    fake.stripe_webhook_url = None
+    fake.stripe_hold_events = False
+    settings.PAYMENT_GATEWAYS = [*settings.PAYMENT_GATEWAYS, "stripe"]
     registry.reset()
     yield fake
     fake.clear_faults()
+    fake.stripe_wait_events()
+    fake.stripe_webhook_url = None
 
 
 def subprocess_database_url() -> str:

@@ -79,7 +79,8 @@ def report_change(
     with another (`result.declined`) go on the timeline once each; a
     chargeback is recorded when its amount changes; money held at the
     provider (`settling`, or captured but not booked) is kept in
-    `gateway_data` (see SETTLING), with a timeline line when it starts.
+    `gateway_data` (see SETTLING), with a timeline line when it starts; the
+    id the provider names the payment by (`result.transaction_id`) is kept.
     """
     change = _verdict_change(
         payment, result, kind=kind, data=data, checked_at=checked_at
@@ -87,6 +88,7 @@ def report_change(
     found = verdict(payment.status, result.status)
     ignored = found == Verdict.IGNORE
     change = _provider_notes(payment, result, change, kind, ignored=ignored)
+    change = _provider_id(payment, result, change, ignored=ignored)
     change = _chargeback(payment, result, change)
     held = ""
     if payment.status == S.PENDING and change.status is None:
@@ -151,6 +153,24 @@ def _track_settling(payment: Payment, held: str, change: Change) -> Change:
         del data[SETTLING]
     updates = {**change.updates, "gateway_data": data}
     return replace(change, updates=updates, entries=entries)
+
+
+def _provider_id(
+    payment: Payment, result: StatusResult, change: Change, *, ignored: bool
+) -> Change:
+    """Keep the id the provider now names the payment by (StatusResult.transaction_id).
+
+    Some providers assign it only once the payer pays (a Stripe PaymentIntent
+    after a session id, an MPGS transaction); refunds and notifications that
+    name only that id then find the payment. An ignored report changes nothing.
+    """
+    ident = result.transaction_id
+    limit = Payment._meta.get_field("gateway_transaction_id").max_length
+    if ignored or not ident or ident == payment.gateway_transaction_id:
+        return change
+    if len(ident) > limit or "\x00" in ident:
+        return change  # not an id a payment can hold: keep the one known
+    return replace(change, updates={**change.updates, "gateway_transaction_id": ident})
 
 
 def _chargeback(payment: Payment, result: StatusResult, change: Change) -> Change:

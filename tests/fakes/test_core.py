@@ -177,11 +177,15 @@ def test_stop_closes_idle_keep_alive_connections() -> None:
 def test_every_provider_has_gateway_settings_pointing_at_the_fake(
     fake: FakeProviderServer,
 ) -> None:
+    from gateways.registry import ADAPTERS
+
     settings = fake.gateway_settings()
 
-    assert list(settings) == ["coinpayments", "mpgs"]
+    # Every registered provider but the built-in sandbox has a fake.
+    assert set(settings) == set(ADAPTERS) - {"sandbox"}
     assert settings["coinpayments"]["api_url"] == f"{fake.url}/api.php"
     assert settings["mpgs"]["api_base_url"] == fake.url
+    assert settings["stripe"]["api_base"] == fake.url
 
 
 def test_unrouted_paths_are_404_and_counted_as_unknown(

@@ -1,6 +1,6 @@
 """One contract, run over every registered gateway.
 
-CoinPayments and MPGS talk real HTTP to the fake provider server on loopback;
+CoinPayments, MPGS and Stripe talk real HTTP to the fake provider server on loopback;
 the sandbox keeps its ledger in the Django cache. A driver per gateway plays
 the payer and the provider; the assertions are the same for all.
 """
@@ -92,10 +92,39 @@ class MPGSDriver:
         fake.add_fault("*", kind, times=5, seconds=1.0)
 
 
+class StripeDriver:
+    def pay(self, fake, gateway, session, ref_id):
+        fake.stripe_pay(session.session_id)
+
+    def decline(self, fake, gateway, session, ref_id):
+        fake.stripe_decline(session.session_id)
+
+    def notification(self, fake, gateway, session, ref_id, *, secret=None):
+        if fake.stripe_session(session.session_id)["status"] == "open":
+            fake.stripe_pay(session.session_id, notify=False)
+        event = fake.stripe_session_event(
+            session.session_id, "checkout.session.completed"
+        )
+        return fake.stripe_signed(event, secret=secret)
+
+    def break_transport(self, fake, gateway, kind):
+        fake.add_fault("*", kind, times=5, seconds=1.0)
+
+    def receive_unconfirmed(self, fake, gateway, session, ref_id):
+        fake.stripe_pay_later(session.session_id)  # a bank debit, processing
+
+    def unknown(self, ref):
+        return replace(ref, session_id="cs_test_unknownToTheProvider0000")
+
+    def other_notification(self, fake, gateway, session, ref_id):
+        return fake.stripe_signed(fake.stripe_other_event())
+
+
 DRIVERS = {
     "sandbox": SandboxDriver(),
     "coinpayments": CoinPaymentsDriver(),
     "mpgs": MPGSDriver(),
+    "stripe": StripeDriver(),
 }
 
 
@@ -105,7 +134,7 @@ def test_every_registered_gateway_has_a_contract_driver():
 
 @pytest.fixture(params=sorted(registry.ADAPTERS))
 def contract(request, providers, gateway_settings):
-    for code in ("coinpayments", "mpgs"):
+    for code in ("coinpayments", "mpgs", "stripe"):
         gateway_settings[code]["read_timeout"] = 0.4
     registry.reset()
     code = request.param
