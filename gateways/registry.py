@@ -16,6 +16,7 @@ ADAPTERS: dict[str, str] = {
     "sandbox": "gateways.sandbox.SandboxGateway",
     "coinpayments": "gateways.coinpayments.CoinPaymentsGateway",
     "mpgs": "gateways.mpgs.MPGSGateway",
+    "hyperpay": "gateways.hyperpay.HyperPayGateway",
 }
 
 _lock = threading.Lock()
