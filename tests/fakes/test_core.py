@@ -179,9 +179,10 @@ def test_every_provider_has_gateway_settings_pointing_at_the_fake(
 ) -> None:
     settings = fake.gateway_settings()
 
-    assert list(settings) == ["coinpayments", "mpgs"]
+    assert set(settings) == {"coinpayments", "mpgs", "hyperpay"}
     assert settings["coinpayments"]["api_url"] == f"{fake.url}/api.php"
     assert settings["mpgs"]["api_base_url"] == fake.url
+    assert settings["hyperpay"]["api_base_url"] == fake.url
 
 
 def test_unrouted_paths_are_404_and_counted_as_unknown(
