@@ -271,6 +271,11 @@ class HyperPayFake(FakeServerCore):
         with self._lock:
             return self._hyperpay_view(self._hyperpay_transactions[transaction_id])
 
+    def hyperpay_entity_of(self, transaction_id: str) -> str:
+        """Return the entity a transaction was made under."""
+        with self._lock:
+            return self._hyperpay_transactions[transaction_id]["entity"]
+
     def hyperpay_transactions(self, reference: str) -> list[dict[str, Any]]:
         """Return the transactions with a merchantTransactionId, oldest first."""
         with self._lock:
