@@ -905,3 +905,33 @@ def test_logs_and_errors_never_hold_the_token_or_the_webhook_key(mocked, caplog)
     for secret in (TOKEN, WEBHOOK_KEY, WEBHOOK_KEY.lower()):
         assert secret not in caplog.text
         assert not any(secret in error for error in errors)
+
+
+def test_a_reversal_voids_and_a_chargeback_reversal_gives_back(mocked):
+    report = load("query_linked_chargeback")
+    payment, chargeback = report["payments"]
+    reversal_of_chargeback = {
+        **chargeback,
+        "id": "8ac7a4a1764a7cfc01764cbdd50c2b51",
+        "paymentType": "CR",
+        "amount": "10.00",
+        "result": {"code": "000.100.110", "description": "ok"},
+    }
+    reversal = {
+        **chargeback,
+        "id": "8ac7a4a1764a7cfc01764cbdd50c2b52",
+        "paymentType": "RV",
+        "result": {"code": "000.100.110", "description": "ok"},
+    }
+    mocked.get(
+        LINKED_URL,
+        json={**report, "payments": [payment, chargeback, reversal_of_chargeback]},
+    )
+    mocked.get(LINKED_URL, json={**report, "payments": [payment, reversal]})
+    gateway = make_gateway()
+
+    charged_back = gateway.fetch_status(payment_ref(data=paid_data()))
+    voided = gateway.fetch_status(payment_ref(data=paid_data()))
+
+    assert charged_back.amount_charged_back == Decimal("14.00")
+    assert (voided.status, voided.amount_charged_back) == (Status.VOIDED, None)
