@@ -46,7 +46,8 @@ def test_production_defaults_are_secure_and_sandbox_off():
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == (
         "IMMEDIATE True True 31536000 True "
-        "[('sandbox', False), ('coinpayments', False), ('mpgs', False)] False"
+        "[('sandbox', False), ('coinpayments', False), ('mpgs', False), "
+        "('hyperpay', False)] False"
     )
 
 
