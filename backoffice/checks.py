@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import ipaddress
+from urllib.parse import urlsplit
+
 from django.conf import settings
-from django.core.checks import Error, Tags, register
+from django.core.checks import Error, Tags, Warning, register
 
 
 @register(Tags.security)
@@ -27,3 +30,42 @@ def sandbox_needs_debug(app_configs, **kwargs) -> list[Error]:
             )
         ]
     return []
+
+
+@register(Tags.security)
+def gateway_urls_over_plain_http(app_configs, **kwargs) -> list[Warning]:
+    """Warn about a provider URL that is plain http to another machine.
+
+    Every `*url` setting of every gateway (GATEWAY_SETTINGS, named after its
+    environment variable, e.g. HYPERPAY_API_BASE_URL): credentials and
+    payments would cross the network unencrypted. Loopback is a fake provider
+    on this machine (tests, the demo).
+    """
+    warnings = []
+    for code, values in settings.GATEWAY_SETTINGS.items():
+        for key, value in values.items():
+            if not key.endswith("url") or not isinstance(value, str):
+                continue
+            parts = urlsplit(value.strip())
+            if parts.scheme != "http" or _is_loopback(parts.hostname or ""):
+                continue
+            warnings.append(
+                Warning(
+                    f"{code}_{key}".upper()
+                    + f" is plain http ({parts.scheme}://{parts.hostname}): "
+                    "credentials and payments would cross the network unencrypted.",
+                    hint="Use the provider's https:// URL; plain http is for a "
+                    "fake provider on this machine only.",
+                    id="backoffice.W001",
+                )
+            )
+    return warnings
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -296,7 +296,7 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
 # --- payments -----------------------------------------------------------------------
 
 PAYMENT_GATEWAYS = config(
-    "PAYMENT_GATEWAYS", default="sandbox,coinpayments,mpgs,stripe", cast=Csv()
+    "PAYMENT_GATEWAYS", default="sandbox,coinpayments,mpgs,hyperpay,stripe", cast=Csv()
 )
 SANDBOX_ENABLED = config("SANDBOX_ENABLED", default=DEBUG, cast=bool)
 # Staging only: a sandbox with DEBUG off. Pages then show a TEST MODE banner;
@@ -354,6 +354,18 @@ GATEWAY_SETTINGS = {
         "api_base": config("STRIPE_API_BASE", default=""),
         # The Checkout Session's expires_at, in minutes (Stripe: 30 to 1440).
         "session_minutes": config("STRIPE_SESSION_MINUTES", default=60, cast=int),
+    },
+    # HyperPay COPYandPAY (Open Payment Platform); see gateways/hyperpay/.
+    "hyperpay": {
+        **_http,
+        "api_base_url": config("HYPERPAY_API_BASE_URL", default=""),
+        "access_token": config("HYPERPAY_ACCESS_TOKEN", default=""),
+        "entity_id": config("HYPERPAY_ENTITY_ID", default=""),
+        "mada_entity_id": config("HYPERPAY_MADA_ENTITY_ID", default=""),
+        "brands": config("HYPERPAY_BRANDS", default="VISA MASTER"),
+        "webhook_key": config("HYPERPAY_WEBHOOK_KEY", default=""),
+        "payment_type": config("HYPERPAY_PAYMENT_TYPE", default="DB"),
+        "query_per_minute": config("HYPERPAY_QUERY_PER_MINUTE", default=2, cast=int),
     },
 }
 

@@ -163,6 +163,12 @@ class StatusResult:
     # Provider ids of failed attempts the payer may follow with another one
     # (MPGS Hosted Checkout): each goes on the timeline once; the status stays.
     declined: tuple[str, ...] = ()
+    # Provider values to keep with the payment, e.g. which of several merchant
+    # accounts (HyperPay entities) it was paid through and the provider's id
+    # of the captured transaction: merged into the payment's gateway data and
+    # handed back in every later PaymentRef.data and RefundRequest.data. Keys
+    # the domain keeps there itself are never overwritten.
+    data: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -173,6 +179,9 @@ class RefundRequest:
     currency: str
     transaction_id: str = ""
     reason: str = ""
+    # The payment's gateway data, as in PaymentRef.data (what the checkout
+    # session and later StatusResult.data asked to keep).
+    data: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

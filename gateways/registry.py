@@ -17,6 +17,7 @@ ADAPTERS: dict[str, str] = {
     "coinpayments": "gateways.coinpayments.CoinPaymentsGateway",
     "mpgs": "gateways.mpgs.MPGSGateway",
     "stripe": "gateways.stripe_checkout.StripeGateway",
+    "hyperpay": "gateways.hyperpay.HyperPayGateway",
 }
 
 _lock = threading.Lock()

@@ -64,7 +64,8 @@ def gateway_settings(settings):
 def sandbox(gateway_settings, settings):
     """Enable the sandbox gateway."""
     gateway_settings["sandbox"]["enabled"] = True
-    settings.PAYMENT_GATEWAYS = ["sandbox", "coinpayments", "mpgs"]
+    # Every known gateway, the sandbox first (ADAPTERS' order).
+    settings.PAYMENT_GATEWAYS = list(registry.ADAPTERS)
     registry.reset()
     return registry.get_gateway("sandbox")
 
@@ -80,7 +81,7 @@ def plan(db):
 
 @pytest.fixture(scope="session")
 def fake():
-    """The fake CoinPayments + MPGS + Stripe server on loopback, shared by a session."""
+    """The fake provider server (every provider) on loopback, shared by a session."""
     from tests.fakes import FakeProviderServer
 
     server = FakeProviderServer().start()
@@ -90,7 +91,7 @@ def fake():
 
 @pytest.fixture
 def providers(fake, sandbox, gateway_settings, settings):
-    """Point CoinPayments, MPGS and Stripe at the fake server, with its credentials."""
+    """Point CoinPayments, MPGS, HyperPay and Stripe at the fake server, with its credentials."""
     fake.clear_faults()
     fake.reset_calls()
     fake.latency = 0
@@ -100,6 +101,7 @@ def providers(fake, sandbox, gateway_settings, settings):
         fake_settings["coinpayments"], coins=["BTC", "LTC"], **timeouts
     )
     gateway_settings["mpgs"].update(fake_settings["mpgs"], **timeouts)
+    gateway_settings["hyperpay"].update(fake_settings["hyperpay"], **timeouts)
     # Stripe: its events go nowhere unless a test names a webhook URL.
     gateway_settings["stripe"].update(fake_settings["stripe"], **timeouts)
     fake.stripe_webhook_url = None

@@ -93,3 +93,20 @@ def test_deploy_check_names_a_missing_hsts_subdomains():
     )
     assert result.returncode != 0
     assert "security.W005" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("url", "warned"),
+    [
+        ("http://oppwa.example.com", True),
+        ("http://127.0.0.1:9000", False),  # a fake provider on this machine
+        ("http://localhost:9000", False),
+        ("https://eu-prod.oppwa.com", False),
+    ],
+)
+def test_a_gateway_url_over_plain_http_is_a_warning(url, warned):
+    result = manage("check", HYPERPAY_API_BASE_URL=url)
+    assert result.returncode == 0, result.stderr
+    assert ("backoffice.W001" in result.stderr) is warned
+    if warned:
+        assert "HYPERPAY_API_BASE_URL is plain http" in result.stderr

@@ -47,7 +47,7 @@ def test_production_defaults_are_secure_and_sandbox_off():
     assert result.stdout.strip() == (
         "IMMEDIATE True True 31536000 True "
         "[('sandbox', False), ('coinpayments', False), ('mpgs', False), "
-        "('stripe', False)] False"
+        "('hyperpay', False), ('stripe', False)] False"
     )
 
 

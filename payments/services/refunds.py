@@ -246,6 +246,7 @@ def refund_submit(*, refund_id: int, actor: Actor = SYSTEM) -> Refund:
         currency=refund.currency,
         transaction_id=payment.gateway_transaction_id,
         reason=refund.reason,
+        data=payment.gateway_data,
     )
     try:
         gateway = get_gateway(payment.payment_gateway)

@@ -54,6 +54,9 @@ DECLINED_KEY = "declined_attempts"
 # Key in `Payment.gateway_data` while the provider holds money that is not
 # settled yet (StatusResult.settling); such a payment never expires.
 SETTLING = "settling"
+# Keys of `Payment.gateway_data` the domain writes itself: what a provider asks
+# to keep (StatusResult.data) never overwrites them.
+DOMAIN_KEYS = frozenset({SETTLING, DECLINED_KEY})
 
 
 def report_change(
@@ -80,7 +83,10 @@ def report_change(
     chargeback is recorded when its amount changes; money held at the
     provider (`settling`, or captured but not booked) is kept in
     `gateway_data` (see SETTLING), with a timeline line when it starts; the
-    id the provider names the payment by (`result.transaction_id`) is kept.
+    id the provider names the payment by (`result.transaction_id`) is kept;
+    what the provider asks to keep (`result.data`, e.g. the merchant entity a
+    payment was paid through) is merged into `gateway_data`, whatever the
+    verdict, for the adapter's later calls.
     """
     change = _verdict_change(
         payment, result, kind=kind, data=data, checked_at=checked_at
@@ -90,6 +96,7 @@ def report_change(
     change = _provider_notes(payment, result, change, kind, ignored=ignored)
     change = _provider_id(payment, result, change, ignored=ignored)
     change = _chargeback(payment, result, change)
+    change = _keep_provider_data(payment, result, change)
     held = ""
     if payment.status == S.PENDING and change.status is None:
         if found == Verdict.PAY:
@@ -134,6 +141,22 @@ def _verdict_change(
         case Verdict.VOID:
             return _void(payment, result, base)
     return _ignore(payment, result, base)
+
+
+def _keep_provider_data(
+    payment: Payment, result: StatusResult, change: Change
+) -> Change:
+    """Merge what the provider asks to keep into `gateway_data`, if it is new."""
+    current = {**payment.gateway_data, **change.updates.get("gateway_data", {})}
+    new = {
+        key: value
+        for key, value in result.data.items()
+        if key not in DOMAIN_KEYS and current.get(key) != value
+    }
+    if not new:
+        return change
+    updates = {**change.updates, "gateway_data": {**current, **new}}
+    return replace(change, updates=updates)
 
 
 def _track_settling(payment: Payment, held: str, change: Change) -> Change:

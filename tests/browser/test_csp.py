@@ -82,3 +82,57 @@ def test_the_admin_runs_under_its_policy(
     dialog = open_dialog(page, "Refund")
     expect(dialog.get_by_label("Amount")).to_be_visible()
     assert violations == []
+
+
+def test_the_hyperpay_pay_page_runs_the_widget_from_the_providers_origin(
+    page: Page, plan, providers, live_server, violations
+):
+    fake = providers
+    fake.hyperpay_webhook_url = None
+    payment = services.payment_create(
+        plan=plan,
+        gateway_code="hyperpay",
+        email="csp@example.com",
+        site_url=live_server.url,
+    )
+
+    page.goto(f"/checkout/pay/{payment.ref_id}/")
+
+    # paymentWidgets.js (another origin) ran and filled the paymentWidgets form.
+    expect(page.locator("form.paymentWidgets #wpwl-pay")).to_be_visible()
+    assert page.evaluate("window.wpwl.checkoutId") == payment.gateway_session_id
+    assert page.evaluate("window.wpwl.brands") == ["VISA", "MASTER"]
+    assert fake.count("hyperpay:widget_js") == 1
+    # Through the widget to the provider's page and back to our result page.
+    page.locator("#wpwl-pay").click()
+    page.get_by_role("button", name="Pay", exact=True).click()
+    expect(page.get_by_role("heading", name="Payment received")).to_be_visible()
+    assert page.url.startswith(f"{live_server.url}/checkout/return/{payment.ref_id}/")
+    assert violations == []
+
+
+def test_the_hyperpay_pay_page_loads_one_widget_per_method(
+    page: Page, plan, providers, gateway_settings, live_server, violations
+):
+    from gateways import registry
+
+    fake = providers
+    gateway_settings["hyperpay"]["mada_entity_id"] = fake.hyperpay_mada_entity_id
+    registry.reset()
+    payment = services.payment_create(
+        plan=plan,
+        gateway_code="hyperpay",
+        email="csp@example.com",
+        site_url=live_server.url,
+    )
+    mada_checkout = payment.gateway_data["checkouts"][1]["checkout_id"]
+
+    page.goto(f"/checkout/pay/{payment.ref_id}/")
+    expect(page.locator("#wpwl-pay")).to_be_visible()
+    page.get_by_role("link", name="mada", exact=True).click()
+
+    expect(page.locator(".wpwl-brands")).to_have_text("Pay with MADA")
+    assert page.evaluate("window.wpwl.checkoutId") == mada_checkout
+    assert page.locator("#methods [aria-current=true]").inner_text() == "mada"
+    assert fake.count("hyperpay:widget_js") == 2  # one per page load
+    assert violations == []

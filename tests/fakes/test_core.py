@@ -186,6 +186,7 @@ def test_every_provider_has_gateway_settings_pointing_at_the_fake(
     assert settings["coinpayments"]["api_url"] == f"{fake.url}/api.php"
     assert settings["mpgs"]["api_base_url"] == fake.url
     assert settings["stripe"]["api_base"] == fake.url
+    assert settings["hyperpay"]["api_base_url"] == fake.url
 
 
 def test_unrouted_paths_are_404_and_counted_as_unknown(

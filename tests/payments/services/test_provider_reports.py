@@ -93,3 +93,64 @@ def test_amounts_are_compared_before_any_rounding(reported, exact):
         assert f"provider reported {reported} of 10.00 USD" in (
             applied.payment.review_reason
         )
+
+
+# --- what a provider asks to keep (StatusResult.data) -------------------------------
+
+
+def test_provider_data_is_kept_with_the_payment_and_handed_back():
+    payment = PaymentFactory(gateway_data={"checkouts": ["c1"]})
+
+    apply(
+        payment,
+        status=Status.COMPLETED,
+        amount=payment.amount,
+        currency=payment.currency,
+        data={"entity_id": "mada-entity", "payment_id": "p1"},
+    )
+
+    payment.refresh_from_db()
+    assert payment.status == Status.COMPLETED
+    assert payment.gateway_data == {
+        "checkouts": ["c1"],
+        "entity_id": "mada-entity",
+        "payment_id": "p1",
+    }
+    assert services.payment_ref(payment).data["entity_id"] == "mada-entity"
+
+
+def test_provider_data_is_kept_even_from_an_ignored_report():
+    payment = PaymentFactory(status=Status.COMPLETED, amount_paid=Decimal("24.00"))
+
+    applied = apply(payment, status=Status.PENDING, data={"payment_id": "p2"})
+
+    assert applied.ignored
+    payment.refresh_from_db()
+    assert payment.status == Status.COMPLETED
+    assert payment.gateway_data["payment_id"] == "p2"
+
+
+def test_provider_data_never_overwrites_what_the_domain_keeps():
+    payment = PaymentFactory()
+    apply(payment, status=Status.PENDING, declined=("t1",))
+
+    apply(
+        payment,
+        status=Status.PENDING,
+        declined=("t1",),
+        data={"declined_attempts": [], "settling": "no", "entity_id": "e1"},
+    )
+
+    payment.refresh_from_db()
+    assert payment.gateway_data == {"declined_attempts": ["t1"], "entity_id": "e1"}
+
+
+def test_unchanged_provider_data_writes_nothing():
+    payment = PaymentFactory(gateway_data={"entity_id": "e1"})
+    before = payment.date_updated
+
+    applied = apply(payment, status=Status.PENDING, data={"entity_id": "e1"})
+
+    assert "gateway_data" not in applied.change.updates
+    payment.refresh_from_db()
+    assert payment.date_updated == before

@@ -160,3 +160,25 @@ def test_two_operators_cannot_over_refund(plan, sandbox, refund_calls):
     assert payment.amount_refunded == Decimal("24") and payment.status == "REFUNDED"
     assert Refund.objects.count() == 1
     assert payment.events.filter(kind=EventKind.REFUND_REQUESTED).count() == 1
+
+
+@pytest.mark.django_db
+def test_the_refund_request_carries_the_payments_gateway_data(
+    plan, sandbox, monkeypatch
+):
+    """What the provider asked to keep (e.g. the entity paid through) reaches it."""
+    payment = paid_payment(plan, sandbox)
+    Payment.objects.filter(pk=payment.pk).update(
+        gateway_data={**payment.gateway_data, "entity_id": "e-mada"}
+    )
+    seen = []
+    original = type(sandbox).refund
+
+    def recording(self, request):
+        seen.append(dict(request.data))
+        return original(self, request)
+
+    monkeypatch.setattr(type(sandbox), "refund", recording)
+    services.refund_request(payment_id=payment.pk, amount=Decimal("5"), actor=OPERATOR)
+
+    assert [data["entity_id"] for data in seen] == ["e-mada"]

@@ -1,4 +1,4 @@
-"""CoinPayments and MPGS end to end over loopback against the fake providers."""
+"""CoinPayments, MPGS and HyperPay end to end over loopback against the fake providers."""
 
 from __future__ import annotations
 
@@ -299,6 +299,11 @@ SECRETS = {
         "mpgs-webhook-secret",
         base64.b64encode(b"merchant.TESTMERCHANT:mpgs-password").decode(),
     ],
+    "hyperpay": [
+        "OGFjN2E0Yzk4ZmFrZWhwYXl0b2tlbg==",  # the fake's access token
+        "5A1F" * 16,  # its webhook key
+        ("5A1F" * 16).lower(),
+    ],
 }
 
 
@@ -311,9 +316,27 @@ def _mpgs_notify(fake, payment, secret):
     return fake.mpgs_notification(payment.ref_id, secret=secret)
 
 
+def _hyperpay_notify(fake, payment, secret):
+    paid = fake.hyperpay_checkout(payment.gateway_session_id)["payments"]
+    if not paid:
+        paid = [fake.hyperpay_pay(payment.gateway_session_id, notify=False)["id"]]
+    key = secret.encode().hex().ljust(64, "0") if secret else None
+    return fake.hyperpay_notification(paid[-1], key=key)
+
+
+def post_hyperpay(client, body, headers):
+    return client.post(
+        "/api/webhooks/hyperpay/",
+        body,
+        content_type="text/plain",
+        headers={k: v for k, v in headers.items() if k.lower() != "content-type"},
+    )
+
+
 NOTIFIERS = {
     "coinpayments": (_cp_notify, post_ipn),
     "mpgs": (_mpgs_notify, post_notification),
+    "hyperpay": (_hyperpay_notify, post_hyperpay),
 }
 
 
@@ -354,6 +377,7 @@ def test_secrets_never_reach_logs_deliveries_or_events(
 PROVIDER_URL_SETTING = {
     "coinpayments": ("api_url", "/api.php"),
     "mpgs": ("api_base_url", ""),
+    "hyperpay": ("api_base_url", ""),
 }
 
 
