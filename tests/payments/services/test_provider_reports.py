@@ -11,7 +11,7 @@ from payments import services
 from payments.models import EventKind, Payment
 from payments.services.status import payment_apply_status
 from payments.services.transitions import Changed
-from tests.factories import PaymentFactory, PlanFactory
+from tests.factories import PaymentFactory, PlanFactory, payment_in
 
 pytestmark = pytest.mark.django_db
 Status = Payment.Status
@@ -120,7 +120,7 @@ def test_provider_data_is_kept_with_the_payment_and_handed_back():
 
 
 def test_provider_data_is_kept_even_from_an_ignored_report():
-    payment = PaymentFactory(status=Status.COMPLETED, amount_paid=Decimal("24.00"))
+    payment = payment_in(Status.COMPLETED)
 
     applied = apply(payment, status=Status.PENDING, data={"payment_id": "p2"})
 
