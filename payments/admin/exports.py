@@ -84,7 +84,7 @@ class PaymentExportMixin(ExportActionMixin):
     # Django 6.1 passes the page an action list is for (`action_location`).
     # import-export's get_actions() and unfold's get_action_choices() predate
     # it; for such overrides Django reads their source file on every call to
-    # place a deprecation warning (0.5 ms a list page) and offers no actions on
+    # place a deprecation warning and offers no actions on
     # the change form. These two keep exactly that behaviour, in the new form.
     def get_actions(
         self, request: HttpRequest, action_location=ActionLocation.CHANGE_LIST
