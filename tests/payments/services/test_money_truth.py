@@ -71,6 +71,16 @@ def public(live_server, payment: Payment) -> dict:
     return requests.get(url, timeout=10).json()
 
 
+def post_ipn(client, body: bytes, headers: dict):
+    """POST a signed CoinPayments IPN to our webhook URL, as the provider does."""
+    return client.post(
+        "/api/webhooks/coinpayments/",
+        body,
+        content_type="application/x-www-form-urlencoded",
+        headers={k: v for k, v in headers.items() if k.lower() != "content-type"},
+    )
+
+
 def ten_usd():
     return PlanFactory(code="usd-10", price=Decimal("10.00"), currency="USD")
 
@@ -166,12 +176,7 @@ def test_case2_coins_short_of_the_amount_are_paid_pro_rata_at_the_invoice_rate(
     fake.cp_set_status(txn, 100, received=half)
 
     body, headers = fake.cp_ipn(txn)
-    response = client.post(
-        "/api/webhooks/coinpayments/",
-        body,
-        content_type="application/x-www-form-urlencoded",
-        headers={k: v for k, v in headers.items() if k.lower() != "content-type"},
-    )
+    response = post_ipn(client, body, headers)
 
     assert response.status_code == 200
     payment.refresh_from_db()
@@ -340,12 +345,7 @@ def test_case6_a_paypal_reversal_is_refunded_and_flagged(
 
     fake.cp_set_status(txn, -2, received=payment.crypto_amount)
     body, headers = fake.cp_ipn(txn)
-    response = client.post(
-        "/api/webhooks/coinpayments/",
-        body,
-        content_type="application/x-www-form-urlencoded",
-        headers={k: v for k, v in headers.items() if k.lower() != "content-type"},
-    )
+    response = post_ipn(client, body, headers)
 
     assert response.status_code == 200
     payment.refresh_from_db()
@@ -369,12 +369,7 @@ def test_case7_an_ipn_waiting_for_confirmations_keeps_the_payment_settling(
 
     def ipn():
         body, headers = fake.cp_ipn(txn)
-        return client.post(
-            "/api/webhooks/coinpayments/",
-            body,
-            content_type="application/x-www-form-urlencoded",
-            headers={k: v for k, v in headers.items() if k.lower() != "content-type"},
-        )
+        return post_ipn(client, body, headers)
 
     seen = []
     for step in (ipn, lambda: services.payment_refresh(payment=payment), ipn):
