@@ -211,8 +211,7 @@ def daily_paid_volume(
     rollups; today and every other day from the paid-volume index, one
     branch per day summing its range per currency, all joined by UNION ALL.
     Grouping a window by the local date of each row instead (TruncDate)
-    converts every row's time, which is slower on PostgreSQL the more rows
-    a day holds (docs/benchmarks.md).
+    converts every row's time, which costs more the more rows a day holds.
     """
     window = _window(days=days, now=now, rolled_up=rolled_up)
     branches: list[QuerySet] = []
