@@ -392,7 +392,7 @@ def main() -> None:
     from django.utils import timezone
 
     from gateways import registry
-    from payments import services
+    from payments import selectors, services
     from payments.models import EventKind, Payment, PaymentEvent, Plan
     from payments.services import reconcile as reconcile_module
     from payments.states import PaymentStatus
@@ -475,7 +475,7 @@ def main() -> None:
         sample = payments[: min(args.sample, len(payments))]
         started = time.perf_counter()
         for payment in sample:
-            gateways[code].fetch_status(services.payment_ref(payment))
+            gateways[code].fetch_status(selectors.payment_ref(payment))
         per_call[code] = (time.perf_counter() - started) / len(sample)
         baseline[code] = per_call[code] * count
     process_peak = rss_peak_kib()

@@ -8,7 +8,6 @@ schedule; `reconcile` the janitor itself; `rollups` the dashboard's
 daily rollups (recounted by a schedule, never by a status change).
 """
 
-from ..selectors import payment_ref
 from .checkout import (
     StoredAnswer,
     idempotency_abandon,
@@ -63,8 +62,6 @@ __all__ = [
     "payment_add_note",
     "payment_create",
     "payment_expire_overdue",
-    # Only bench/reconcile.py reads it here; it is a selector (selectors.payment_ref).
-    "payment_ref",
     "payment_refresh",
     "payment_refresh_for_customer",
     "payment_resolve_review",

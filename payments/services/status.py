@@ -147,7 +147,7 @@ def _keep_provider_data(
     payment: Payment, result: StatusResult, change: Change
 ) -> Change:
     """Merge what the provider asks to keep into `gateway_data`, if it is new."""
-    current = {**payment.gateway_data, **change.updates.get("gateway_data", {})}
+    current = _gateway_data(payment, change)
     new = {
         key: value
         for key, value in result.data.items()
@@ -155,19 +155,19 @@ def _keep_provider_data(
     }
     if not new:
         return change
-    updates = {**change.updates, "gateway_data": {**current, **new}}
-    return replace(change, updates=updates)
+    return replace(change, updates={**change.updates, "gateway_data": current | new})
+
+
+def _gateway_data(payment: Payment, change: Change) -> dict[str, Any]:
+    """Return the payment's `gateway_data` with what `change` already sets in it."""
+    return {**payment.gateway_data, **change.updates.get("gateway_data", {})}
 
 
 def _track_settling(payment: Payment, held: str, change: Change) -> Change:
     """Record whether the provider holds money not booked here (never expire it)."""
     if bool(held) == (SETTLING in payment.gateway_data):
         return change
-    data = {
-        **payment.gateway_data,
-        **change.updates.get("gateway_data", {}),
-        SETTLING: held,
-    }
+    data = {**_gateway_data(payment, change), SETTLING: held}
     entries = change.entries
     if held:
         note = f"not expiring while the money settles: {held}"
@@ -233,7 +233,10 @@ def _provider_notes(
     updates = dict(change.updates)
     entries = change.entries
     if new:
-        updates["gateway_data"] = {**payment.gateway_data, DECLINED_KEY: seen + new}
+        updates["gateway_data"] = {
+            **_gateway_data(payment, change),
+            DECLINED_KEY: seen + new,
+        }
         note = f"payment attempt {', '.join(new)} declined"
         if result.status == S.PENDING:
             note += "; the payer may try again until the checkout session ends"

@@ -7,7 +7,7 @@ from decimal import Decimal
 import pytest
 
 from gateways.base import StatusResult
-from payments import services
+from payments import selectors, services
 from payments.models import EventKind, Payment
 from payments.services.status import payment_apply_status
 from payments.services.transitions import Changed
@@ -116,7 +116,7 @@ def test_provider_data_is_kept_with_the_payment_and_handed_back():
         "entity_id": "mada-entity",
         "payment_id": "p1",
     }
-    assert services.payment_ref(payment).data["entity_id"] == "mada-entity"
+    assert selectors.payment_ref(payment).data["entity_id"] == "mada-entity"
 
 
 def test_provider_data_is_kept_even_from_an_ignored_report():
