@@ -13,13 +13,19 @@ from datetime import timedelta
 
 from django.urls import reverse
 from django.utils import timezone
-from django.utils.dateformat import format as date_format
 from django.utils.html import format_html
 from django.utils.http import urlencode
 from django.utils.timezone import localtime
 
 from payments import selectors
-from payments.admin.common import money, nowrap
+from payments.admin.common import (
+    PAYMENT_STATUS_COLOURS,
+    label,
+    money,
+    nowrap,
+    truncated,
+    when,
+)
 from payments.states import PaymentStatus
 
 # The figures' windows, in whole local days up to today (TIME_ZONE).
@@ -53,19 +59,41 @@ _LEGEND = {
     "labels": {"boxWidth": 8, "boxHeight": 8, "color": "#9ca3af"},
 }
 _TICKS = {"color": "#9ca3af"}
-LINE_OPTIONS = json.dumps(
-    {
-        "animation": False,
-        "responsive": True,
-        "maintainAspectRatio": False,
-        "plugins": {"legend": _LEGEND},
-        "datasets": {"line": {"borderWidth": 2, "pointStyle": False}},
-        "scales": {
-            "x": {"ticks": {**_TICKS, "maxTicksLimit": 10}, "grid": {"display": False}},
-            "y": {"ticks": _TICKS, "beginAtZero": True},
-        },
-    }
-)
+
+
+def _axis_title(text: str) -> dict:
+    return {"display": True, "text": text, "color": "#9ca3af"}
+
+
+def line_options(currency: str) -> str:
+    """Options of one currency's paid-volume chart: both axes named, no legend.
+
+    One chart per currency (small multiples): amounts in different
+    currencies never share an axis, so the value axis is named after it.
+    """
+    return json.dumps(
+        {
+            "animation": False,
+            "responsive": True,
+            "maintainAspectRatio": False,
+            "plugins": {"legend": {"display": False}},
+            "datasets": {"line": {"borderWidth": 2, "pointStyle": False}},
+            "scales": {
+                "x": {
+                    "title": _axis_title("Day (local)"),
+                    "ticks": {**_TICKS, "maxTicksLimit": 6},
+                    "grid": {"display": False},
+                },
+                "y": {
+                    "title": _axis_title(f"Paid, {currency}"),
+                    "ticks": {**_TICKS, "maxTicksLimit": 5},
+                    "beginAtZero": True,
+                },
+            },
+        }
+    )
+
+
 BAR_OPTIONS = json.dumps(
     {
         "animation": False,
@@ -74,8 +102,17 @@ BAR_OPTIONS = json.dumps(
         "plugins": {"legend": _LEGEND},
         "datasets": {"bar": {"maxBarThickness": 36, "borderRadius": 4}},
         "scales": {
-            "x": {"stacked": True, "ticks": _TICKS, "grid": {"display": False}},
-            "y": {"stacked": True, "ticks": _TICKS},
+            "x": {
+                "title": _axis_title("Gateway"),
+                "stacked": True,
+                "ticks": _TICKS,
+                "grid": {"display": False},
+            },
+            "y": {
+                "title": _axis_title("Payments created"),
+                "stacked": True,
+                "ticks": _TICKS,
+            },
         },
     }
 )
@@ -87,7 +124,6 @@ def dashboard_callback(request, context: dict) -> dict:
     now = timezone.now()
     blocks: dict = {
         "title": "Dashboard",
-        "line_options": LINE_OPTIONS,
         "bar_options": BAR_OPTIONS,
     }
     sees_payments = user.has_perm("payments.view_payment")
@@ -142,7 +178,7 @@ def _payment_blocks(now, rolled_up: frozenset) -> dict:
         "review": selectors.needs_review_count(),
         "review_url": f"{changelist}?{urlencode({'needs_review__exact': '1'})}",
         "success_rates": [_success_rate(s) for s in stats],
-        "volume_chart": _volume_chart(paid),
+        "volume_charts": _volume_charts(paid),
         "status_chart": _status_chart(stats),
         "attention": _attention_table(now),
         "silent_gateways": [
@@ -172,18 +208,27 @@ def _volumes(volumes: list[selectors.Volume], noun: str = "payment") -> list[dic
     ]
 
 
-def _volume_chart(paid: selectors.PaidDays) -> str:
-    datasets = [
-        {
-            "label": currency,
-            "data": [float(amount) for amount in amounts],
-            "borderColor": CURRENCY_COLOURS[i % len(CURRENCY_COLOURS)],
-            "backgroundColor": CURRENCY_COLOURS[i % len(CURRENCY_COLOURS)],
-        }
-        for i, (currency, amounts) in enumerate(paid.amounts.items())
-    ]
+def _volume_charts(paid: selectors.PaidDays) -> list[dict]:
+    """One small chart per currency paid in the window, the largest total first."""
     labels = [day.strftime("%d %b") for day in paid.dates]
-    return json.dumps({"labels": labels, "datasets": datasets})
+    charts = []
+    for i, total in enumerate(paid.totals(len(paid.dates))):
+        colour = CURRENCY_COLOURS[i % len(CURRENCY_COLOURS)]
+        dataset = {
+            "label": total.currency,
+            "data": [float(amount) for amount in paid.amounts[total.currency]],
+            "borderColor": colour,
+            "backgroundColor": colour,
+        }
+        charts.append(
+            {
+                "currency": total.currency,
+                "total": money(total.amount, total.currency),
+                "data": json.dumps({"labels": labels, "datasets": [dataset]}),
+                "options": line_options(total.currency),
+            }
+        )
+    return charts
 
 
 def _status_chart(stats: list[selectors.GatewayStats]) -> str:
@@ -207,13 +252,19 @@ def _attention_table(now) -> dict:
         rows.append(
             [
                 format_html(
-                    '<a class="text-primary-600" href="{}">{}</a>', url, payment.ref_id
+                    '<a class="text-primary-600 whitespace-nowrap" href="{}">{}</a>',
+                    url,
+                    payment.ref_id,
                 ),
-                payment.email,
+                truncated(payment.email),
                 nowrap(money(payment.amount, payment.currency)),
-                payment.get_status_display(),
-                reason[:120],
-                nowrap(date_format(localtime(payment.date_created), "Y-m-d H:i")),
+                label(
+                    payment.status,
+                    payment.get_status_display(),
+                    PAYMENT_STATUS_COLOURS,
+                ),
+                truncated(reason, "payments-clip-wide"),
+                when(payment.date_created, now=now),
             ]
         )
     return {

@@ -629,3 +629,27 @@ LOGGING = {
         "axes": {"level": "WARNING"},
     },
 }
+
+
+# --- pages (issue 21): the admin's icon and its own small stylesheet ------------------
+# Public unfold settings: <link rel="icon"> on every admin page (the checkout's
+# base template links the same file; /favicon.ico redirects to it), and the few
+# styles unfold's stylesheet lacks (payments/admin/admin.css).
+def _static(path: str):
+    def url(request) -> str:
+        from django.templatetags.static import static
+
+        return static(path)
+
+    return url
+
+
+UNFOLD["SITE_FAVICONS"] = [
+    {
+        "rel": "icon",
+        "sizes": "any",
+        "type": "image/svg+xml",
+        "href": _static("payments/favicon.svg"),
+    }
+]
+UNFOLD["STYLES"] = [_static("payments/admin/admin.css")]

@@ -15,6 +15,7 @@ urlpatterns = [
     path("api/payments/update-pending/", api.update_pending, name="update_pending"),
     path("api/webhooks/<slug:code>/", webhooks.webhook, name="webhook"),
     path("health/", health.health, name="health"),
+    path("favicon.ico", pages.favicon, name="favicon"),
     path("metrics", health.metrics, name="metrics"),
     path("sandbox/pay/<slug:token>/", sandbox.sandbox_pay, name="sandbox_pay"),
     # Anything else under /api/ (including malformed references) is a JSON 404.

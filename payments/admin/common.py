@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import html
 import json
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Model, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.utils import timezone
 from django.utils.functional import Promise
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
+from django.utils.timezone import localtime
 from django.utils.translation import gettext_lazy as _
 from unfold.contrib.filters.admin import DropdownFilter, RangeDateFilter
 from unfold.paginator import InfinitePaginator
@@ -92,11 +94,29 @@ def nowrap(text: str) -> SafeString:
     return SafeString(f'<span class="whitespace-nowrap">{escaped(text)}</span>')
 
 
-def truncated(text: str) -> SafeString:
+def truncated(text: str, width: str = "max-w-48") -> SafeString:
     """Show a long value on one line, cut with an ellipsis; hovering shows it all."""
     shown = escaped(text)
     return SafeString(
-        f'<span class="block truncate max-w-40" title="{shown}">{shown}</span>'
+        f'<span class="block truncate {width}" title="{shown}">{shown}</span>'
+    )
+
+
+def when(moment: datetime | None, *, now: datetime | None = None) -> SafeString:
+    """Show a time compactly ("7 Dec 14:03", the year when not this one).
+
+    The full local timestamp is the cell's tooltip; a missing time is "-".
+    """
+    if moment is None:
+        return SafeString("-")
+    local = localtime(moment)
+    year = "" if local.year == localtime(now or timezone.now()).year else " %Y"
+    # strftime, not Django's date filter: this runs for every cell of a list.
+    shown = f"{local.day} {local.strftime(f'%b{year} %H:%M')}"
+    full = local.strftime("%Y-%m-%d %H:%M:%S %Z")
+    return SafeString(
+        f'<span class="whitespace-nowrap" title="{escaped(full)}">'
+        f"{escaped(shown)}</span>"
     )
 
 
@@ -114,13 +134,18 @@ LABEL_CLASSES = {
 
 
 def label(value: str, text: Any, variants: dict[str, str]) -> SafeString:
-    """Render an unfold-style label without a template per cell (list pages)."""
+    """Render an unfold-style label without a template per cell (list pages).
+
+    Unlike unfold's own label it keeps the text's case: a status reads as its
+    label ("Partially refunded") on every page, lists and dashboard alike,
+    never as what looks like the stored code.
+    """
     classes = LABEL_CLASSES.get(
         variants.get(value, "default"), LABEL_CLASSES["default"]
     )
     return format_html(
-        '<span class="inline-block font-semibold rounded-default text-[11px] '
-        'uppercase whitespace-nowrap h-6 leading-6 px-2 {}">{}</span>',
+        '<span class="inline-block font-semibold rounded-default text-xs '
+        'whitespace-nowrap h-6 leading-6 px-2 {}">{}</span>',
         classes,
         text,
     )

@@ -44,7 +44,7 @@ from .. import selectors, tasks
 from ..models import ExportFormat, ExportJob, ExportStatus
 from ..resources import PaymentResource
 from ..services import exports
-from .common import ReadOnlyAdminMixin, has_perm, label, money
+from .common import ReadOnlyAdminMixin, has_perm, label, money, when
 
 EXPORT_PERMISSION = "payments.export_payment"
 SETTLEMENT_PERMISSION = "payments.view_settlement"
@@ -214,9 +214,9 @@ class ExportJobAdmin(ReadOnlyAdminMixin, ModelAdmin):
         "status_label",
         "progress_bar",
         "row_count",
-        "created_at",
-        "finished_at",
-        "expires_at",
+        "created",
+        "finished",
+        "expires",
         "download",
     )
     list_filter = (("status", ChoicesDropdownFilter), "format")
@@ -311,6 +311,18 @@ class ExportJobAdmin(ReadOnlyAdminMixin, ModelAdmin):
         """The progress bar alone, polled by the job's page while it runs."""
         job = self._job_for(request, job_id)
         return HttpResponse(self.progress_bar(job))
+
+    @display(description=_("created"), ordering="created_at")
+    def created(self, obj: ExportJob):
+        return when(obj.created_at)
+
+    @display(description=_("finished"), ordering="finished_at")
+    def finished(self, obj: ExportJob):
+        return when(obj.finished_at)
+
+    @display(description=_("expires"), ordering="expires_at")
+    def expires(self, obj: ExportJob):
+        return when(obj.expires_at)
 
     @display(description=_("status"), ordering="status")
     def status_label(self, obj: ExportJob):

@@ -18,7 +18,6 @@ from django.shortcuts import render
 from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.safestring import SafeString, mark_safe
-from django.utils.timezone import localtime
 from django.utils.translation import get_language
 from django.utils.translation import gettext_lazy as _
 from unfold.admin import ModelAdmin, checkbox
@@ -45,6 +44,7 @@ from .common import (
     money,
     nowrap,
     truncated,
+    when,
 )
 from .exports import PaymentExportMixin
 from .forms import (
@@ -341,7 +341,7 @@ class PaymentAdmin(PaymentExportMixin, ReadOnlyAdminMixin, ModelAdmin):
 
     @display(description=_("created"), ordering="date_created")
     def created(self, obj: Payment):
-        return nowrap(localtime(obj.date_created).strftime("%Y-%m-%d %H:%M"))
+        return when(obj.date_created)
 
     @display(description=_("status"), ordering="status")
     def status_label(self, obj: Payment):

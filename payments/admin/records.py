@@ -38,8 +38,11 @@ from .common import (
     has_perm,
     label,
     money,
+    nowrap,
     preformatted,
     pretty_json,
+    truncated,
+    when,
 )
 from .timeline import event_author, event_transition
 
@@ -57,8 +60,8 @@ class RecordAdmin(ReadOnlyAdminMixin, ModelAdmin):
 @admin.register(PaymentEvent)
 class PaymentEventAdmin(RecordAdmin):
     list_display = (
-        "created_at",
-        "payment",
+        "created",
+        "payment_ref",
         "kind_label",
         "transition",
         "who",
@@ -83,21 +86,29 @@ class PaymentEventAdmin(RecordAdmin):
     )
     readonly_fields = fields
 
-    @display(description=_("kind"), ordering="kind", label=EVENT_KIND_COLOURS)
+    @display(description=_("time"), ordering="id")
+    def created(self, obj: PaymentEvent):
+        return when(obj.created_at)
+
+    @display(description=_("payment"), ordering="payment__ref_id")
+    def payment_ref(self, obj: PaymentEvent):
+        return nowrap(obj.payment.ref_id)
+
+    @display(description=_("kind"), ordering="kind")
     def kind_label(self, obj: PaymentEvent):
-        return obj.kind, obj.get_kind_display()
+        return label(obj.kind, obj.get_kind_display(), EVENT_KIND_COLOURS)
 
     @display(description=_("status"))
-    def transition(self, obj: PaymentEvent) -> str:
-        return event_transition(obj)
+    def transition(self, obj: PaymentEvent):
+        return nowrap(event_transition(obj))
 
     @display(description=_("by"))
-    def who(self, obj: PaymentEvent) -> str:
-        return event_author(obj)
+    def who(self, obj: PaymentEvent):
+        return truncated(event_author(obj), "max-w-40")
 
     @display(description=_("message"))
-    def summary(self, obj: PaymentEvent) -> str:
-        return truncatechars(obj.message, 120)
+    def summary(self, obj: PaymentEvent):
+        return truncated(truncatechars(obj.message, 300), "payments-clip-wide")
 
     @display(description=_("data"))
     def data_display(self, obj: PaymentEvent):
@@ -107,14 +118,14 @@ class PaymentEventAdmin(RecordAdmin):
 @admin.register(Refund)
 class RefundAdmin(RecordAdmin):
     list_display = (
-        "idempotency_id",
-        "payment",
+        "refund_id",
+        "payment_ref",
         "amount_display",
         "status_label",
-        "source",
-        "requested_by",
-        "date_created",
-        "date_completed",
+        "source_display",
+        "requester",
+        "created",
+        "completed",
     )
     list_filter = (
         ("status", ChoicesDropdownFilter),
@@ -145,13 +156,37 @@ class RefundAdmin(RecordAdmin):
     )
     readonly_fields = fields
 
-    @display(description=_("amount"), ordering="amount", formatting="price")
-    def amount_display(self, obj: Refund) -> str:
-        return money(obj.amount, obj.currency)
+    @display(description=_("refund"), ordering="idempotency_id")
+    def refund_id(self, obj: Refund):
+        return truncated(obj.idempotency_id, "max-w-40")
 
-    @display(description=_("status"), ordering="status", label=REFUND_STATUS_COLOURS)
+    @display(description=_("payment"), ordering="payment__ref_id")
+    def payment_ref(self, obj: Refund):
+        return nowrap(obj.payment.ref_id)
+
+    @display(description=_("amount"), ordering="amount", formatting="price")
+    def amount_display(self, obj: Refund):
+        return nowrap(money(obj.amount, obj.currency))
+
+    @display(description=_("status"), ordering="status")
     def status_label(self, obj: Refund):
-        return obj.status, obj.get_status_display()
+        return label(obj.status, obj.get_status_display(), REFUND_STATUS_COLOURS)
+
+    @display(description=_("source"), ordering="source")
+    def source_display(self, obj: Refund):
+        return nowrap(obj.get_source_display())
+
+    @display(description=_("by"))
+    def requester(self, obj: Refund):
+        return truncated(obj.requested_by.get_username() if obj.requested_by else "-")
+
+    @display(description=_("created"), ordering="date_created")
+    def created(self, obj: Refund):
+        return when(obj.date_created)
+
+    @display(description=_("completed"), ordering="date_completed")
+    def completed(self, obj: Refund):
+        return when(obj.date_completed)
 
     @display(description=_("status"))
     def status_badge(self, obj: Refund):
@@ -161,14 +196,14 @@ class RefundAdmin(RecordAdmin):
 @admin.register(WebhookDelivery)
 class WebhookDeliveryAdmin(RecordAdmin):
     list_display = (
-        "__str__",
+        "delivery",
         "gateway",
         "outcome_label",
         "signature_valid",
-        "provider_event_id",
-        "payment",
-        "received_at",
-        "processed_at",
+        "event_id",
+        "payment_ref",
+        "received",
+        "processed",
     )
     list_filter = (
         DeliveryGatewayFilter,
@@ -202,11 +237,29 @@ class WebhookDeliveryAdmin(RecordAdmin):
     readonly_fields = flatten_fieldsets(fieldsets)
     actions_detail = ("reprocess",)
 
-    @display(
-        description=_("outcome"), ordering="outcome", label=DELIVERY_OUTCOME_COLOURS
-    )
+    @display(description=_("delivery"), ordering="id")
+    def delivery(self, obj: WebhookDelivery):
+        return nowrap(str(obj))
+
+    @display(description=_("outcome"), ordering="outcome")
     def outcome_label(self, obj: WebhookDelivery):
-        return obj.outcome, obj.get_outcome_display()
+        return label(obj.outcome, obj.get_outcome_display(), DELIVERY_OUTCOME_COLOURS)
+
+    @display(description=_("provider event id"))
+    def event_id(self, obj: WebhookDelivery):
+        return truncated(obj.provider_event_id or "-")
+
+    @display(description=_("payment"))
+    def payment_ref(self, obj: WebhookDelivery):
+        return nowrap(obj.payment.ref_id if obj.payment_id else "-")
+
+    @display(description=_("received"), ordering="received_at")
+    def received(self, obj: WebhookDelivery):
+        return when(obj.received_at)
+
+    @display(description=_("processed"), ordering="processed_at")
+    def processed(self, obj: WebhookDelivery):
+        return when(obj.processed_at)
 
     @display(description=_("outcome"))
     def outcome_badge(self, obj: WebhookDelivery):
@@ -268,14 +321,14 @@ class WebhookDeliveryAdmin(RecordAdmin):
 class ReconciliationRunAdmin(RecordAdmin):
     actions_list = ("run_now",)
     list_display = (
-        "started_at",
-        "trigger",
+        "started",
+        "trigger_display",
         "checked",
         "changed",
         "errors",
         "expired",
         "duration_ms",
-        "finished_at",
+        "finished",
     )
     list_filter = (("started_at", DateRangeFilter),)
     fields = (
@@ -290,6 +343,18 @@ class ReconciliationRunAdmin(RecordAdmin):
         "message",
     )
     readonly_fields = fields
+
+    @display(description=_("started"), ordering="started_at")
+    def started(self, obj: ReconciliationRun):
+        return when(obj.started_at)
+
+    @display(description=_("finished"), ordering="finished_at")
+    def finished(self, obj: ReconciliationRun):
+        return when(obj.finished_at)
+
+    @display(description=_("trigger"), ordering="trigger")
+    def trigger_display(self, obj: ReconciliationRun):
+        return truncated(obj.trigger)
 
     def has_run_now_permission(self, request: HttpRequest, object_id=None) -> bool:
         return has_perm(request, "payments.refresh_payment")

@@ -8,6 +8,7 @@ from unfold.admin import TabularInline
 from unfold.decorators import display
 
 from ..models import PaymentEvent, Refund
+from ..states import PaymentStatus
 from .common import (
     EVENT_KIND_COLOURS,
     REFUND_STATUS_COLOURS,
@@ -74,10 +75,17 @@ class RefundInline(ReadOnlyAdminMixin, TabularInline):
         return label(obj.status, obj.get_status_display(), REFUND_STATUS_COLOURS)
 
 
+def status_text(status: str) -> str:
+    """Return a status's label ("Partially refunded"), or the value if unknown."""
+    if status in PaymentStatus.values:
+        return str(PaymentStatus(status).label)
+    return status or "?"
+
+
 def event_transition(event: PaymentEvent) -> str:
-    """Show a status change as "FROM → TO"."""
+    """Show a status change as "From → To", in the statuses' labels."""
     if event.from_status or event.to_status:
-        return f"{event.from_status or '?'} → {event.to_status or '?'}"
+        return f"{status_text(event.from_status)} → {status_text(event.to_status)}"
     return ""
 
 

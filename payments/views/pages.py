@@ -5,9 +5,10 @@ from __future__ import annotations
 from django.conf import settings
 from django.http import Http404, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, render
+from django.templatetags.static import static
 from django.urls import reverse
 from django.views.decorators.csp import csp_override, csp_report_only_override
-from django.views.decorators.http import require_GET
+from django.views.decorators.http import require_GET, require_safe
 
 from .. import selectors, services
 from ..exceptions import GatewayNotConfigured, PaymentError
@@ -26,6 +27,20 @@ def checkout_context(form: PaymentCreateForm | None = None) -> dict:
         "selected_gateway": (form.data.get("payment_gateway") if form else None)
         or next((g.code for g in gateways if g.configured), ""),
     }
+
+
+FAVICON = "payments/favicon.svg"
+
+
+@require_safe
+def favicon(request):
+    """Send browsers that ask for /favicon.ico to the icon among the static files.
+
+    Pages name the icon in a <link rel="icon">; this answers the browsers and
+    tools that ask the site's root anyway. Its static name may be hashed, so
+    the redirect is temporary.
+    """
+    return HttpResponseRedirect(static(FAVICON))
 
 
 @require_GET

@@ -42,7 +42,7 @@ FIGURES = (
     "paid_today",
     "paid_30d",
     "success_rates",
-    "volume_chart",
+    "volume_charts",
     "status_chart",
     "refunds",
 )
