@@ -17,6 +17,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
 from django.urls import reverse
 from django.utils.html import format_html
+from django.utils.http import urlencode
 from django.utils.safestring import SafeString, mark_safe
 from django.utils.translation import get_language
 from django.utils.translation import gettext_lazy as _
@@ -31,6 +32,7 @@ from ..exceptions import PaymentError
 from ..models import Payment, RefundStatus
 from ..states import PaymentStatus
 from .common import (
+    EVENT_KIND_COLOURS,
     PAYMENT_STATUS_COLOURS,
     DateRangeFilter,
     DeepPagePaginator,
@@ -54,7 +56,7 @@ from .forms import (
     RefundForm,
     ResolveReviewForm,
 )
-from .timeline import PaymentEventInline, RefundInline
+from .timeline import RefundInline, event_author, event_transition
 
 NOTE_DIALOG = {
     "title": _("Add a note"),
@@ -96,6 +98,62 @@ def status_cell(status: str, needs_review: bool, language: str | None) -> SafeSt
         badge,
         _("needs review"),
     )
+
+
+def payment_summary(payment: Payment) -> dict:
+    """What the top of a payment's page shows: who, how much, where, and what happened."""
+    gateways = dict(selectors.gateway_choices())
+    changelist = reverse("admin:payments_payment_changelist")
+    events = selectors.payment_timeline(payment_id=payment.pk)
+    total = selectors.payment_event_count(payment_id=payment.pk)
+    return {
+        "summary": {
+            "ref_id": payment.ref_id,
+            "status": label(
+                payment.status, payment.get_status_display(), PAYMENT_STATUS_COLOURS
+            ),
+            "amount": money(payment.amount, payment.currency),
+            "amount_paid": money(payment.amount_paid, payment.currency),
+            "amount_refunded": money(payment.amount_refunded, payment.currency),
+            "refundable": money(services.refundable_amount(payment), payment.currency),
+            "review": label("REVIEW", _("Needs review"), {"REVIEW": "warning"})
+            if payment.needs_review
+            else None,
+            "review_reason": payment.review_reason,
+            "failure_reason": payment.failure_reason,
+            "email": payment.email,
+            "email_url": f"{changelist}?{urlencode({'q': payment.email})}",
+            "plan": payment.plan.name if payment.plan else "",
+            "gateway": gateways.get(payment.payment_gateway, payment.payment_gateway),
+            "gateway_ids": [
+                (text, value)
+                for text, value in (
+                    (_("Transaction id"), payment.gateway_transaction_id),
+                    (_("Session id"), payment.gateway_session_id),
+                    (_("Crypto address"), payment.crypto_address),
+                )
+                if value
+            ],
+            "created": when(payment.date_created),
+            "paid": when(payment.date_paid) if payment.date_paid else None,
+            "expires": when(payment.expiry_datetime)
+            if payment.expiry_datetime
+            else None,
+        },
+        "timeline": [
+            {
+                "at": when(event.created_at),
+                "kind": label(event.kind, event.get_kind_display(), EVENT_KIND_COLOURS),
+                "transition": event_transition(event),
+                "who": event_author(event),
+                "message": event.message,
+            }
+            for event in events
+        ],
+        "timeline_hidden": total - len(events),
+        "timeline_url": reverse("admin:payments_paymentevent_changelist")
+        + f"?{urlencode({'q': payment.ref_id})}",
+    }
 
 
 def without_parameter(request: HttpRequest, name: str) -> str:
@@ -204,7 +262,7 @@ class PaymentAdmin(PaymentExportMixin, ReadOnlyAdminMixin, ModelAdmin):
                 )
             },
         ),
-        (_("Review"), {"fields": ("needs_review", "review_reason", "failure_reason")}),
+        (_("Review"), {"fields": ("review_state", "review_reason", "failure_reason")}),
         (
             _("Gateway"),
             {
@@ -239,14 +297,32 @@ class PaymentAdmin(PaymentExportMixin, ReadOnlyAdminMixin, ModelAdmin):
     # Never shown: it holds provider secrets (e.g. the MPGS successIndicator).
     exclude = ("gateway_data",)
     readonly_fields = flatten_fieldsets(fieldsets)
-    inlines = (PaymentEventInline, RefundInline)
+    # The summary and the timeline open the page (unfold's public hook); the
+    # fields below are the details, the refunds after them.
+    change_form_before_template = "admin/payments/payment/summary.html"
+    inlines = (RefundInline,)
+    # One menu: six buttons squeezed the breadcrumb down to "P › P › S…".
     actions_detail = (
-        "refresh_from_gateway",
-        "add_note",
-        "refund",
-        "record_manual_refund",
-        "resolve_review",
+        {
+            "title": _("Actions"),
+            "icon": "bolt",
+            "items": [
+                "refresh_from_gateway",
+                "add_note",
+                "refund",
+                "record_manual_refund",
+                "resolve_review",
+            ],
+        },
     )
+
+    def change_view(
+        self, request: HttpRequest, object_id, form_url="", extra_context=None
+    ):
+        payment = find(Payment, object_id)
+        if payment is not None:
+            extra_context = {**(extra_context or {}), **payment_summary(payment)}
+        return super().change_view(request, object_id, form_url, extra_context)
 
     # rows and search: selectors.payment_list -------------------------------------------
 
@@ -350,6 +426,13 @@ class PaymentAdmin(PaymentExportMixin, ReadOnlyAdminMixin, ModelAdmin):
     @display(description=_("status"))
     def status_badge(self, obj: Payment):
         return label(obj.status, obj.get_status_display(), PAYMENT_STATUS_COLOURS)
+
+    @display(description=_("review"))
+    def review_state(self, obj: Payment):
+        """A warning while the payment needs review (never a reassuring tick)."""
+        if obj.needs_review:
+            return label("REVIEW", _("Needs review"), {"REVIEW": "warning"})
+        return _("Not flagged")
 
     @display(description=_("amount paid"))
     def amount_paid_display(self, obj: Payment) -> str:

@@ -1,4 +1,4 @@
-"""A payment's timeline and refunds, shown read-only on the payment page."""
+"""A payment's refunds on its page, and how its timeline's events read."""
 
 from __future__ import annotations
 
@@ -10,39 +10,11 @@ from unfold.decorators import display
 from ..models import PaymentEvent, Refund
 from ..states import PaymentStatus
 from .common import (
-    EVENT_KIND_COLOURS,
     REFUND_STATUS_COLOURS,
     ReadOnlyAdminMixin,
     label,
     money,
 )
-
-
-class PaymentEventInline(ReadOnlyAdminMixin, TabularInline):
-    model = PaymentEvent
-    verbose_name = _("timeline event")
-    verbose_name_plural = _("timeline")
-    fields = ("created_at", "kind_label", "transition", "who", "message")
-    readonly_fields = fields
-    ordering = ("created_at", "id")
-    extra = 0
-    per_page = 100
-    show_title = False  # the title would repeat the row as "<payment id> <kind>"
-
-    def get_queryset(self, request: HttpRequest):
-        return super().get_queryset(request).select_related("actor")
-
-    @display(description=_("kind"))
-    def kind_label(self, obj: PaymentEvent):
-        return label(obj.kind, obj.get_kind_display(), EVENT_KIND_COLOURS)
-
-    @display(description=_("status"))
-    def transition(self, obj: PaymentEvent) -> str:
-        return event_transition(obj)
-
-    @display(description=_("by"))
-    def who(self, obj: PaymentEvent) -> str:
-        return event_author(obj)
 
 
 class RefundInline(ReadOnlyAdminMixin, TabularInline):

@@ -3,7 +3,8 @@
 With `services`, the only modules of `payments` that reach `gateways/`:
 `checkout` (plans, gateways offered, a payment's public view), `dashboard`
 (its figures and the review badge), `monitoring` (/metrics and /health/),
-`payments` (the payment list of the admin and of exports) and `settlement`
+`payments` (the payment list of the admin and of exports), `payment_page`
+(a payment's timeline for its page) and `settlement`
 (the settlement summary).
 """
 
@@ -52,6 +53,7 @@ from .monitoring import (
     monitoring_snapshot,
     webhook_silence,
 )
+from .payment_page import TIMELINE_LIMIT, payment_event_count, payment_timeline
 from .payments import (
     PAYMENT_FILTER_PARAMETERS,
     PAYMENT_LIST_ORDERING,
@@ -88,6 +90,7 @@ __all__ = [
     "S",
     "SETTLEMENT_HEADERS",
     "STUCK_AFTER",
+    "TIMELINE_LIMIT",
     "SettlementRow",
     "UNAVAILABLE",
     "Volume",
@@ -110,11 +113,13 @@ __all__ = [
     "paid_volume",
     "pay_page",
     "pay_page_script_origins",
+    "payment_event_count",
     "payment_filters_from_query",
     "payment_list",
     "payment_public",
     "payment_ref",
     "payment_search",
+    "payment_timeline",
     "payments_needing_attention",
     "pending_counts",
     "refund_volume",

@@ -223,7 +223,7 @@ def test_payment_page_shows_timeline_oldest_first(admin_client, completed):
     content = admin_client.get(change_url(completed)).content.decode()
     positions = [
         content.index(text)
-        for text in ("via Sandbox (test card)", "PENDING → COMPLETED", "latest note")
+        for text in ("via Sandbox (test card)", "Pending → Completed", "latest note")
     ]
     assert positions == sorted(positions)
 

@@ -183,7 +183,7 @@ def test_list_cells_escape_exactly_as_format_html(text):
             '<span class="whitespace-nowrap">{}</span>', value
         )
         assert truncated(value) == format_html(
-            '<span class="block truncate max-w-40" title="{}">{}</span>', value, value
+            '<span class="block truncate max-w-48" title="{}">{}</span>', value, value
         )
 
 
