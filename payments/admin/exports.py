@@ -19,6 +19,7 @@ from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin import ActionLocation
 from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
 from django.db.models import QuerySet
 from django.db.models.fields import BLANK_CHOICE_DASH
 from django.http import (
@@ -32,6 +33,7 @@ from django.shortcuts import render
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
+from django.utils.http import urlencode
 from django.utils.translation import gettext_lazy as _
 from import_export.admin import ExportActionMixin
 from import_export.formats.base_formats import CSV, XLSX
@@ -393,8 +395,16 @@ def default_range(today: date) -> dict[str, date]:
     return {"start": today - timedelta(days=6), "end": today}
 
 
+SETTLEMENT_PAGE_ROWS = 40
+
+
 def settlement_view(request: HttpRequest) -> HttpResponse:
-    """Payments paid per day, gateway and currency, with totals; CSV or XLSX."""
+    """Payments paid per day (per month over 62 days), gateway and currency.
+
+    Totals per currency come first and cover the whole range; the rows are
+    paginated, and a month's row opens that month per day. The CSV and XLSX
+    files always hold one row per day, whatever the page shows.
+    """
     if not has_perm(request, SETTLEMENT_PERMISSION):
         raise PermissionDenied
     data = request.GET if "start" in request.GET else None
@@ -406,18 +416,25 @@ def settlement_view(request: HttpRequest) -> HttpResponse:
     else:
         valid = form.is_valid()
         start, end = (form.cleaned_data.get("start"), form.cleaned_data.get("end"))
-    rows = selectors.settlement_summary(start=start, end=end) if valid else []
-    totals = selectors.settlement_totals(rows)
     fmt = request.GET.get("format")
     if valid and fmt in ExportFormat.values:
-        out = exports.settlement_to_temporary(rows, totals, fmt)
+        rows = selectors.settlement_summary(start=start, end=end)
+        out = exports.settlement_to_temporary(
+            rows, selectors.settlement_totals(rows), fmt
+        )
         return FileResponse(
             out,
             as_attachment=True,
             filename=f"settlement-{start}-{end}.{fmt}",
             content_type=exports.CONTENT_TYPES[fmt],
         )
-    query = f"start={start}&end={end}" if valid else ""
+    grouping = selectors.settlement_grouping(start, end) if valid else "day"
+    rows = (
+        selectors.settlement_summary(start=start, end=end, by=grouping) if valid else []
+    )
+    totals = selectors.settlement_totals(rows)
+    page = Paginator(rows, SETTLEMENT_PAGE_ROWS).get_page(request.GET.get("page"))
+    query = urlencode({"start": start, "end": end}) if valid else ""
     context = {
         **admin.site.each_context(request),
         "title": _("Settlement summary"),
@@ -425,11 +442,18 @@ def settlement_view(request: HttpRequest) -> HttpResponse:
         "valid": valid,
         "start": start,
         "end": end,
+        "by_month": grouping == "month",
+        "daily_up_to": selectors.DAILY_UP_TO_DAYS,
+        "totals": [_total(row) for row in totals],
         "table": {
-            "headers": list(selectors.SETTLEMENT_HEADERS),
-            "rows": [_table_row(row) for row in rows]
-            + [_table_row(row, total=True) for row in totals],
+            "headers": [
+                _("Month") if grouping == "month" else _("Day"),
+                *selectors.SETTLEMENT_HEADERS[1:],
+            ],
+            "rows": [_table_row(row, start, end) for row in page.object_list],
         },
+        "page": page,
+        "page_query": query,
         "has_rows": bool(rows),
         "csv_url": f"?{query}&format=csv",
         "xlsx_url": f"?{query}&format=xlsx",
@@ -437,10 +461,30 @@ def settlement_view(request: HttpRequest) -> HttpResponse:
     return render(request, "admin/payments/settlement.html", context)
 
 
-def _table_row(row: selectors.SettlementRow, *, total: bool = False) -> list:
-    first = _("Total") if total else row.day.isoformat()
+def _total(row: selectors.SettlementRow) -> dict:
+    return {
+        "currency": row.currency,
+        "count": f"{row.count:,}",
+        "paid": money(row.paid, row.currency),
+        "refunded": money(row.refunded, row.currency),
+        "net": money(row.net, row.currency),
+    }
+
+
+def _table_row(row: selectors.SettlementRow, start: date, end: date) -> list:
+    if row.period == "month":
+        first, last = selectors.month_range(row.day, start, end)
+        month = format_html(
+            '<a class="text-primary-600 dark:text-primary-500 whitespace-nowrap" '
+            'href="?{}" title="{}">{}</a>',
+            urlencode({"start": first, "end": last}),
+            _("Open this month per day"),
+            row.day.strftime("%b %Y"),
+        )
+    else:
+        month = row.day.isoformat()
     return [
-        first,
+        month,
         row.gateway,
         row.currency,
         f"{row.count:,}",

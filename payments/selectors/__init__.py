@@ -67,14 +67,18 @@ from .payments import (
     search_term_of,
 )
 from .settlement import (
+    DAILY_UP_TO_DAYS,
     SETTLEMENT_HEADERS,
     SettlementRow,
+    month_range,
     paid_between,
+    settlement_grouping,
     settlement_summary,
     settlement_totals,
 )
 
 __all__ = [
+    "DAILY_UP_TO_DAYS",
     "GatewayNotifications",
     "GatewayStats",
     "MonitoringSnapshot",
@@ -107,6 +111,7 @@ __all__ = [
     "last_successful_reconciliation",
     "local_day_start",
     "money_text",
+    "month_range",
     "monitoring_snapshot",
     "needs_review_count",
     "paid_between",
@@ -128,6 +133,7 @@ __all__ = [
     "sandbox_charge",
     "search_term_of",
     "sellable_plans",
+    "settlement_grouping",
     "settlement_summary",
     "settlement_totals",
     "test_mode",

@@ -1,4 +1,4 @@
-"""The settlement summary: payments paid per day, gateway and currency."""
+"""The settlement summary: payments paid per day or month, gateway and currency."""
 
 from __future__ import annotations
 
@@ -7,17 +7,26 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 
 from django.db.models import Count, Sum
-from django.db.models.functions import TruncDate
+from django.db.models.functions import TruncDate, TruncMonth
 from django.utils import timezone
 
 from ..models import (
     Payment,
 )
 
+DAY = "day"
+MONTH = "month"
+# A range longer than this is summed per month (each month opens per day).
+DAILY_UP_TO_DAYS = 62
+
 
 @dataclass(frozen=True)
 class SettlementRow:
-    """Payments paid on one day through one gateway in one currency."""
+    """Payments paid on one day (or in one month) through one gateway in one currency.
+
+    `day` is the period's first day: the day itself, or the month's first day
+    when `period` is MONTH.
+    """
 
     day: date
     gateway: str
@@ -25,6 +34,7 @@ class SettlementRow:
     count: int
     paid: Decimal
     refunded: Decimal
+    period: str = DAY
 
     @property
     def net(self) -> Decimal:
@@ -52,17 +62,34 @@ def paid_between(start: date, end: date) -> tuple[datetime, datetime]:
     return low, high
 
 
-def settlement_summary(*, start: date, end: date) -> list[SettlementRow]:
-    """Sum payments paid from `start` to `end` (local days) per day, gateway, currency.
+def settlement_grouping(start: date, end: date) -> str:
+    """Return how a range is summed: per day up to DAILY_UP_TO_DAYS days, else per month."""
+    return DAY if (end - start).days + 1 <= DAILY_UP_TO_DAYS else MONTH
 
-    A payment counts on the day it was paid; its refunds (as of now) are
-    set against that day, so the figures match a payment export filtered on
-    the same paid dates.
+
+def month_range(month: date, start: date, end: date) -> tuple[date, date]:
+    """Return the days of `month` that lie within start..end (a month's drill-down)."""
+    first = month.replace(day=1)
+    following = (first + timedelta(days=32)).replace(day=1)
+    return max(first, start), min(following - timedelta(days=1), end)
+
+
+def settlement_summary(*, start: date, end: date, by: str = DAY) -> list[SettlementRow]:
+    """Sum payments paid from `start` to `end` (local days) per day or month.
+
+    Rows are per period (`by`: DAY or MONTH, in local time), gateway and
+    currency. A payment counts on the day it was paid; its refunds (as of
+    now) are set against that day, so the figures match a payment export
+    filtered on the same paid dates.
     """
+    if by not in (DAY, MONTH):
+        raise ValueError(f"unknown grouping {by!r}")
     low, high = paid_between(start, end)
+    tz = timezone.get_current_timezone()
+    trunc = TruncDate if by == DAY else TruncMonth
     grouped = (
         Payment.objects.filter(date_paid__gte=low, date_paid__lt=high)
-        .annotate(day=TruncDate("date_paid", tzinfo=timezone.get_current_timezone()))
+        .annotate(day=trunc("date_paid", tzinfo=tz))
         .values("day", "payment_gateway", "currency")
         .annotate(
             count=Count("id"), paid=Sum("amount_paid"), refunded=Sum("amount_refunded")
@@ -71,15 +98,27 @@ def settlement_summary(*, start: date, end: date) -> list[SettlementRow]:
     )
     return [
         SettlementRow(
-            day=row["day"],
+            day=_as_date(row["day"]),
             gateway=row["payment_gateway"],
             currency=row["currency"],
             count=row["count"],
             paid=row["paid"] or Decimal(0),
             refunded=row["refunded"] or Decimal(0),
+            period=by,
         )
         for row in grouped
     ]
+
+
+def _as_date(value: date | datetime) -> date:
+    # TruncMonth of a datetime column gives an aware datetime (local midnight).
+    if isinstance(value, datetime):
+        return (
+            timezone.localtime(value).date()
+            if timezone.is_aware(value)
+            else value.date()
+        )
+    return value
 
 
 def settlement_totals(rows: list[SettlementRow]) -> list[SettlementRow]:

@@ -28,10 +28,10 @@ def test_refund_and_note_from_the_payment_page(staff_page: Page, completed, plan
     page.goto(f"/admin/payments/payment/{completed.pk}/change/")
     expect(page.get_by_text(completed.ref_id, exact=True).first).to_be_visible()
     expect(page.get_by_text("Timeline", exact=True)).to_be_visible()
-    timeline = page.locator("#events-group tr.form-row")
+    timeline = page.locator("#timeline li.timeline-event")
     expect(timeline).to_have_count(4)
     status_change = timeline.filter(has_text="Status change")
-    expect(status_change).to_contain_text("PENDING → COMPLETED")
+    expect(status_change).to_contain_text("Pending → Completed")
 
     dialog = open_dialog(page, "Refund")
     expect(dialog.get_by_role("heading")).to_have_text("Refund through the gateway")

@@ -20,6 +20,7 @@ from .helpers import (
     PASSWORD,
     action_link,
     login,
+    open_actions,
     open_dialog,
     sandbox_payment,
     sidebar_item,
@@ -121,7 +122,7 @@ def test_operator_refunds_part_of_a_payment(page: Page, staff, completed):
     operator = staff("Operator")
     login(page, "operator")
     page.goto(f"/admin/payments/payment/{completed.pk}/change/")
-    timeline = page.locator("#events-group tr.form-row")
+    timeline = page.locator("#timeline li.timeline-event")
     expect(timeline).to_have_count(4)
 
     dialog = open_dialog(page, "Refund")
@@ -156,6 +157,7 @@ def test_support_reads_and_notes_but_cannot_refund(page: Page, staff, completed)
 
     page.goto(f"/admin/payments/payment/{completed.pk}/change/")
     expect(page.get_by_text("Timeline", exact=True)).to_be_visible()
+    open_actions(page)
     expect(action_link(page, "Refresh from gateway")).to_be_visible()
     expect(action_link(page, "Add note")).to_be_visible()
     expect(action_link(page, "Refund")).to_have_count(0)
