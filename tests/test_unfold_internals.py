@@ -100,3 +100,24 @@ def test_no_other_module_reaches_into_unfold_internals():
             if re.search(r"from unfold\.(templatetags|utils)\b", text):
                 offenders.append(str(path.relative_to(ROOT)))
     assert offenders == []
+
+
+# The header's breadcrumb: a copy of unfold's template that shows an object's
+# name as it is (a payment reference is case-sensitive), not capitalised.
+HEADER_TITLE = "unfold/helpers/header_title.html"
+CAPITALISED = "        {{ part.title|capfirst }}\n"
+AS_IT_IS = (
+    "        {% if part.title.pk %}{{ part.title }}"
+    "{% else %}{{ part.title|capfirst }}{% endif %}\n"
+)
+
+
+def test_the_header_title_copy_is_unfolds_but_for_the_object_name():
+    original = (Path(unfold.__file__).parent / "templates" / HEADER_TITLE).read_text()
+    ours = (ROOT / "templates" / HEADER_TITLE).read_text()
+    comment_end = "{% endcomment %}"
+    assert original.count(CAPITALISED) == 1, "unfold's header title changed"
+    assert ours[ours.index(comment_end) + len(comment_end) :] == original.replace(
+        CAPITALISED, AS_IT_IS
+    )
+    assert get_template(HEADER_TITLE).origin.name.endswith(f"templates/{HEADER_TITLE}")
