@@ -144,7 +144,7 @@ def label(value: str, text: Any, variants: dict[str, str]) -> SafeString:
         variants.get(value, "default"), LABEL_CLASSES["default"]
     )
     return format_html(
-        '<span class="inline-block font-semibold rounded-default text-xs '
+        '<span class="payments-label inline-block font-semibold rounded-default text-xs '
         'whitespace-nowrap h-6 leading-6 px-2 {}">{}</span>',
         classes,
         text,

@@ -92,7 +92,7 @@ class PaymentEventAdmin(RecordAdmin):
 
     @display(description=_("payment"), ordering="payment__ref_id")
     def payment_ref(self, obj: PaymentEvent):
-        return nowrap(obj.payment.ref_id)
+        return truncated(obj.payment.ref_id)
 
     @display(description=_("kind"), ordering="kind")
     def kind_label(self, obj: PaymentEvent):
@@ -158,11 +158,11 @@ class RefundAdmin(RecordAdmin):
 
     @display(description=_("refund"), ordering="idempotency_id")
     def refund_id(self, obj: Refund):
-        return truncated(obj.idempotency_id, "max-w-40")
+        return truncated(obj.idempotency_id, "payments-clip-narrow")
 
     @display(description=_("payment"), ordering="payment__ref_id")
     def payment_ref(self, obj: Refund):
-        return nowrap(obj.payment.ref_id)
+        return truncated(obj.payment.ref_id)
 
     @display(description=_("amount"), ordering="amount", formatting="price")
     def amount_display(self, obj: Refund):
@@ -174,7 +174,7 @@ class RefundAdmin(RecordAdmin):
 
     @display(description=_("source"), ordering="source")
     def source_display(self, obj: Refund):
-        return nowrap(obj.get_source_display())
+        return truncated(obj.get_source_display(), "max-w-40")
 
     @display(description=_("by"))
     def requester(self, obj: Refund):
