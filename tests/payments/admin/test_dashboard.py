@@ -220,6 +220,15 @@ def test_dashboard_shows_the_numbers_and_charts(admin_client, data):
     assert chart["labels"] == ["coinpayments", "mpgs"]
     completed = next(d for d in chart["datasets"] if d["label"] == "Completed")
     assert completed["data"] == [1, 3]
+    # Paid volume: one chart per currency, its value axis named after it.
+    charts = page.context["volume_charts"]
+    assert [c["currency"] for c in charts] == ["USD", "EUR"]  # largest first
+    for item in charts:
+        data = json.loads(item["data"])
+        options = json.loads(item["options"])
+        assert [d["label"] for d in data["datasets"]] == [item["currency"]]
+        assert options["scales"]["y"]["title"]["text"] == f"Paid, {item['currency']}"
+        assert options["scales"]["x"]["title"]["text"] == "Day (local)"
     deliveries = page.context["deliveries"]
     assert (
         deliveries["count"] == 1
