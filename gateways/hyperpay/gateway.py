@@ -10,6 +10,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote, urlsplit
 
+from django.core.cache import caches
+
 from ..base import (
     CheckoutRequest,
     CheckoutSession,
@@ -137,13 +139,17 @@ class HyperPayGateway(Gateway):
                 "HYPERPAY_PAYMENT_TYPE must be DB (debit): pre-authorisations are "
                 "not captured by this back office"
             )
+        # Budgets are shared by every process through the cache (limits.py).
+        budget_cache = caches[str(self.settings.get("cache") or "default")]
         try:
             brands = parse_brands(self.settings.get("brands") or "")
             self._webhook_key = webhook_key(str(self.settings.get("webhook_key") or ""))
             query_per_minute = int(
                 self.settings.get("query_per_minute", QUERY_PER_MINUTE)
             )
-            self._query_budget = RateLimiter(query_per_minute)
+            self._query_budget = RateLimiter(
+                query_per_minute, name="hyperpay-query", cache=budget_cache
+            )
         except ValueError as exc:
             problems.append(str(exc))
         if problems := [p for p in problems if p]:
@@ -158,7 +164,9 @@ class HyperPayGateway(Gateway):
             )
             self.widgets.append(Widget("mada", "mada", mada_entity_id, (MADA,)))
         self._auth = {"Authorization": f"Bearer {token}"}
-        self._checkout_budget = RateLimiter(CHECKOUT_STATUS_PER_MINUTE)
+        self._checkout_budget = RateLimiter(
+            CHECKOUT_STATUS_PER_MINUTE, name="hyperpay-checkout", cache=budget_cache
+        )
         self.http = GatewayHTTP(
             "hyperpay",
             **{
