@@ -103,7 +103,7 @@ def test_model_level_guard_holds_outside_the_admin():
 def test_setup_schedules_passes_the_guard(capsys):
     call_command("setup_schedules")
     call_command("setup_schedules")
-    assert Schedule.objects.count() == 5
+    assert Schedule.objects.count() == 6
     assert set(Schedule.objects.values_list("func", flat=True)) == set(
         schedulable_tasks(allowed=SCHEDULABLE_TASKS)
     )
