@@ -197,9 +197,12 @@ def test_postgres_refuses_a_plain_update_and_delete():
         "UPDATE audit_auditentry SET reason = 'edited' WHERE id = %s",
         "DELETE FROM audit_auditentry WHERE id = %s",
     ):
-        with pytest.raises(DatabaseError, match="append-only"):
-            with transaction.atomic(), connection.cursor() as cursor:
-                cursor.execute(sql, [entry.pk])
+        with (
+            pytest.raises(DatabaseError, match="append-only"),
+            transaction.atomic(),
+            connection.cursor() as cursor,
+        ):
+            cursor.execute(sql, [entry.pk])
     entry.refresh_from_db()
     assert entry.reason == ""
 
@@ -208,21 +211,27 @@ def test_postgres_refuses_a_plain_update_and_delete():
 @pytest.mark.django_db(transaction=True)
 def test_postgres_lets_only_the_retention_flag_delete_and_never_update():
     entry = fill(1)[0]
-    with pytest.raises(DatabaseError, match="append-only"):
-        with transaction.atomic(), connection.cursor() as cursor:
-            cursor.execute("SELECT set_config('audit.allow_prune', 'on', true)")
-            cursor.execute(
-                "UPDATE audit_auditentry SET reason = 'x' WHERE id = %s", [entry.pk]
-            )
+    with (
+        pytest.raises(DatabaseError, match="append-only"),
+        transaction.atomic(),
+        connection.cursor() as cursor,
+    ):
+        cursor.execute("SELECT set_config('audit.allow_prune', 'on', true)")
+        cursor.execute(
+            "UPDATE audit_auditentry SET reason = 'x' WHERE id = %s", [entry.pk]
+        )
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute("SELECT set_config('audit.allow_prune', 'on', true)")
         cursor.execute("DELETE FROM audit_auditentry WHERE id = %s", [entry.pk])
     assert not AuditEntry.objects.exists()
     # The flag was transaction-local: the next delete is refused again.
     fill(1)
-    with pytest.raises(DatabaseError, match="append-only"):
-        with transaction.atomic(), connection.cursor() as cursor:
-            cursor.execute("DELETE FROM audit_auditentry")
+    with (
+        pytest.raises(DatabaseError, match="append-only"),
+        transaction.atomic(),
+        connection.cursor() as cursor,
+    ):
+        cursor.execute("DELETE FROM audit_auditentry")
 
 
 @postgres_only
