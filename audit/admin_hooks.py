@@ -76,6 +76,26 @@ class AuditedAdminMixin:
             _also(request, obj, "delete", [])
         return result
 
+    def generate_log_entries(self, result, request):
+        """django-import-export's import: one entry per row written."""
+        parent = getattr(super(), "generate_log_entries", None)
+        if parent is None:
+            return None
+        outcome = parent(result, request)
+        actions = {"new": log.ADMIN_ADD, "update": log.ADMIN_CHANGE}
+        actions["delete"] = log.ADMIN_DELETE
+        label = self.model._meta.label_lower
+        for row in result:
+            action = actions.get(getattr(row, "import_type", None))
+            if action is not None:
+                log.record(
+                    action,
+                    request=request,
+                    target=(label, row.object_id),
+                    detail={"via": "import"},
+                )
+        return outcome
+
     def response_action(self, request, queryset, *args, **kwargs):
         response = super().response_action(request, queryset, *args, **kwargs)
         # None: nothing ran (no action chosen, or nothing ticked).
