@@ -438,9 +438,9 @@ if EXPORT_SYNC_LIMIT < 1 or EXPORT_RETENTION_DAYS < 1:
 # "required": holders of a money power (superusers, refund/approve/export/repair
 # permissions) and members of STAFF_MFA_GROUPS pass a TOTP step after the
 # password; "optional": only those who enrolled; "off": nobody (the tests).
-STAFF_MFA = config(
-    "STAFF_MFA", default="off" if TESTING else ("optional" if DEBUG else "required")
-).strip()
+_staff_mfa_default = "off" if TESTING else ("optional" if DEBUG else "required")
+# Empty (as in .env.example) means the default.
+STAFF_MFA = config("STAFF_MFA", default="").strip().lower() or _staff_mfa_default
 if STAFF_MFA not in ("required", "optional", "off"):
     raise ImproperlyConfigured("STAFF_MFA must be 'required', 'optional' or 'off'")
 STAFF_MFA_GROUPS = config("STAFF_MFA_GROUPS", default="", cast=Csv())
