@@ -431,6 +431,12 @@ def settlement_view(request: HttpRequest) -> HttpResponse:
     fmt = request.GET.get("format")
     if valid and fmt in ExportFormat.values:
         out = exports.settlement_to_temporary(rows, totals, fmt)
+        audit_log.record(
+            audit_log.EXPORT_DOWNLOADED,
+            request=request,
+            target=("payments.settlement", ""),
+            detail={"format": fmt, "start": str(start), "end": str(end)},
+        )
         return FileResponse(
             out,
             as_attachment=True,

@@ -374,3 +374,13 @@ def test_the_list_filters_by_actor_action_object_and_date(client, root):
     result = list(page.context["cl"].result_list)
     assert [e.actor_username for e in result] == ["bob"]
     assert 'id="audit-csv"' in page.content.decode()
+
+
+def test_a_settlement_download_is_recorded(client, root):
+    client.force_login(root)
+    url = reverse("admin:payments_settlement")
+    response = client.get(f"{url}?start=2026-01-01&end=2026-01-31&format=csv")
+    assert response.status_code == 200
+    (entry,) = entries(log.EXPORT_DOWNLOADED)
+    assert (entry.actor_username, entry.target_model) == ("root", "payments.settlement")
+    assert entry.detail == {"format": "csv", "start": "2026-01-01", "end": "2026-01-31"}
