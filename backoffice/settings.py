@@ -63,6 +63,13 @@ INSTALLED_APPS = [
     "import_export",
     "django_q",
     "backoffice",
+    # Staff second factor and audit log (issue 23): before payments, whose
+    # admin replaces django-otp's device admins.
+    "django_otp",
+    "django_otp.plugins.otp_totp",
+    "django_otp.plugins.otp_static",
+    "mfa",
+    "audit",
     "payments",
     # Last, as its documentation asks: it watches the login signals of the above.
     "axes",
@@ -83,6 +90,10 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # The TOTP step after the password (issue 23): marks a verified session,
+    # then holds an unverified one at the step.
+    "django_otp.middleware.OTPMiddleware",
+    "mfa.middleware.SecondFactorMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     # Last, as its documentation asks: turns a lockout into the lockout page.
@@ -220,7 +231,9 @@ AUTHENTICATION_BACKENDS = [
 AXES_FAILURE_LIMIT = 10
 AXES_COOLOFF_TIME = timedelta(minutes=15)
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
-AXES_RESET_ON_SUCCESS = True
+# Off: a correct password alone must not clear the failures while a TOTP step
+# follows; mfa.services clears them once the login is complete.
+AXES_RESET_ON_SUCCESS = False
 AXES_LOCKOUT_CALLABLE = "backoffice.security.lockout_response"
 # The same client address as the rate limits (REMOTE_ADDR, or X-Forwarded-For
 # behind TRUSTED_PROXY_COUNT proxies).
@@ -420,6 +433,24 @@ if EXPORT_SYNC_LIMIT < 1 or EXPORT_RETENTION_DAYS < 1:
         "EXPORT_SYNC_LIMIT and EXPORT_RETENTION_DAYS must be at least 1"
     )
 
+# --- staff second factor and audit log (issue 23, items 1 and 3) ---------------------
+
+# "required": holders of a money power (superusers, refund/approve/export/repair
+# permissions) and members of STAFF_MFA_GROUPS pass a TOTP step after the
+# password; "optional": only those who enrolled; "off": nobody (the tests).
+_staff_mfa_default = "off" if TESTING else ("optional" if DEBUG else "required")
+# Empty (as in .env.example) means the default.
+STAFF_MFA = config("STAFF_MFA", default="").strip().lower() or _staff_mfa_default
+if STAFF_MFA not in ("required", "optional", "off"):
+    raise ImproperlyConfigured("STAFF_MFA must be 'required', 'optional' or 'off'")
+STAFF_MFA_GROUPS = config("STAFF_MFA_GROUPS", default="", cast=Csv())
+# The issuer authenticator apps show next to the account name.
+OTP_TOTP_ISSUER = config("OTP_TOTP_ISSUER", default="Magic eSIM back office")
+# Audit entries older than this are deleted by a daily task; the chain is anchored.
+AUDIT_RETENTION_DAYS = config("AUDIT_RETENTION_DAYS", default=400, cast=int)
+if AUDIT_RETENTION_DAYS < 1:
+    raise ImproperlyConfigured("AUDIT_RETENTION_DAYS must be at least 1")
+
 # --- django-q2 --------------------------------------------------------------------------
 
 Q_CLUSTER = {
@@ -602,6 +633,12 @@ UNFOLD = {
                         "icon": "group",
                         "link": _admin_link("auth_group_changelist"),
                         "permission": _superuser,
+                    },
+                    {
+                        "title": "Audit log",
+                        "icon": "policy",
+                        "link": _admin_link("audit_auditentry_changelist"),
+                        "permission": _perm("audit.view_auditentry"),
                     },
                     {
                         "title": "Failed logins",

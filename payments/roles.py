@@ -37,6 +37,8 @@ FINANCE = (
     "payments.view_settlement",
     "payments.view_plan",
     "payments.view_planpricechange",
+    # The staff audit log: read and download (issue 23).
+    "audit.view_auditentry",
 )
 ROLES: dict[str, tuple[str, ...]] = {
     "Support": SUPPORT,

@@ -106,6 +106,17 @@ def refresh_rollups() -> dict:
     }
 
 
+def prune_audit_log() -> dict:
+    """Delete audit entries past AUDIT_RETENTION_DAYS, anchoring the chain."""
+    from audit.chain import prune
+
+    pruned = prune()
+    return {
+        "removed": pruned.removed,
+        "anchor": pruned.anchor.seq if pruned.anchor else None,
+    }
+
+
 # The only functions a django-q2 Schedule may name: the cluster imports and
 # runs whatever dotted path a schedule holds. Given to services.schedules by
 # its callers (the schedule admin and the model-level guard in apps.py).
@@ -115,4 +126,5 @@ SCHEDULABLE_TASKS = (
     expire_overdue,
     purge_exports,
     refresh_rollups,
+    prune_audit_log,
 )

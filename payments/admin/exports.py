@@ -27,6 +27,7 @@ from django.http import (
     HttpRequest,
     HttpResponse,
     HttpResponseRedirect,
+    QueryDict,
 )
 from django.shortcuts import render
 from django.urls import path, reverse
@@ -39,6 +40,8 @@ from unfold.admin import ModelAdmin
 from unfold.contrib.filters.admin import ChoicesDropdownFilter
 from unfold.contrib.import_export.forms import ExportForm
 from unfold.decorators import display
+
+from audit import log as audit_log
 
 from .. import selectors, tasks
 from ..models import ExportFormat, ExportJob, ExportStatus
@@ -66,6 +69,11 @@ def export_filters(request: HttpRequest) -> str:
     PaymentFilterError for a value the list cannot filter by.
     """
     return selectors.payment_filters_from_query(request.GET).as_query()
+
+
+def filter_names(query: str) -> list[str]:
+    """The names of an export's filters, without their values (audit log)."""
+    return sorted(QueryDict(query).keys())
 
 
 class PaymentExportMixin(ExportActionMixin):
@@ -161,7 +169,19 @@ class PaymentExportMixin(ExportActionMixin):
         # A bounded count: at most limit + 1 keys are read.
         if not selected and queryset[: limit + 1].count() > limit:
             return self._start_job(request, fmt)
-        out, _rows = exports.export_to_temporary(queryset, fmt)
+        out, rows = exports.export_to_temporary(queryset, fmt)
+        audit_log.record(
+            audit_log.EXPORT_DOWNLOADED,
+            request=request,
+            target=("payments.payment", ""),
+            detail={
+                "format": fmt,
+                "rows": rows,
+                # Names only: a search value may be a customer's e-mail.
+                "filters": filter_names(export_filters(request)),
+                "selected": selected,
+            },
+        )
         return FileResponse(
             out,
             as_attachment=True,
@@ -172,6 +192,12 @@ class PaymentExportMixin(ExportActionMixin):
     def _start_job(self, request: HttpRequest, fmt: str) -> HttpResponse:
         job = tasks.enqueue_export(
             user=request.user, filters=export_filters(request), fmt=fmt
+        )
+        audit_log.record(
+            audit_log.EXPORT_REQUESTED,
+            request=request,
+            target=job,
+            detail={"format": fmt, "filters": filter_names(job.filters)},
         )
         messages.success(
             request,
@@ -300,6 +326,12 @@ class ExportJobAdmin(ReadOnlyAdminMixin, ModelAdmin):
             handle = job.file.open("rb")
         except FileNotFoundError as exc:
             raise Http404("the export file is gone") from exc
+        audit_log.record(
+            audit_log.EXPORT_DOWNLOADED,
+            request=request,
+            target=job,
+            detail={"format": job.format},
+        )
         return FileResponse(
             handle,
             as_attachment=True,
@@ -399,6 +431,12 @@ def settlement_view(request: HttpRequest) -> HttpResponse:
     fmt = request.GET.get("format")
     if valid and fmt in ExportFormat.values:
         out = exports.settlement_to_temporary(rows, totals, fmt)
+        audit_log.record(
+            audit_log.EXPORT_DOWNLOADED,
+            request=request,
+            target=("payments.settlement", ""),
+            detail={"format": fmt, "start": str(start), "end": str(end)},
+        )
         return FileResponse(
             out,
             as_attachment=True,

@@ -27,6 +27,8 @@ from unfold.decorators import action, display
 from unfold.enums import ActionVariant
 from unfold.views import ChangeList
 
+from audit import log as audit_log
+
 from .. import selectors, services
 from ..exceptions import PaymentError
 from ..models import Payment, RefundStatus
@@ -405,6 +407,9 @@ class PaymentAdmin(PaymentExportMixin, ReadOnlyAdminMixin, ModelAdmin):
     def refresh_from_gateway(
         self, request: HttpRequest, form: PaymentDialogForm, object_id
     ) -> HttpResponse:
+        audit_log.record(
+            audit_log.PAYMENT_REFRESHED, request=request, target=form.payment
+        )
         try:
             applied = services.payment_refresh(
                 payment=form.payment, actor=admin_actor(request)
@@ -444,6 +449,12 @@ class PaymentAdmin(PaymentExportMixin, ReadOnlyAdminMixin, ModelAdmin):
             payment_id=form.payment.pk,
             actor=admin_actor(request),
             message=form.cleaned_data["message"],
+        )
+        audit_log.record(
+            audit_log.ADMIN_ACTION,
+            request=request,
+            target=form.payment,
+            detail={"action": "add_note"},
         )
         messages.success(request, _("Note added."))
         return self._back(request, object_id)
@@ -488,6 +499,12 @@ class PaymentAdmin(PaymentExportMixin, ReadOnlyAdminMixin, ModelAdmin):
             payment_id=form.payment.pk,
             actor=admin_actor(request),
             message=form.cleaned_data["message"],
+        )
+        audit_log.record(
+            audit_log.REVIEW_RESOLVED,
+            request=request,
+            target=form.payment,
+            reason=form.cleaned_data["message"],
         )
         messages.success(request, _("Review resolved."))
         return self._back(request, object_id)

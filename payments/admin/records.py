@@ -16,6 +16,8 @@ from unfold.decorators import action, display
 from unfold.forms import BaseDialogForm
 from unfold.paginator import InfinitePaginator
 
+from audit import log as audit_log
+
 from .. import services, tasks
 from ..exceptions import PaymentError
 from ..models import (
@@ -247,6 +249,12 @@ class WebhookDeliveryAdmin(RecordAdmin):
         delivery = find(WebhookDelivery, object_id)
         if delivery is None:
             raise Http404("no such delivery")
+        audit_log.record(
+            audit_log.ADMIN_ACTION,
+            request=request,
+            target=delivery,
+            detail={"action": "reprocess"},
+        )
         try:
             outcome = services.webhook_reprocess(delivery_id=delivery.pk)
         except PaymentError as exc:
@@ -309,6 +317,12 @@ class ReconciliationRunAdmin(RecordAdmin):
     )
     def run_now(self, request: HttpRequest, form: BaseDialogForm) -> HttpResponse:
         run = tasks.enqueue_reconciliation(trigger=f"admin:{request.user.username}")
+        audit_log.record(
+            audit_log.ADMIN_ACTION,
+            request=request,
+            target=run,
+            detail={"action": "run_now"},
+        )
         messages.success(request, _("Reconciliation run #%s queued.") % run.pk)
         return back_to(request, reverse("admin:payments_reconciliationrun_changelist"))
 

@@ -56,6 +56,7 @@ FINANCE_SIDEBAR = [
     "Settlement summary",
     "Exports",
     "Plans",
+    "Audit log",
 ]
 
 # Above 1280 px wide, unfold shows the sidebar open; at or below it, folded away.
