@@ -7,10 +7,11 @@ import time
 import pytest
 import requests
 
+from fakeproviders.coinpayments import CoinPaymentsFake
+from fakeproviders.core import FakeServerCore, Request, Route
+
 from . import FakeProviderServer
 from .clients import MPGS_AUTH, cp_call, create_tx, mpgs_url, wait_idle
-from .coinpayments import CoinPaymentsFake
-from .core import FakeServerCore, Request, Route
 
 
 @pytest.mark.parametrize("kind", ["500", "502", "503", "429"])
