@@ -102,20 +102,14 @@ class Command(BaseCommand):
 
     def _start_providers(self, port: int, site_url: str, env) -> subprocess.Popen:
         """Start the fake provider server and wait until it accepts connections."""
-        state = Path(settings.BASE_DIR) / "var" / "demo-providers.state"
-        state.parent.mkdir(parents=True, exist_ok=True)
+        argv = [sys.executable, "-m", "fakeproviders", "--port", str(port)]
+        argv += ["--site-url", site_url]
+        if settings.DEMO_PROVIDERS_STATE:
+            state = Path(settings.DEMO_PROVIDERS_STATE)
+            state.parent.mkdir(parents=True, exist_ok=True)
+            argv += ["--state", str(state)]
         child = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
-            [
-                sys.executable,
-                "-m",
-                "fakeproviders",
-                "--port",
-                str(port),
-                "--site-url",
-                site_url,
-                "--state",
-                str(state),
-            ],
+            argv,
             start_new_session=True,
             env=env,
         )
