@@ -49,6 +49,7 @@ def demo_env(tmp_path: Path, **extra: str) -> dict[str, str]:
         "DEBUG": "true",
         "DATABASE_URL": f"sqlite:///{tmp_path / 'demo.sqlite3'}",
         "RECONCILE_API_TOKEN": TOKEN,
+        "DEMO_PROVIDERS_STATE": str(tmp_path / "demo-providers.state"),
         **extra,
     }
 
@@ -121,8 +122,15 @@ def devserver(tmp_path):
     env = demo_env(tmp_path)
     manage(env, "migrate", "--no-input", "-v", "0")
     manage(env, "createcachetable")
-    manage(env, "seed_demo", "--payments", "0")
     port, providers_port = free_port(), free_port()
+    base = f"http://127.0.0.1:{port}"
+    # As make run: seeded through the providers the devserver then serves.
+    seeded = manage(
+        env,
+        *("seed_demo", "--payments", "40", "--site-url", base),
+        *("--providers-port", str(providers_port)),
+    )
+    assert "seeded 40 demo payments" in seeded
     log = tmp_path / "devserver.log"
     with log.open("w") as out:
         server = subprocess.Popen(
@@ -141,7 +149,6 @@ def devserver(tmp_path):
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    base = f"http://127.0.0.1:{port}"
     try:
         wait_for(base, server, log)
         yield server, base, f"http://127.0.0.1:{providers_port}", log
@@ -283,6 +290,7 @@ def test_make_run_demo_pays_refreshes_refunds_and_reconciles_every_gateway(
     devserver,
 ):
     server, base, providers, log = devserver
+    assert "records restored" in log.read_text()
     http = requests.Session()
     banner = http.get(f"{base}/checkout/", timeout=30).text
     assert "simulated" in banner and 'id="test-mode"' in banner
@@ -315,6 +323,17 @@ def test_make_run_demo_pays_refreshes_refunds_and_reconciles_every_gateway(
         refreshed = messages_of(admin_action(admin, base, pk, "refresh_from_gateway"))
         assert "Refreshed: no change, the payment is Completed" in refreshed, code
         assert "is not set" not in refreshed
+    # Seeded payments are known to the providers too (their records were kept).
+    ours = {payment_pk(admin, base, c["ref_id"]) for c in [*left_open, *paid.values()]}
+    listing = admin.get(f"{base}/admin/payments/payment/", timeout=30).text
+    listed = dict.fromkeys(
+        re.findall(r"/admin/payments/payment/(\d+)/change/", listing)
+    )
+    seeded = [pk for pk in listed if pk not in ours][:4]
+    assert len(seeded) == 4
+    for pk in seeded:
+        refreshed = messages_of(admin_action(admin, base, pk, "refresh_from_gateway"))
+        assert "Refreshed:" in refreshed, refreshed[-2000:]
     for code in ("mpgs", "hyperpay", "stripe"):
         pk = payment_pk(admin, base, paid[code]["ref_id"])
         refunded = admin_action(
@@ -341,7 +360,8 @@ def test_make_run_demo_pays_refreshes_refunds_and_reconciles_every_gateway(
     ):
         assert time.monotonic() < deadline, run
         time.sleep(1)
-    assert int(run["checked"]) >= len(left_open), run
+    # Ours and the seed's open ones (2 recent, 1 waiting for confirmations).
+    assert int(run["checked"]) >= len(left_open) + 3, run
     assert run["errors"] == "0", run
     for created in left_open:
         assert status(http, base, created["ref_id"]) == "PENDING"
