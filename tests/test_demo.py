@@ -116,6 +116,37 @@ def alive(pids) -> list[int]:
     return [pid for pid in pids if pid in table]
 
 
+def start_devserver(env, port: int, providers_port: int, log: Path):
+    with log.open("w") as out:
+        return subprocess.Popen(
+            [
+                sys.executable,
+                "manage.py",
+                "devserver",
+                "--port",
+                str(port),
+                "--providers-port",
+                str(providers_port),
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def stop(server: subprocess.Popen, log: Path) -> None:
+    """Ctrl-C the devserver; check that every process it started is gone."""
+    children = descendants(server.pid)
+    server.send_signal(signal.SIGINT)
+    assert server.wait(timeout=30) == 0, log.read_text()
+    deadline = time.monotonic() + 15
+    while alive(children) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert alive(children) == [], {pid: children[pid] for pid in alive(children)}
+
+
 @pytest.fixture
 def devserver(tmp_path):
     """Run `manage.py devserver` as `make run` does, on free ports."""
@@ -132,23 +163,7 @@ def devserver(tmp_path):
     )
     assert "seeded 40 demo payments" in seeded
     log = tmp_path / "devserver.log"
-    with log.open("w") as out:
-        server = subprocess.Popen(
-            [
-                sys.executable,
-                "manage.py",
-                "devserver",
-                "--port",
-                str(port),
-                "--providers-port",
-                str(providers_port),
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    server = start_devserver(env, port, providers_port, log)
     try:
         wait_for(base, server, log)
         yield server, base, f"http://127.0.0.1:{providers_port}", log
@@ -370,10 +385,41 @@ def test_make_run_demo_pays_refreshes_refunds_and_reconciles_every_gateway(
     names = " ".join(children.values())
     for part in ("fakeproviders", "runserver", "qcluster"):
         assert part in names, children
-    server.send_signal(signal.SIGINT)
-    assert server.wait(timeout=30) == 0, log.read_text()
-    deadline = time.monotonic() + 15
-    while alive(children) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert alive(children) == [], {pid: children[pid] for pid in alive(children)}
+    state = log.parent / "demo-providers.state"
+    seeded_state = state.stat().st_mtime_ns
+    stop(server, log)
     assert "stopped the simulated providers" in log.read_text()
+    # The fake wrote its records on the way out, for the next make run.
+    assert state.stat().st_mtime_ns > seeded_state
+
+
+def test_with_debug_off_nothing_of_the_demo_starts(tmp_path, collected_static):
+    from tests.conftest import production_env
+
+    env = production_env(
+        DATABASE_URL=f"sqlite:///{tmp_path / 'prod.sqlite3'}",
+        STATIC_ROOT=str(collected_static),
+        DEMO_PROVIDERS_STATE=str(tmp_path / "demo-providers.state"),
+    )
+    manage(env, "migrate", "--no-input", "-v", "0")
+    manage(env, "createcachetable")
+    port, providers_port = free_port(), free_port()
+    log = tmp_path / "devserver.log"
+    server = start_devserver(env, port, providers_port, log)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(base, server, log)
+        assert "DEBUG is off: no simulated providers" in log.read_text()
+        children = descendants(server.pid)
+        assert not any("fakeproviders" in line for line in children.values())
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", providers_port), timeout=2)
+        checkout = requests.get(f"{base}/checkout/", timeout=30).text
+        assert "simulated" not in checkout
+        stop(server, log)
+        assert "stopped the web server, the job cluster" in log.read_text()
+        assert not (tmp_path / "demo-providers.state").exists()
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait(timeout=10)

@@ -29,9 +29,11 @@ from django.contrib.auth.models import Group
 from django.core.management.base import BaseCommand, CommandError
 from django.test.utils import override_settings
 from django.utils import timezone
+from django.utils.module_loading import import_string
 
 from gateways import registry
 from gateways.money import quantize
+from gateways.registry import ADAPTERS
 from payments import clock, services
 from payments.models import Payment, Plan
 from payments.roles import roles_setup
@@ -218,6 +220,10 @@ def _free_or_any(port: int) -> int:
     return port
 
 
+def _pays_in_crypto(code: str) -> bool:
+    return import_string(ADAPTERS[code]).choices_field == "crypto_currency"
+
+
 def _pointed_at(fake) -> dict:
     """Return GATEWAY_SETTINGS with the sandbox on and the providers at `fake`."""
     gateway_settings = copy.deepcopy(settings.GATEWAY_SETTINGS)
@@ -301,7 +307,7 @@ class History:
                 gateway_code=plot.gateway,
                 email=f"{name}@{DEMO_DOMAIN}",
                 site_url=self.site_url,
-                crypto_currency="BTC" if plot.gateway == "coinpayments" else "",
+                crypto_currency="BTC" if _pays_in_crypto(plot.gateway) else "",
             )
         provider = PROVIDERS[plot.gateway](self.fake, payment)
         paid_at = plot.start + timedelta(seconds=rng.randint(40, 900))
