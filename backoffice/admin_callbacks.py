@@ -7,6 +7,8 @@ from payments import selectors
 
 def environment_callback(request) -> list[str]:
     """Show which environment the admin is looking at (TEST MODE first)."""
+    if settings.DEMO_PROVIDERS_URL:
+        return ["TEST MODE · simulated providers", "danger"]
     if selectors.test_mode():
         return ["TEST MODE", "danger"]
     if settings.DEBUG:
@@ -16,4 +18,5 @@ def environment_callback(request) -> list[str]:
 
 def environment_title_prefix(request) -> str:
     """Prefix page titles with [TEST MODE] while the sandbox is offered."""
-    return "[TEST MODE]" if selectors.test_mode() else ""
+    simulated = bool(settings.DEMO_PROVIDERS_URL)
+    return "[TEST MODE]" if simulated or selectors.test_mode() else ""

@@ -382,6 +382,20 @@ GATEWAY_SETTINGS = {
     },
 }
 
+# --- Demo providers (issue 21 item 2: a demo in which every gateway works) ---
+# The fake provider server's base URL, set by `manage.py devserver` (make run)
+# in the environment of the web server and job cluster it starts, together
+# with the gateways' *_API_* URLs and the demo credentials the fake accepts
+# (fakeproviders/demo.py). Pages then say that the providers are simulated.
+# With DEBUG off, `manage.py check` refuses it (backoffice.E002).
+DEMO_PROVIDERS_URL = config("DEMO_PROVIDERS_URL", default="").rstrip("/")
+# Where the demo's fake keeps its provider-side records between runs (written
+# by seed_demo and by devserver's fake on exit); empty: not kept (the tests).
+DEMO_PROVIDERS_STATE = config(
+    "DEMO_PROVIDERS_STATE",
+    default="" if TESTING else str(BASE_DIR / "var" / "demo-providers.state"),
+)
+
 # "inline": a notification is applied before it is acknowledged. "queued": it
 # is stored and acknowledged, then applied in batches by a django-q2 task
 # (much higher intake; needs a running qcluster, best with the Redis broker).

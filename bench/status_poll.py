@@ -3,7 +3,7 @@
 2,000 pending MPGS payments; C client threads poll
 `GET /api/payments/status/<ref_id>/` for random payments while a few other
 clients load `GET /checkout/`, against gunicorn (gthread workers) on
-PostgreSQL. The fake MPGS (tests/fakes/mpgs.py) runs in this process.
+PostgreSQL. The fake MPGS (fakeproviders/mpgs.py) runs in this process.
 
 Baseline, in the same run against the same server: the same load while the
 fake MPGS answers at once. Measured: the same load while it hangs every
@@ -110,7 +110,7 @@ def main() -> None:
             "(a throw-away database: its tables are flushed)"
         )
 
-    from tests.fakes import FakeProviderServer
+    from fakeproviders import FakeProviderServer
 
     fake = FakeProviderServer().start()
     mpgs = fake.gateway_settings()["mpgs"]

@@ -15,6 +15,7 @@ from django.db.models import Q
 
 from gateways.money import currency_problem, precision_problem, to_provider
 
+from .clock import ClockDateTimeField
 from .states import PaymentStatus
 
 MONEY = {"max_digits": 16, "decimal_places": 3}
@@ -97,7 +98,7 @@ class PlanPriceChange(models.Model):
     changed_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT
     )
-    changed_at = models.DateTimeField(auto_now_add=True)
+    changed_at = ClockDateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["-changed_at", "-id"]
@@ -150,8 +151,8 @@ class Payment(models.Model):
     needs_review = models.BooleanField(default=False)
     review_reason = models.TextField(blank=True)
     failure_reason = models.TextField(blank=True)
-    date_created = models.DateTimeField(auto_now_add=True)
-    date_updated = models.DateTimeField(auto_now=True)
+    date_created = ClockDateTimeField(auto_now_add=True)
+    date_updated = ClockDateTimeField(auto_now=True)
     date_paid = models.DateTimeField(null=True, blank=True)
     expiry_datetime = models.DateTimeField(null=True, blank=True)
     # The janitor's schedule (services.checks): scheduled checks only.
@@ -266,7 +267,7 @@ class PaymentEvent(models.Model):
     source = models.CharField(max_length=64, default="system")
     message = models.TextField(blank=True)
     data = models.JSONField(default=dict, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
+    created_at = ClockDateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["created_at", "id"]
@@ -316,8 +317,8 @@ class Refund(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT
     )
     attempts = models.PositiveIntegerField(default=0)
-    date_created = models.DateTimeField(auto_now_add=True)
-    date_updated = models.DateTimeField(auto_now=True)
+    date_created = ClockDateTimeField(auto_now_add=True)
+    date_updated = ClockDateTimeField(auto_now=True)
     date_completed = models.DateTimeField(null=True, blank=True)
 
     class Meta:
@@ -435,7 +436,7 @@ class WebhookDelivery(models.Model):
         on_delete=models.SET_NULL,
         related_name="deliveries",
     )
-    received_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    received_at = ClockDateTimeField(auto_now_add=True, db_index=True)
     processed_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
@@ -469,7 +470,7 @@ class IdempotencyRecord(models.Model):
     response_status = models.PositiveSmallIntegerField(null=True)
     # Text, not JSON: the replay must be byte-identical (jsonb reorders keys).
     response_body = models.TextField(blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
+    created_at = ClockDateTimeField(auto_now_add=True)
 
     def __str__(self) -> str:
         return self.key
@@ -478,7 +479,7 @@ class IdempotencyRecord(models.Model):
 class ReconciliationRun(models.Model):
     """One sweep of open payments against the providers."""
 
-    started_at = models.DateTimeField(auto_now_add=True)
+    started_at = ClockDateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     trigger = models.CharField(max_length=32, default="schedule")
     checked = models.PositiveIntegerField(default=0)
@@ -533,7 +534,7 @@ class ExportJob(models.Model):
     file = models.FileField(upload_to="exports/", max_length=255, blank=True)
     file_size = models.PositiveBigIntegerField(null=True, blank=True)
     error = models.TextField(blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
+    created_at = ClockDateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     expires_at = models.DateTimeField(null=True, blank=True)

@@ -82,7 +82,7 @@ def plan(db):
 @pytest.fixture(scope="session")
 def fake():
     """The fake provider server (every provider) on loopback, shared by a session."""
-    from tests.fakes import FakeProviderServer
+    from fakeproviders import FakeProviderServer
 
     server = FakeProviderServer().start()
     yield server

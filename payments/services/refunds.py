@@ -7,7 +7,6 @@ from decimal import Decimal
 
 from django.db import transaction
 from django.db.models import F, Q, Sum
-from django.utils import timezone
 
 from gateways.base import (
     GatewayConfigError,
@@ -22,6 +21,7 @@ from gateways.base import Status as ReportedStatus
 from gateways.money import quantize
 from gateways.registry import get_gateway
 
+from .. import clock
 from ..exceptions import RefundNotAllowed
 from ..models import EventKind, Payment, Refund, RefundStatus, new_refund_id
 from ..states import REFUNDABLE_STATUSES, refunded_status
@@ -173,9 +173,11 @@ def refund_request(
             reason=reason,
             requested_by=actor.user,
             status=RefundStatus.MANUAL if manual else RefundStatus.PENDING,
-            date_completed=timezone.now() if manual else None,
         )
         if manual:
+            # Recorded as done when it is recorded: never before its own creation.
+            refund.date_completed = refund.date_created
+            refund.save(update_fields=["date_completed"])
             _book(refund, actor, ())
             return refund
     return refund_submit(refund_id=refund.pk, actor=actor)
@@ -218,7 +220,7 @@ def _refund_gateway_problem(payment_id: int) -> str:
 
 def refunds_retry_pending(*, min_age_seconds: int, actor: Actor = SYSTEM) -> int:
     """Look up or resend refunds whose provider answer was lost; count the settled."""
-    cutoff = timezone.now() - timedelta(seconds=min_age_seconds)
+    cutoff = clock.now() - timedelta(seconds=min_age_seconds)
     pending = Refund.objects.filter(
         status=RefundStatus.PENDING, date_created__lt=cutoff
     ).values_list("pk", flat=True)[:1000]
@@ -282,8 +284,8 @@ def refund_finish(
             status=RefundStatus.SUCCEEDED if succeeded else RefundStatus.FAILED,
             gateway_refund_id=result.gateway_refund_id if succeeded else "",
             failure_reason="" if succeeded else result.message,
-            date_completed=timezone.now(),
-            date_updated=timezone.now(),
+            date_completed=clock.now(),
+            date_updated=clock.now(),
         )
         refund.refresh_from_db()
         amount = money_text(refund.amount, refund.currency)

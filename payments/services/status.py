@@ -12,13 +12,13 @@ from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
-from django.utils import timezone
 
 from gateways.base import GatewayConfigError, GatewayError, StatusResult
 from gateways.http import time_budget
 from gateways.money import in_range, quantize
 from gateways.registry import get_gateway
 
+from .. import clock
 from ..exceptions import GatewayNotConfigured
 from ..models import EventKind, Payment, PaymentEvent
 from ..selectors import payment_ref
@@ -421,7 +421,7 @@ def payment_refresh(
     check (reconciliation, expiry) moves the payment's check schedule.
     Raise GatewayNotConfigured when its gateway has no credentials.
     """
-    now = timezone.now()
+    now = clock.now()
     try:
         result = get_gateway(payment.payment_gateway).fetch_status(payment_ref(payment))
     except GatewayConfigError as exc:

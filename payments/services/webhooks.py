@@ -17,7 +17,6 @@ from enum import StrEnum
 from django.conf import settings
 from django.core.cache import cache
 from django.db import IntegrityError, connection, transaction
-from django.utils import timezone
 from django_q.tasks import async_task
 
 from gateways.base import (
@@ -31,6 +30,7 @@ from gateways.base import (
 from gateways.money import in_range
 from gateways.registry import ADAPTERS, get_gateway
 
+from .. import clock
 from ..exceptions import GatewayNotConfigured, WebhookNotAccepted
 from ..models import EventKind, Payment, WebhookDelivery
 from ..selectors import payment_ref
@@ -382,7 +382,7 @@ def store_delivery(delivery: WebhookDelivery, outcome: str, *, error: str = "") 
     """Save a delivery with its outcome (an INSERT, or an UPDATE when re-processed)."""
     delivery.outcome = outcome
     delivery.error = storable(error)
-    delivery.processed_at = timezone.now()
+    delivery.processed_at = clock.now()
     if outcome in (Outcome.DUPLICATE, Outcome.UNMATCHED, Outcome.ERROR):
         delivery.provider_event_id = None  # only an applied event claims its id
     delivery.save()
