@@ -77,6 +77,8 @@ class PaymentExportMixin(ExportActionMixin):
     # The payment page has its own actions; no export button there.
     show_change_form_export = False
     change_form_template = None
+    # import-export's form, headed by the number of rows it will write.
+    export_template_name = "admin/payments/payment/export.html"
 
     def has_export_permission(self, request: HttpRequest) -> bool:
         return has_perm(request, EXPORT_PERMISSION)
@@ -110,6 +112,25 @@ class PaymentExportMixin(ExportActionMixin):
         return selectors.payment_list(
             filters=selectors.payment_filters_from_query(request.GET)
         )
+
+    def init_request_context_data(self, request: HttpRequest, form) -> dict:
+        """Add how many rows the export of the list's filters will write.
+
+        Exact up to ADMIN_EXACT_COUNT_LIMIT, else "more than" it with the
+        planner's estimate (PostgreSQL). Not for ticked rows: the form counts
+        those itself.
+        """
+        context = super().init_request_context_data(request, form)
+        if "export_items" not in form.initial and "export_items" not in request.POST:
+            rows = selectors.row_count(self.get_export_queryset(request), estimate=True)
+            context["export_row_count"] = rows
+            # Known only when the count is exact or already past the limit.
+            context["export_in_background"] = (
+                rows.exact > request_limit()
+                if rows.is_exact
+                else rows.limit >= request_limit()
+            )
+        return context
 
     def export_action(self, request: HttpRequest):
         try:

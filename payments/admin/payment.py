@@ -25,7 +25,6 @@ from unfold.admin import ModelAdmin, checkbox
 from unfold.contrib.filters.admin import BooleanRadioFilter, ChoicesDropdownFilter
 from unfold.decorators import action, display
 from unfold.enums import ActionVariant
-from unfold.views import ChangeList
 
 from .. import selectors, services
 from ..exceptions import PaymentError
@@ -33,6 +32,7 @@ from ..models import Payment, RefundStatus
 from ..states import PaymentStatus
 from .common import (
     PAYMENT_STATUS_COLOURS,
+    CountedChangeList,
     DateRangeFilter,
     DeepPagePaginator,
     GatewayFilter,
@@ -110,7 +110,7 @@ ROW_CHECKBOX_VALUE = "__row_pk__"
 ROW_CHECKBOX = checkbox.render(helpers.ACTION_CHECKBOX_NAME, ROW_CHECKBOX_VALUE)
 
 
-class PaymentChangeList(ChangeList):
+class PaymentChangeList(CountedChangeList):
     """The payment list: unfold's filter widgets, the rows of `selectors.payment_list`.
 
     The filters and the search of the query string become `PaymentFilters`
@@ -146,6 +146,13 @@ class PaymentChangeList(ChangeList):
             new_params=remaining_lookup_params, remove=self.get_filters_params()
         )
         return queryset
+
+    def get_results(self, request: HttpRequest) -> None:
+        super().get_results(request)
+        if isinstance(self.result_list, QuerySet):
+            # One page or "Show all": the rows without the paginator, which
+            # reads only the columns shown (PaymentAdmin.get_paginator).
+            self.result_list = self.result_list.only(*self.model_admin.list_fields)
 
 
 @admin.register(Payment)
@@ -250,7 +257,7 @@ class PaymentAdmin(PaymentExportMixin, ReadOnlyAdminMixin, ModelAdmin):
 
     # rows and search: selectors.payment_list -------------------------------------------
 
-    def get_changelist(self, request: HttpRequest, **kwargs) -> type[ChangeList]:
+    def get_changelist(self, request: HttpRequest, **kwargs) -> type[CountedChangeList]:
         return PaymentChangeList
 
     def get_search_results(self, request: HttpRequest, queryset, search_term: str):
