@@ -492,6 +492,11 @@ UNFOLD = {
     "ENVIRONMENT_TITLE_PREFIX": "backoffice.admin_callbacks.environment_title_prefix",
     "DASHBOARD_CALLBACK": "backoffice.dashboard.dashboard_callback",
     "SHOW_VIEW_ON_SITE": False,
+    # --- forgiving search (issue 21): Ctrl-K finds payments as the list does ---
+    "COMMAND": {
+        "search_models": False,
+        "search_callback": "backoffice.admin_callbacks.command_search",
+    },
     # Each entry is shown only to those who may open it.
     "SIDEBAR": {
         "show_search": True,

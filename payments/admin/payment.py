@@ -179,9 +179,9 @@ class PaymentAdmin(PaymentExportMixin, ReadOnlyAdminMixin, ModelAdmin):
     # Shown as the search box's fields; the search itself is the selector's.
     search_fields = ("ref_id", "gateway_transaction_id", "crypto_address", "email")
     search_help_text = _(
-        "Exact reference, gateway transaction id or crypto address; or the start "
-        "of the e-mail address (any case). Spaces are ignored; a search that "
-        "finds one payment opens it."
+        "Whole reference, gateway transaction id or crypto address, in any case; "
+        "the start of an e-mail address, or its domain (@example.com). Spaces "
+        "are ignored; a search that finds one payment opens it."
     )
     show_full_result_count = False
     show_facets = admin.ShowFacets.NEVER
