@@ -508,6 +508,14 @@ if ROLLUP_WINDOW_DAYS < 30:
 # (payments.selectors.review_badge_count); the dashboard counts live.
 REVIEW_BADGE_SECONDS = config("REVIEW_BADGE_SECONDS", default=10, cast=int)
 
+# --- true counts (issue 21) ---
+# Admin lists and export forms state their row count exactly up to this many
+# rows (one COUNT over a subquery stopped at limit + 1), above it "more than
+# ADMIN_EXACT_COUNT_LIMIT" (export forms add PostgreSQL's estimate).
+ADMIN_EXACT_COUNT_LIMIT = config("ADMIN_EXACT_COUNT_LIMIT", default=10000, cast=int)
+if ADMIN_EXACT_COUNT_LIMIT < 1:
+    raise ImproperlyConfigured("ADMIN_EXACT_COUNT_LIMIT must be at least 1")
+
 
 def _perm(permission: str):
     return lambda request: request.user.has_perm(permission)
@@ -529,6 +537,11 @@ UNFOLD = {
     "ENVIRONMENT_TITLE_PREFIX": "backoffice.admin_callbacks.environment_title_prefix",
     "DASHBOARD_CALLBACK": "backoffice.dashboard.dashboard_callback",
     "SHOW_VIEW_ON_SITE": False,
+    # --- forgiving search (issue 21): Ctrl-K finds payments as the list does ---
+    "COMMAND": {
+        "search_models": False,
+        "search_callback": "backoffice.admin_callbacks.command_search",
+    },
     # Each entry is shown only to those who may open it.
     "SIDEBAR": {
         "show_search": True,

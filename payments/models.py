@@ -12,6 +12,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
+from django.db.models.functions import Lower
 
 from gateways.money import currency_problem, precision_problem, to_provider
 
@@ -187,6 +188,12 @@ class Payment(models.Model):
                 name="pay_needs_review",
             ),
             models.Index(fields=["crypto_address"], name="pay_crypto_address"),
+            # The list's search matches these values whatever their case
+            # (selectors.payment_search). The e-mail domain search's index,
+            # on REVERSE(LOWER(email)), is PostgreSQL's alone: migration 0009.
+            models.Index(Lower("ref_id"), name="pay_ref_id_lower"),
+            models.Index(Lower("gateway_transaction_id"), name="pay_gateway_txn_lower"),
+            models.Index(Lower("crypto_address"), name="pay_crypto_address_lower"),
             # The dashboard's paid-volume figures read only this index.
             models.Index(
                 fields=["date_paid"],

@@ -97,3 +97,32 @@ def test_a_rollup_window_shorter_than_the_dashboard_refuses_to_start():
     assert result.returncode != 0
     assert "ROLLUP_WINDOW_DAYS must be at least 30" in result.stderr
     assert run({"DEBUG": "true", "ROLLUP_WINDOW_DAYS": "30"}).returncode == 0
+
+
+def test_the_exact_count_limit_is_read_from_the_environment_and_checked():
+    probe = (
+        "import django; django.setup(); from django.conf import settings as s; "
+        "print(s.ADMIN_EXACT_COUNT_LIMIT)"
+    )
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "backoffice.settings"}
+    env.update({"DEBUG": "true"})
+
+    def limit(value: str | None) -> subprocess.CompletedProcess:
+        given = {**env}
+        given.pop("ADMIN_EXACT_COUNT_LIMIT", None)
+        if value is not None:
+            given["ADMIN_EXACT_COUNT_LIMIT"] = value
+        return subprocess.run(
+            [sys.executable, "-c", probe],
+            cwd=ROOT,
+            env=given,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    assert limit(None).stdout.strip() == "10000"
+    assert limit("2500").stdout.strip() == "2500"
+    refused = limit("0")
+    assert refused.returncode != 0
+    assert "ADMIN_EXACT_COUNT_LIMIT must be at least 1" in refused.stderr

@@ -4,19 +4,22 @@ from __future__ import annotations
 
 import html
 import json
+import sys
 from datetime import date, timedelta
 from typing import Any
 
 from django.core.exceptions import ValidationError
+from django.core.paginator import Paginator
 from django.db import models
 from django.db.models import Model, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
-from django.utils.functional import Promise
+from django.utils.functional import Promise, cached_property
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
+from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 from unfold.contrib.filters.admin import DropdownFilter, RangeDateFilter
-from unfold.paginator import InfinitePaginator
+from unfold.views import ChangeList
 
 from .. import selectors
 from ..models import DeliveryOutcome, EventKind, RefundStatus
@@ -170,8 +173,66 @@ def back_to(request: HttpRequest, url: str) -> HttpResponse:
     return HttpResponseRedirect(url)
 
 
-class DeepPagePaginator(InfinitePaginator):
-    """Unfold's count-free paginator, with deep pages found through the index.
+class CountAbove(int):
+    """A row count known only to exceed `bound`: it reads "more than 10,000".
+
+    Django's changelist compares its count with the page size and with
+    `list_max_show_all`, and unfold's templates print it ("Select all N
+    payments"). As a number it is larger than any page, so the list pages
+    and never offers "Show all"; printed, it states only what is known.
+    """
+
+    bound: int
+
+    def __new__(cls, bound: int) -> CountAbove:
+        count = super().__new__(cls, sys.maxsize)
+        count.bound = bound
+        return count
+
+    def __str__(self) -> str:
+        return gettext("more than %(limit)s") % {"limit": f"{self.bound:,}"}
+
+    __repr__ = __str__
+
+
+class CountedPaginator(Paginator):
+    """A list's paginator that tells the true count, cheaply.
+
+    One `COUNT(*)` over a subquery stopped at ADMIN_EXACT_COUNT_LIMIT + 1
+    rows: the exact count up to the limit, else `CountAbove`, whose pages go
+    on as far as the rows do (Previous / Next, no page numbers).
+    """
+
+    template_name = "admin/payments/counted_pagination.html"
+
+    @cached_property
+    def count(self) -> int:
+        limit = selectors.exact_count_limit()
+        counted = selectors.bounded_count(self.object_list, limit=limit)
+        return counted if counted <= limit else CountAbove(limit)
+
+    @property
+    def count_is_exact(self) -> bool:
+        return not isinstance(self.count, CountAbove)
+
+
+class CountedChangeList(ChangeList):
+    """Unfold's changelist with the count in the footer, not in the header.
+
+    Unfold's header says "N results (Show all)" whenever the full count is
+    not shown, and its link opens the unfiltered list, not all the rows:
+    making the two counts equal removes it. The paginator's template states
+    the count; Django's "Show all" stays where it can show every row (an
+    exact count up to `list_max_show_all`).
+    """
+
+    def get_results(self, request: HttpRequest) -> None:
+        super().get_results(request)
+        self.full_result_count = self.result_count
+
+
+class DeepPagePaginator(CountedPaginator):
+    """A counted paginator, with deep pages found through the index.
 
     Past the first pages, `OFFSET` walks every skipped row and joins it; here
     the page's primary keys are picked first (an index-only walk when the

@@ -25,7 +25,6 @@ from unfold.admin import ModelAdmin, checkbox
 from unfold.contrib.filters.admin import BooleanRadioFilter, ChoicesDropdownFilter
 from unfold.decorators import action, display
 from unfold.enums import ActionVariant
-from unfold.views import ChangeList
 
 from audit import log as audit_log
 
@@ -35,6 +34,7 @@ from ..models import Payment, RefundStatus
 from ..states import PaymentStatus
 from .common import (
     PAYMENT_STATUS_COLOURS,
+    CountedChangeList,
     DateRangeFilter,
     DeepPagePaginator,
     GatewayFilter,
@@ -112,7 +112,7 @@ ROW_CHECKBOX_VALUE = "__row_pk__"
 ROW_CHECKBOX = checkbox.render(helpers.ACTION_CHECKBOX_NAME, ROW_CHECKBOX_VALUE)
 
 
-class PaymentChangeList(ChangeList):
+class PaymentChangeList(CountedChangeList):
     """The payment list: unfold's filter widgets, the rows of `selectors.payment_list`.
 
     The filters and the search of the query string become `PaymentFilters`
@@ -149,6 +149,13 @@ class PaymentChangeList(ChangeList):
         )
         return queryset
 
+    def get_results(self, request: HttpRequest) -> None:
+        super().get_results(request)
+        if isinstance(self.result_list, QuerySet):
+            # One page or "Show all": the rows without the paginator, which
+            # reads only the columns shown (PaymentAdmin.get_paginator).
+            self.result_list = self.result_list.only(*self.model_admin.list_fields)
+
 
 @admin.register(Payment)
 class PaymentAdmin(PaymentExportMixin, ReadOnlyAdminMixin, ModelAdmin):
@@ -174,9 +181,9 @@ class PaymentAdmin(PaymentExportMixin, ReadOnlyAdminMixin, ModelAdmin):
     # Shown as the search box's fields; the search itself is the selector's.
     search_fields = ("ref_id", "gateway_transaction_id", "crypto_address", "email")
     search_help_text = _(
-        "Exact reference, gateway transaction id or crypto address; or the start "
-        "of the e-mail address (any case). Spaces are ignored; a search that "
-        "finds one payment opens it."
+        "Whole reference, gateway transaction id or crypto address, in any case; "
+        "the start of an e-mail address, or its domain (@example.com). Spaces "
+        "are ignored; a search that finds one payment opens it."
     )
     show_full_result_count = False
     show_facets = admin.ShowFacets.NEVER
@@ -252,7 +259,7 @@ class PaymentAdmin(PaymentExportMixin, ReadOnlyAdminMixin, ModelAdmin):
 
     # rows and search: selectors.payment_list -------------------------------------------
 
-    def get_changelist(self, request: HttpRequest, **kwargs) -> type[ChangeList]:
+    def get_changelist(self, request: HttpRequest, **kwargs) -> type[CountedChangeList]:
         return PaymentChangeList
 
     def get_search_results(self, request: HttpRequest, queryset, search_term: str):

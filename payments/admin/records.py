@@ -14,7 +14,6 @@ from unfold.admin import ModelAdmin
 from unfold.contrib.filters.admin import BooleanRadioFilter, ChoicesDropdownFilter
 from unfold.decorators import action, display
 from unfold.forms import BaseDialogForm
-from unfold.paginator import InfinitePaginator
 
 from audit import log as audit_log
 
@@ -32,6 +31,8 @@ from .common import (
     DELIVERY_OUTCOME_COLOURS,
     EVENT_KIND_COLOURS,
     REFUND_STATUS_COLOURS,
+    CountedChangeList,
+    CountedPaginator,
     DateRangeFilter,
     DeliveryGatewayFilter,
     ReadOnlyAdminMixin,
@@ -47,13 +48,16 @@ from .timeline import event_author, event_transition
 
 
 class RecordAdmin(ReadOnlyAdminMixin, ModelAdmin):
-    """A large, append-mostly table: no counts, no facets."""
+    """A large, append-mostly table: a bounded count, no facets."""
 
     show_full_result_count = False
     show_facets = admin.ShowFacets.NEVER
-    paginator = InfinitePaginator
+    paginator = CountedPaginator
     list_per_page = 50
     list_filter_submit = True
+
+    def get_changelist(self, request: HttpRequest, **kwargs):
+        return CountedChangeList
 
 
 @admin.register(PaymentEvent)

@@ -4,7 +4,7 @@ With `services`, the only modules of `payments` that reach `gateways/`:
 `checkout` (plans, gateways offered, a payment's public view), `dashboard`
 (its figures and the review badge), `monitoring` (/metrics and /health/),
 `payments` (the payment list of the admin and of exports) and `settlement`
-(the settlement summary).
+(the settlement summary), `counts` (true, bounded row counts).
 """
 
 from .checkout import (
@@ -21,6 +21,13 @@ from .checkout import (
     sandbox_charge,
     sellable_plans,
     test_mode,
+)
+from .counts import (
+    RowCount,
+    bounded_count,
+    exact_count_limit,
+    planner_estimate,
+    row_count,
 )
 from .dashboard import (
     REFUNDS_DONE,
@@ -83,6 +90,7 @@ __all__ = [
     "PaidDays",
     "PaymentFilterError",
     "PaymentFilters",
+    "RowCount",
     "REFUNDS_DONE",
     "ROLLUP_SETTLE",
     "S",
@@ -91,9 +99,11 @@ __all__ = [
     "SettlementRow",
     "UNAVAILABLE",
     "Volume",
+    "bounded_count",
     "checkout_gateways",
     "daily_paid_volume",
     "day_from_text",
+    "exact_count_limit",
     "failing_deliveries",
     "forget_review_badge",
     "gateway_choices",
@@ -117,9 +127,11 @@ __all__ = [
     "payment_search",
     "payments_needing_attention",
     "pending_counts",
+    "planner_estimate",
     "refund_volume",
     "review_badge_count",
     "rolled_up_days",
+    "row_count",
     "sandbox_charge",
     "search_term_of",
     "sellable_plans",

@@ -11,6 +11,7 @@ import pytest
 from axes.models import AccessAttempt
 from django.contrib import admin
 from django.contrib.auth.models import Group, User
+from django.core.paginator import EmptyPage
 from django.urls import reverse
 from django.utils import timezone
 from django_q.models import Schedule, Task
@@ -317,13 +318,24 @@ def test_filter_by_status_gateway_review_and_date(admin_client, pending, complet
     ) == [True, False]
 
 
-def test_changelist_skips_counts(admin_client, pending):
-    response = admin_client.get(reverse("admin:payments_payment_changelist"))
+def test_changelist_counts_only_up_to_the_limit(admin_client, pending, settings):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from payments.admin.common import CountedPaginator
+
+    settings.ADMIN_EXACT_COUNT_LIMIT = 7
+    with CaptureQueriesContext(connection) as queries:
+        response = admin_client.get(reverse("admin:payments_payment_changelist"))
     changelist = response.context["cl"]
     assert changelist.show_full_result_count is False
-    from unfold.paginator import InfinitePaginator
-
-    assert isinstance(changelist.paginator, InfinitePaginator)  # no COUNT(*)
+    assert isinstance(changelist.paginator, CountedPaginator)
+    counts = [q["sql"] for q in queries.captured_queries if "COUNT(" in q["sql"]]
+    # One bounded count (no COUNT(*) of the whole table); the badge has its own.
+    assert [sql for sql in counts if "LIMIT 8" in sql] != []
+    assert [
+        sql for sql in counts if "needs_review" not in sql and "LIMIT" not in sql
+    ] == []
 
 
 # --- dialog actions -------------------------------------------------------------------------
@@ -605,10 +617,14 @@ def test_deep_pages_list_the_same_rows_as_offset_paging(usd_plan):
     ordered = Payment.objects.select_related("plan").order_by("-date_created", "-pk")
     paginator = DeepPagePaginator(ordered, 2)
     expected = list(ordered.values_list("pk", flat=True))
-    for number in (1, 10, 11, 12, 15, 16):
+    for number in (1, 10, 11, 12, 15):
         page = paginator.page(number)
         assert [p.pk for p in page.object_list] == expected[(number - 1) * 2 :][:2]
     assert all(p.plan.code == usd_plan.code for p in paginator.page(12).object_list)
+    # The count is exact (30 rows): there is no page 16 to list.
+    assert paginator.num_pages == 15
+    with pytest.raises(EmptyPage):
+        paginator.page(16)
 
 
 def test_each_listed_payment_has_its_own_action_checkbox(
