@@ -12,13 +12,15 @@ SCHEDULES = (
     ("purge-expired-exports", "payments.tasks.purge_exports", 60),
     # The dashboard's daily rollups of the last ROLLUP_WINDOW_DAYS days.
     ("refresh-dashboard-rollups", "payments.tasks.refresh_rollups", 5),
+    # Forged or misconfigured deliveries past REJECTED_DELIVERY_RETENTION_DAYS.
+    ("prune-rejected-deliveries", "payments.tasks.prune_rejected_deliveries", 60),
 )
 
 
 class Command(BaseCommand):
     help = (
-        "Create or update the reconciliation, expiry, export-purge and dashboard "
-        "rollup schedules (safe to rerun)."
+        "Create or update the reconciliation, expiry, export-purge, dashboard "
+        "rollup and rejected-delivery pruning schedules (safe to rerun)."
     )
 
     def handle(self, *args, **options):
