@@ -46,6 +46,7 @@ from .dashboard import (
 from .monitoring import (
     PENDING_AGE_BUCKETS,
     PENDING_AGE_OLDEST,
+    RECENT_SECONDS,
     GatewayNotifications,
     MonitoringSnapshot,
     last_successful_reconciliation,
@@ -80,6 +81,7 @@ __all__ = [
     "PAYMENT_LIST_ORDERING",
     "PENDING_AGE_BUCKETS",
     "PENDING_AGE_OLDEST",
+    "RECENT_SECONDS",
     "PaidDays",
     "PaymentFilterError",
     "PaymentFilters",

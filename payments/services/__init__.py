@@ -17,7 +17,7 @@ from .checkout import (
     payment_create,
     request_fingerprint,
 )
-from .health import system_health
+from .health import health_checks, system_health
 from .plans import plan_save
 from .reconcile import (
     due_count,
@@ -58,6 +58,7 @@ __all__ = [
     "StoredAnswer",
     "WebhookOutcome",
     "due_count",
+    "health_checks",
     "idempotency_abandon",
     "idempotency_begin",
     "idempotency_finish",
