@@ -37,8 +37,7 @@ def pending_mpgs(plan, count: int) -> list[str]:
             email=f"p{i}@example.com",
             amount=plan.price,
             currency=plan.currency,
-            payment_gateway="mpgs",
-            status=Payment.Status.PENDING,
+            payment_gateway="mpgs",  # PENDING: a new payment's status
             gateway_session_id=f"SESSION{i:06d}",
             expiry_datetime=expiry,
         )
