@@ -79,6 +79,8 @@ MIDDLEWARE = [
     # First, so that every answer under /api/ is JSON, including a database or
     # cache outage met by the middleware below it.
     "payments.middleware.ApiErrorMiddleware",
+    # hard1 (issue 22): every provider call a request makes shares one budget.
+    "payments.middleware.GatewayBudgetMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Static files are answered here, before sessions and the database.
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -464,6 +466,67 @@ OTP_TOTP_ISSUER = config("OTP_TOTP_ISSUER", default="Magic eSIM back office")
 AUDIT_RETENTION_DAYS = config("AUDIT_RETENTION_DAYS", default=400, cast=int)
 if AUDIT_RETENTION_DAYS < 1:
     raise ImproperlyConfigured("AUDIT_RETENTION_DAYS must be at least 1")
+
+# --- hard1 (issue 22): bounded under hanging providers and hostile traffic ---------------
+
+# Webhook secret rotation: each *_PREVIOUS value is tried after the current
+# one, so a secret can be changed at the provider and here without rejecting
+# the deliveries signed in between. Empty (the default) = no previous secret.
+GATEWAY_SETTINGS["coinpayments"]["ipn_secret_previous"] = config(
+    "COINPAYMENTS_IPN_SECRET_PREVIOUS", default=""
+)
+GATEWAY_SETTINGS["mpgs"]["webhook_secret_previous"] = config(
+    "MPGS_WEBHOOK_SECRET_PREVIOUS", default=""
+)
+GATEWAY_SETTINGS["sandbox"]["secret_previous"] = config(
+    "SANDBOX_WEBHOOK_SECRET_PREVIOUS", default=""
+)
+GATEWAY_SETTINGS["hyperpay"]["webhook_key_previous"] = config(
+    "HYPERPAY_WEBHOOK_KEY_PREVIOUS", default=""
+)
+GATEWAY_SETTINGS["stripe"]["webhook_secret_previous"] = config(
+    "STRIPE_WEBHOOK_SECRET_PREVIOUS", default=""
+)
+# Failed webhook verifications per client IP (same syntax as the other
+# limits; empty = off). Past it a forged delivery is answered 429 and not
+# stored; a delivery that verifies is never counted nor refused.
+RATE_LIMIT_WEBHOOK_FAILURES = config(
+    "RATE_LIMIT_WEBHOOK_FAILURES", default="60/m"
+).strip()
+if RATE_LIMIT_WEBHOOK_FAILURES and not re.match(
+    RATE_LIMIT_PATTERN, RATE_LIMIT_WEBHOOK_FAILURES
+):
+    raise ImproperlyConfigured(
+        "RATE_LIMIT_WEBHOOK_FAILURES must look like 60/m (count/period), or be "
+        "empty to turn the limit off"
+    )
+# Deliveries that failed verification (kept as their first 2 KiB, length and
+# SHA-256) are deleted after this many days by the prune-rejected-deliveries
+# schedule.
+REJECTED_DELIVERY_RETENTION_DAYS = config(
+    "REJECTED_DELIVERY_RETENTION_DAYS", default=30, cast=int
+)
+# Total seconds every provider call made inside one web request may take,
+# connect, read and retries together (admin refresh, refund, webhook
+# confirmation, checkout creation). Keep it well inside the server's worker
+# timeout (gunicorn --timeout 30 in docs/runbook.md). Customer-facing
+# refreshes keep their own, shorter STATUS_REFRESH_BUDGET_SECONDS; background
+# jobs keep GATEWAY_CONNECT_TIMEOUT / GATEWAY_READ_TIMEOUT and their retries.
+GATEWAY_REQUEST_BUDGET_SECONDS = config(
+    "GATEWAY_REQUEST_BUDGET_SECONDS", default=10.0, cast=float
+)
+# Customer-facing refreshes (status API, return page) waiting on providers at
+# once, per process; a poll beyond that answers the stored status at once.
+STATUS_REFRESH_CONCURRENCY = config("STATUS_REFRESH_CONCURRENCY", default=4, cast=int)
+if (
+    REJECTED_DELIVERY_RETENTION_DAYS < 1
+    or STATUS_REFRESH_CONCURRENCY < 1
+    or GATEWAY_REQUEST_BUDGET_SECONDS <= 0
+):
+    raise ImproperlyConfigured(
+        "REJECTED_DELIVERY_RETENTION_DAYS and STATUS_REFRESH_CONCURRENCY must be "
+        "at least 1, GATEWAY_REQUEST_BUDGET_SECONDS above 0"
+    )
 
 # --- django-q2 --------------------------------------------------------------------------
 

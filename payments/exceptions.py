@@ -19,6 +19,7 @@ class PaymentErrorCode(StrEnum):
     ILLEGAL_TRANSITION = "illegal_transition"
     REFUND_NOT_ALLOWED = "refund_not_allowed"
     PROVIDER_UNAVAILABLE = "provider_unavailable"
+    PROVIDER_TIMEOUT = "provider_timeout"
     GATEWAY_NOT_CONFIGURED = "gateway_not_configured"
     IDEMPOTENCY_CONFLICT = "idempotency_conflict"
     REQUEST_IN_PROGRESS = "request_in_progress"
@@ -65,6 +66,22 @@ class ProviderUnavailable(PaymentError):
         super().__init__(reason)
         self.reason = reason
         self.payment = payment
+
+
+class ProviderTimedOut(PaymentError):
+    """Raised when a provider did not answer within the request's time budget.
+
+    What was asked is recorded (a fault on the timeline; a refund stays
+    PENDING, `refund` set) and the janitor asks again: nothing is half-written.
+    """
+
+    code = PaymentErrorCode.PROVIDER_TIMEOUT
+    MESSAGE = "the provider did not answer in time; the janitor will retry"
+
+    def __init__(self, detail: str = "", *, refund=None):
+        super().__init__(self.MESSAGE)
+        self.detail = detail
+        self.refund = refund
 
 
 class GatewayNotConfigured(PaymentError):

@@ -8,6 +8,7 @@ import logging
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 
+from . import services
 from .views.errors import (
     api_path,
     json_error,
@@ -78,3 +79,19 @@ def _is_json(response) -> bool:
         return isinstance(json.loads(response.content), dict)
     except (ValueError, AttributeError):
         return False
+
+
+class GatewayBudgetMiddleware:
+    """Give every provider call one web request makes one total time budget.
+
+    GATEWAY_REQUEST_BUDGET_SECONDS, connect, read and retries together, so a
+    hanging provider ends an admin refresh, a refund or a webhook's
+    confirmation well before the server's worker timeout kills the worker.
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        with services.request_budget():
+            return self.get_response(request)

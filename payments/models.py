@@ -425,11 +425,23 @@ class WebhookDelivery(models.Model):
 
     Outcome = DeliveryOutcome
 
+    class SecretUsed(models.TextChoices):
+        CURRENT = "current", "current secret"
+        PREVIOUS = "previous", "previous secret (*_PREVIOUS)"
+
     gateway = models.CharField(max_length=32)
     headers = models.JSONField(default=dict)
     body = models.TextField(blank=True)
+    # Set when only the start of the body is kept (a delivery that failed
+    # verification): its full length in bytes and the SHA-256 of all of it.
+    body_length = models.PositiveIntegerField(null=True, blank=True)
+    body_sha256 = models.CharField("body SHA-256", max_length=64, blank=True)
     remote_addr = models.GenericIPAddressField(null=True, blank=True)
     signature_valid = models.BooleanField(null=True)
+    # Which configured webhook secret verified it ("" when none did).
+    secret_used = models.CharField(
+        max_length=16, choices=SecretUsed.choices, blank=True
+    )
     # NULL, not "", when absent: the unique constraint applies only to real ids.
     provider_event_id = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001
     outcome = models.CharField(
@@ -466,6 +478,11 @@ class WebhookDelivery(models.Model):
 
     def __str__(self) -> str:
         return f"{self.gateway} #{self.pk}"
+
+    @property
+    def body_truncated(self) -> bool:
+        """Tell whether only the start of the body was kept."""
+        return self.body_length is not None and bool(self.body_sha256)
 
 
 class IdempotencyRecord(models.Model):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from django.conf import settings
 from django.db import transaction
 from django_q.tasks import async_task
 
@@ -117,6 +118,13 @@ def prune_audit_log() -> dict:
     }
 
 
+def prune_rejected_deliveries() -> int:
+    """Delete deliveries that failed verification, past their retention."""
+    return services.webhooks_prune_rejected(
+        older_than_days=settings.REJECTED_DELIVERY_RETENTION_DAYS
+    )
+
+
 # The only functions a django-q2 Schedule may name: the cluster imports and
 # runs whatever dotted path a schedule holds. Given to services.schedules by
 # its callers (the schedule admin and the model-level guard in apps.py).
@@ -127,4 +135,5 @@ SCHEDULABLE_TASKS = (
     purge_exports,
     refresh_rollups,
     prune_audit_log,
+    prune_rejected_deliveries,
 )

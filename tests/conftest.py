@@ -38,6 +38,7 @@ def _no_rate_limits(settings):
     """
     settings.RATE_LIMIT_CREATE = ""
     settings.RATE_LIMIT_STATUS = ""
+    settings.RATE_LIMIT_WEBHOOK_FAILURES = ""
 
 
 @pytest.fixture

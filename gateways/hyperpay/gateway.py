@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -25,6 +25,8 @@ from ..base import (
     StatusResult,
     WebhookEvent,
     WebhookRejected,
+    rotating_secrets,
+    verify_with_secrets,
 )
 from ..http import GatewayHTTP, json_body
 from ..money import to_provider
@@ -144,6 +146,9 @@ class HyperPayGateway(Gateway):
         try:
             brands = parse_brands(self.settings.get("brands") or "")
             self._webhook_key = webhook_key(str(self.settings.get("webhook_key") or ""))
+            self._webhook_key_previous = webhook_key(
+                str(self.settings.get("webhook_key_previous") or "")
+            )
             query_per_minute = int(
                 self.settings.get("query_per_minute", QUERY_PER_MINUTE)
             )
@@ -310,7 +315,17 @@ class HyperPayGateway(Gateway):
         if self._webhook_key is None:
             raise WebhookRejected("HYPERPAY_WEBHOOK_KEY is not set")
         raw_body = body if isinstance(body, bytes) else str(body).encode()
-        envelope = decrypt(raw_body, headers, self._webhook_key)
+        # A stored delivery is decrypted again too, with either key (one may
+        # have been rotated since it arrived).
+        keys = rotating_secrets(self._webhook_key, self._webhook_key_previous)
+        used, envelope = verify_with_secrets(
+            keys, lambda key: decrypt(raw_body, headers, key)
+        )
+        event = self._read_notification(envelope)
+        return event if verified else replace(event, secret_used=used)
+
+    def _read_notification(self, envelope: dict[str, Any]) -> WebhookEvent:
+        """Read a decrypted notification."""
         kind = str(envelope.get("type") or "")
         payload = envelope.get("payload")
         if kind != "PAYMENT":

@@ -29,7 +29,7 @@ from unfold.enums import ActionVariant
 from audit import log as audit_log
 
 from .. import selectors, services
-from ..exceptions import PaymentError
+from ..exceptions import PaymentError, ProviderTimedOut
 from ..models import Payment, RefundStatus
 from ..states import PaymentStatus
 from .common import (
@@ -419,8 +419,11 @@ class PaymentAdmin(PaymentExportMixin, ReadOnlyAdminMixin, ModelAdmin):
         )
         try:
             applied = services.payment_refresh(
-                payment=form.payment, actor=admin_actor(request)
+                payment=form.payment, actor=admin_actor(request), raise_on_timeout=True
             )
+        except ProviderTimedOut as exc:
+            messages.warning(request, _("Not refreshed: %s.") % exc)
+            return self._back(request, object_id)
         except PaymentError as exc:
             messages.error(request, _("Could not ask the gateway: %s") % exc)
             return self._back(request, object_id)
@@ -529,7 +532,20 @@ class PaymentAdmin(PaymentExportMixin, ReadOnlyAdminMixin, ModelAdmin):
                 actor=admin_actor(request),
                 reason=form.cleaned_data["reason"],
                 manual=manual,
+                raise_on_timeout=True,
             )
+        except ProviderTimedOut as exc:
+            # The refund row was written (PENDING) and is looked up before
+            # any resend: the dialog must not invite a second one.
+            messages.warning(
+                request,
+                _("The refund of %(amount)s is pending: %(reason)s.")
+                % {
+                    "amount": money(exc.refund.amount, exc.refund.currency),
+                    "reason": exc,
+                },
+            )
+            return self._back(request, object_id)
         except PaymentError as exc:
             # Nothing was written: show the reason in the dialog, kept open.
             form.add_error("amount", str(exc))

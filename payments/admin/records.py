@@ -194,6 +194,7 @@ class WebhookDeliveryAdmin(RecordAdmin):
                     "outcome_badge",
                     "error",
                     "signature_valid",
+                    "secret_used",
                     "provider_event_id",
                     "payment",
                     "remote_addr",
@@ -203,7 +204,10 @@ class WebhookDeliveryAdmin(RecordAdmin):
             },
         ),
         # Headers were redacted when stored (signatures, authorization, cookies).
-        (_("Request"), {"fields": ("headers_display", "body_display")}),
+        (
+            _("Request"),
+            {"fields": ("headers_display", "body_kept", "body_display")},
+        ),
     )
     readonly_fields = flatten_fieldsets(fieldsets)
     actions_detail = ("reprocess",)
@@ -221,6 +225,16 @@ class WebhookDeliveryAdmin(RecordAdmin):
     @display(description=_("headers"))
     def headers_display(self, obj: WebhookDelivery):
         return pretty_json(obj.headers)
+
+    @display(description=_("body kept"))
+    def body_kept(self, obj: WebhookDelivery):
+        if not obj.body_truncated:
+            return _("all of it")
+        kept = min(len(obj.body.encode()), obj.body_length)
+        return _(
+            "only the start (failed verification): %(kept)s of %(length)s bytes; "
+            "SHA-256 of all of it %(sha)s"
+        ) % {"kept": kept, "length": obj.body_length, "sha": obj.body_sha256}
 
     @display(description=_("body"))
     def body_display(self, obj: WebhookDelivery):

@@ -53,6 +53,7 @@ from .dashboard import (
 from .monitoring import (
     PENDING_AGE_BUCKETS,
     PENDING_AGE_OLDEST,
+    RECENT_SECONDS,
     GatewayNotifications,
     MonitoringSnapshot,
     last_successful_reconciliation,
@@ -87,6 +88,7 @@ __all__ = [
     "PAYMENT_LIST_ORDERING",
     "PENDING_AGE_BUCKETS",
     "PENDING_AGE_OLDEST",
+    "RECENT_SECONDS",
     "PaidDays",
     "PaymentFilterError",
     "PaymentFilters",

@@ -8,6 +8,7 @@ schedule; `reconcile` the janitor itself; `rollups` the dashboard's
 daily rollups (recounted by a schedule, never by a status change).
 """
 
+from .budget import request_budget
 from .checkout import (
     StoredAnswer,
     idempotency_abandon,
@@ -16,7 +17,7 @@ from .checkout import (
     payment_create,
     request_fingerprint,
 )
-from .health import system_health
+from .health import health_checks, system_health
 from .plans import plan_save
 from .reconcile import (
     due_count,
@@ -47,6 +48,7 @@ from .webhooks import (
     sandbox_choose,
     webhook_ingest,
     webhook_reprocess,
+    webhooks_prune_rejected,
 )
 
 __all__ = [
@@ -56,6 +58,7 @@ __all__ = [
     "StoredAnswer",
     "WebhookOutcome",
     "due_count",
+    "health_checks",
     "idempotency_abandon",
     "idempotency_begin",
     "idempotency_finish",
@@ -72,6 +75,7 @@ __all__ = [
     "refund_request",
     "refundable_amount",
     "refunds_retry_pending",
+    "request_budget",
     "request_fingerprint",
     "rollup_recount",
     "rollups_rebuild",
@@ -84,4 +88,5 @@ __all__ = [
     "webhook_ingest",
     "webhook_reprocess",
     "webhooks_apply_received",
+    "webhooks_prune_rejected",
 ]

@@ -11,6 +11,7 @@ from django.db.models import F, Q, Sum
 from gateways.base import (
     GatewayConfigError,
     GatewayError,
+    GatewayTimeout,
     NotSupported,
     RefundRequest,
     RefundResult,
@@ -22,7 +23,7 @@ from gateways.money import quantize
 from gateways.registry import get_gateway
 
 from .. import clock
-from ..exceptions import RefundNotAllowed
+from ..exceptions import ProviderTimedOut, RefundNotAllowed
 from ..models import EventKind, Payment, Refund, RefundStatus, new_refund_id
 from ..states import REFUNDABLE_STATUSES, refunded_status
 from ..states import refundable_amount as refundable_formula
@@ -133,6 +134,7 @@ def refund_request(
     actor: Actor,
     reason: str = "",
     manual: bool = False,
+    raise_on_timeout: bool = False,
 ) -> Refund:
     """Refund part or all of a paid payment; over-refunding is impossible.
 
@@ -140,7 +142,9 @@ def refund_request(
     lock, so two operators cannot both pass the check. The provider call
     happens after that commit, keyed by our refund id. `manual` records money
     returned outside the provider (e.g. crypto) and never needs the gateway.
-    Raise RefundNotAllowed, writing nothing, when the refund cannot be made.
+    Raise RefundNotAllowed, writing nothing, when the refund cannot be made,
+    and (with `raise_on_timeout`) ProviderTimedOut when the provider did not
+    answer in time: the refund is then kept PENDING for the janitor.
     """
     refund_id = new_refund_id()
     gateway_problem = "" if manual else _refund_gateway_problem(payment_id)
@@ -180,7 +184,9 @@ def refund_request(
             refund.save(update_fields=["date_completed"])
             _book(refund, actor, ())
             return refund
-    return refund_submit(refund_id=refund.pk, actor=actor)
+    return refund_submit(
+        refund_id=refund.pk, actor=actor, raise_on_timeout=raise_on_timeout
+    )
 
 
 def _refund_value(payment: Payment, amount: Decimal) -> Decimal:
@@ -231,11 +237,14 @@ def refunds_retry_pending(*, min_age_seconds: int, actor: Actor = SYSTEM) -> int
     return settled
 
 
-def refund_submit(*, refund_id: int, actor: Actor = SYSTEM) -> Refund:
+def refund_submit(
+    *, refund_id: int, actor: Actor = SYSTEM, raise_on_timeout: bool = False
+) -> Refund:
     """Send a pending refund to the provider, safely after a lost answer.
 
     A refund that was sent before is looked up first, so a retry after a
-    timeout never refunds twice.
+    timeout never refunds twice. With `raise_on_timeout`, a provider that did
+    not answer in time raises ProviderTimedOut (the refund stays PENDING).
     """
     refund = Refund.objects.select_related("payment").get(pk=refund_id)
     if refund.status != RefundStatus.PENDING:
@@ -264,6 +273,8 @@ def refund_submit(*, refund_id: int, actor: Actor = SYSTEM) -> Refund:
         message = f"refund {refund.idempotency_id} not confirmed: {exc}; will retry"
         _add_entry(payment.pk, actor, Entry(EventKind.GATEWAY_ERROR, message))
         refund.refresh_from_db()
+        if raise_on_timeout and isinstance(exc, GatewayTimeout):
+            raise ProviderTimedOut(str(exc), refund=refund) from exc
         return refund
     return refund_finish(refund_id=refund.pk, result=result, actor=actor)
 

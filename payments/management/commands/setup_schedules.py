@@ -16,13 +16,15 @@ SCHEDULES = (
     ("refresh-dashboard-rollups", "payments.tasks.refresh_rollups", 5),
     # Audit entries past AUDIT_RETENTION_DAYS (the chain is anchored).
     ("prune-audit-log", "payments.tasks.prune_audit_log", 24 * 60),
+    # Forged or misconfigured deliveries past REJECTED_DELIVERY_RETENTION_DAYS.
+    ("prune-rejected-deliveries", "payments.tasks.prune_rejected_deliveries", 60),
 )
 
 
 class Command(BaseCommand):
     help = (
         "Create or update the reconciliation, expiry, export-purge, dashboard "
-        "rollup and audit-retention schedules (safe to rerun)."
+        "rollup, audit-retention and rejected-delivery pruning schedules (safe to rerun)."
     )
 
     def handle(self, *args, **options):

@@ -40,6 +40,7 @@ def test_the_allow_list_is_the_project_tasks():
     assert sorted(schedulable_tasks(allowed=SCHEDULABLE_TASKS)) == [
         "payments.tasks.expire_overdue",
         "payments.tasks.prune_audit_log",
+        "payments.tasks.prune_rejected_deliveries",
         "payments.tasks.purge_exports",
         "payments.tasks.reconcile_pending",
         "payments.tasks.reconcile_refunds",

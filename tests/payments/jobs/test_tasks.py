@@ -147,6 +147,7 @@ def test_setup_schedules_is_idempotent():
         "purge-expired-exports",
         "refresh-dashboard-rollups",
         "prune-audit-log",
+        "prune-rejected-deliveries",
     }
 
 
