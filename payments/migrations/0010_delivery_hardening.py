@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('payments', '0008_dashboard_rollups'),
+        ('payments', '0009_search_indexes'),
     ]
 
     operations = [
