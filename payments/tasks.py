@@ -54,6 +54,11 @@ def reconcile_refunds(min_age_seconds: int = 60) -> int:
     )
 
 
+def lapse_refund_approvals() -> int:
+    """Lapse refunds nobody approved within REFUND_APPROVAL_HOURS."""
+    return len(services.refunds_lapse_overdue())
+
+
 def apply_webhooks() -> int:
     """Apply stored notifications (WEBHOOK_APPLY=queued), many per transaction."""
     return services.webhooks_apply_received(linger=APPLY_LINGER_SECONDS)
@@ -115,4 +120,5 @@ SCHEDULABLE_TASKS = (
     expire_overdue,
     purge_exports,
     refresh_rollups,
+    lapse_refund_approvals,
 )

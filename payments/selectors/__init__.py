@@ -1,7 +1,8 @@
 """Reads for views, the admin and tasks, by topic.
 
 With `services`, the only modules of `payments` that reach `gateways/`:
-`checkout` (plans, gateways offered, a payment's public view), `dashboard`
+`checkout` (plans, gateways offered, a payment's public view), `customers`
+(one customer's payments and totals), `dashboard`
 (its figures and the review badge), `monitoring` (/metrics and /health/),
 `payments` (the payment list of the admin and of exports) and `settlement`
 (the settlement summary).
@@ -22,6 +23,15 @@ from .checkout import (
     sellable_plans,
     test_mode,
 )
+from .customers import (
+    CUSTOMER_PAGE_SIZE,
+    CustomerSummary,
+    CustomerTotals,
+    customer_email,
+    customer_payments,
+    customer_summary,
+    customer_totals,
+)
 from .dashboard import (
     REFUNDS_DONE,
     ROLLUP_SETTLE,
@@ -40,6 +50,7 @@ from .dashboard import (
     payments_needing_attention,
     pending_counts,
     refund_volume,
+    refunds_awaiting_approval,
     review_badge_count,
     rolled_up_days,
 )
@@ -73,6 +84,13 @@ from .settlement import (
 )
 
 __all__ = [
+    "CUSTOMER_PAGE_SIZE",
+    "CustomerSummary",
+    "CustomerTotals",
+    "customer_email",
+    "customer_payments",
+    "customer_summary",
+    "customer_totals",
     "GatewayNotifications",
     "GatewayStats",
     "MonitoringSnapshot",
@@ -118,6 +136,7 @@ __all__ = [
     "payments_needing_attention",
     "pending_counts",
     "refund_volume",
+    "refunds_awaiting_approval",
     "review_badge_count",
     "rolled_up_days",
     "sandbox_charge",

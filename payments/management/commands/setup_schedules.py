@@ -12,13 +12,15 @@ SCHEDULES = (
     ("purge-expired-exports", "payments.tasks.purge_exports", 60),
     # The dashboard's daily rollups of the last ROLLUP_WINDOW_DAYS days.
     ("refresh-dashboard-rollups", "payments.tasks.refresh_rollups", 5),
+    # Refunds left awaiting approval past REFUND_APPROVAL_HOURS (issue 23).
+    ("lapse-refund-approvals", "payments.tasks.lapse_refund_approvals", 15),
 )
 
 
 class Command(BaseCommand):
     help = (
-        "Create or update the reconciliation, expiry, export-purge and dashboard "
-        "rollup schedules (safe to rerun)."
+        "Create or update the reconciliation, expiry, export-purge, dashboard "
+        "rollup and refund-approval lapse schedules (safe to rerun)."
     )
 
     def handle(self, *args, **options):
