@@ -520,6 +520,13 @@ UNFOLD = {
                         "badge_variant": "warning",
                         "permission": _perm("payments.view_payment"),
                     },
+                    # The customer view (issue 23): one e-mail's payments.
+                    {
+                        "title": "Customers",
+                        "icon": "person_search",
+                        "link": _admin_link("payments_customer"),
+                        "permission": _perm("payments.view_payment"),
+                    },
                     {
                         "title": "Refunds",
                         "icon": "undo",
