@@ -37,6 +37,9 @@ STAFF = (
     ("support", "demo-support-2026", "Support"),
     ("operator", "demo-operator-2026", "Operator"),
     ("finance", "demo-finance-2026", "Finance"),
+    # The second person of four-eyes refunds (REFUND_APPROVAL_LIMITS): with
+    # `operator` asking, `approver` decides.
+    ("approver", "demo-approver-2026", "Approver"),
 )
 STATUS_WEIGHTS = (
     (S.COMPLETED, 62),
@@ -335,6 +338,7 @@ class Command(BaseCommand):
                     amount=refunded,
                     currency=plan.currency,
                     status=RefundStatus.MANUAL if manual else RefundStatus.SUCCEEDED,
+                    manual=manual,
                     reason="customer request",
                     date_completed=paid_at + timedelta(days=2),
                 )
