@@ -15,7 +15,7 @@ from django.db.models import Q
 
 from gateways.money import currency_problem, precision_problem, to_provider
 
-from .states import PaymentStatus
+from .states import PaymentStatus, RefundStatus
 
 MONEY = {"max_digits": 16, "decimal_places": 3}
 ZERO = Decimal("0")
@@ -287,18 +287,6 @@ class PaymentEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.payment_id} {self.kind}"
-
-
-class RefundStatus(models.TextChoices):
-    """A refund's status; the moves between them are states.REFUND_TRANSITIONS."""
-
-    AWAITING_APPROVAL = "AWAITING_APPROVAL", "Awaiting approval"
-    PENDING = "PENDING", "Pending"
-    SUCCEEDED = "SUCCEEDED", "Succeeded"
-    FAILED = "FAILED", "Failed"
-    MANUAL = "MANUAL", "Manual (recorded)"
-    REJECTED = "REJECTED", "Rejected"
-    LAPSED = "LAPSED", "Lapsed (not approved in time)"
 
 
 class RefundSource(models.TextChoices):

@@ -107,19 +107,19 @@ def repair_targets(status: str) -> frozenset[str]:
     return frozenset(t for t in targets if can_transition(status, t))
 
 
-class RefundState(StrEnum):
-    """A refund's status (models.RefundStatus has the same values and labels)."""
+class RefundStatus(models.TextChoices):
+    """A refund's status; the moves between them are REFUND_TRANSITIONS."""
 
-    AWAITING_APPROVAL = "AWAITING_APPROVAL"
-    PENDING = "PENDING"
-    SUCCEEDED = "SUCCEEDED"
-    FAILED = "FAILED"
-    MANUAL = "MANUAL"
-    REJECTED = "REJECTED"
-    LAPSED = "LAPSED"
+    AWAITING_APPROVAL = "AWAITING_APPROVAL", "Awaiting approval"
+    PENDING = "PENDING", "Pending"
+    SUCCEEDED = "SUCCEEDED", "Succeeded"
+    FAILED = "FAILED", "Failed"
+    MANUAL = "MANUAL", "Manual (recorded)"
+    REJECTED = "REJECTED", "Rejected"
+    LAPSED = "LAPSED", "Lapsed (not approved in time)"
 
 
-R = RefundState
+R = RefundStatus
 # The only moves of a refund's status (services.refunds.refund_move checks them).
 REFUND_TRANSITIONS: dict[str, frozenset[str]] = {
     R.AWAITING_APPROVAL: frozenset({R.PENDING, R.MANUAL, R.REJECTED, R.LAPSED}),

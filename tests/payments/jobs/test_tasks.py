@@ -146,6 +146,7 @@ def test_setup_schedules_is_idempotent():
         "expire-overdue-payments",
         "purge-expired-exports",
         "refresh-dashboard-rollups",
+        "lapse-refund-approvals",
     }
 
 
