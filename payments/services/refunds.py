@@ -122,7 +122,9 @@ def refund_move(refund: Refund, to_status: str, **fields) -> Refund:
     """Move a refund to a status the refund table allows; return it re-read.
 
     The one write of a refund's status after it is created; the caller holds
-    the refund's payment lock. `fields` are other columns to set with it.
+    a lock on it (its row, or its payment's row for decisions on approval).
+    The UPDATE is conditional on the status read, so a move that lost a race
+    raises instead of overwriting. `fields` are other columns to set with it.
     """
     if not can_move_refund(refund.status, to_status):
         raise IllegalTransition(f"refund {refund.status} -> {to_status} is not allowed")
