@@ -14,6 +14,8 @@ from django.core.exceptions import ImproperlyConfigured
 from django.urls import reverse_lazy
 from django.utils.csp import CSP
 
+from payments.approval_limits import parse_approval_limits
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 (BASE_DIR / "var").mkdir(exist_ok=True)
 TESTING = "pytest" in sys.modules or (len(sys.argv) > 1 and sys.argv[1] == "test")
@@ -565,6 +567,19 @@ if ROLLUP_WINDOW_DAYS < 30:
         "ROLLUP_WINDOW_DAYS must be at least 30: the dashboard reads 30 days"
     )
 
+# --- four-eyes refunds and repairs (issue 23, items 2 and 4) ----------------------
+# A refund whose amount, with the payment's other refunds of the last 24 hours,
+# reaches its currency's limit (or the `*` limit) waits for a second person
+# with `approve_refund`; while limits are set, every manual-refund record waits
+# too. Empty (the default): no approval step. E.g. USD:100,EUR:100,*:100.
+REFUND_APPROVAL_LIMITS = parse_approval_limits(
+    config("REFUND_APPROVAL_LIMITS", default="")
+)
+# Hours a refund may wait for approval before it lapses (a scheduled task).
+REFUND_APPROVAL_HOURS = config("REFUND_APPROVAL_HOURS", default=48, cast=int)
+if REFUND_APPROVAL_HOURS < 1:
+    raise ImproperlyConfigured("REFUND_APPROVAL_HOURS must be at least 1")
+
 # --- admin ------------------------------------------------------------------------------
 
 # The sidebar's "needs review" badge is counted at most this often per process
@@ -624,6 +639,13 @@ UNFOLD = {
                         "link": _admin_link("payments_payment_changelist"),
                         "badge": "backoffice.dashboard.review_badge",
                         "badge_variant": "warning",
+                        "permission": _perm("payments.view_payment"),
+                    },
+                    # The customer view (issue 23): one e-mail's payments.
+                    {
+                        "title": "Customers",
+                        "icon": "person_search",
+                        "link": _admin_link("payments_customer"),
                         "permission": _perm("payments.view_payment"),
                     },
                     {

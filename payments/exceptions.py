@@ -25,6 +25,8 @@ class PaymentErrorCode(StrEnum):
     REQUEST_IN_PROGRESS = "request_in_progress"
     WEBHOOK_NOT_ACCEPTED = "webhook_not_accepted"
     INVALID_FILTER = "invalid_filter"
+    APPROVAL_NOT_ALLOWED = "approval_not_allowed"
+    REPAIR_NOT_ALLOWED = "repair_not_allowed"
 
 
 class PaymentError(Exception):
@@ -49,6 +51,28 @@ class RefundNotAllowed(PaymentError):
     """
 
     code = PaymentErrorCode.REFUND_NOT_ALLOWED
+
+
+class ApprovalNotAllowed(PaymentError):
+    """Raised when a refund awaiting approval cannot be decided by this user now.
+
+    The requester deciding on their own refund, a user without
+    `approve_refund`, a refund already decided, or (on approval) a payment
+    that can no longer be refunded by that much. Nothing was written.
+    """
+
+    code = PaymentErrorCode.APPROVAL_NOT_ALLOWED
+
+
+class RepairNotAllowed(PaymentError):
+    """Raised when a repair cannot be proposed, confirmed or rejected.
+
+    No reason, a target the repair table does not allow, the proposer
+    deciding on their own proposal, a user without `repair_payment`, or a
+    payment that changed since the proposal. Nothing was written.
+    """
+
+    code = PaymentErrorCode.REPAIR_NOT_ALLOWED
 
 
 class ProviderUnavailable(PaymentError):

@@ -17,7 +17,7 @@ from django.db.models.functions import Lower
 from gateways.money import currency_problem, precision_problem, to_provider
 
 from .clock import ClockDateTimeField
-from .states import PaymentStatus
+from .states import PaymentStatus, RefundStatus
 
 MONEY = {"max_digits": 16, "decimal_places": 3}
 ZERO = Decimal("0")
@@ -219,6 +219,11 @@ class Payment(models.Model):
             ("resolve_review_payment", "Can resolve a payment flagged for review"),
             ("export_payment", "Can export payments"),
             ("view_settlement", "Can view settlement reports"),
+            (
+                "repair_payment",
+                "Can propose or confirm a repair of a payment the provider "
+                "cannot settle",
+            ),
         ]
         constraints = [
             models.CheckConstraint(
@@ -255,6 +260,12 @@ class EventKind(models.TextChoices):
     REVIEW_RESOLVED = "REVIEW_RESOLVED", "Review resolved"
     IGNORED_TRANSITION = "IGNORED_TRANSITION", "Ignored transition"
     CHARGEBACK = "CHARGEBACK", "Chargeback"
+    REFUND_APPROVED = "REFUND_APPROVED", "Refund approved"
+    REFUND_REJECTED = "REFUND_REJECTED", "Refund rejected"
+    REFUND_LAPSED = "REFUND_LAPSED", "Refund lapsed"
+    REPAIR_PROPOSED = "REPAIR_PROPOSED", "Repair proposed"
+    REPAIR_REJECTED = "REPAIR_REJECTED", "Repair rejected"
+    REPAIR = "REPAIR", "Repair"
 
 
 class PaymentEvent(models.Model):
@@ -286,13 +297,6 @@ class PaymentEvent(models.Model):
         return f"{self.payment_id} {self.kind}"
 
 
-class RefundStatus(models.TextChoices):
-    PENDING = "PENDING", "Pending"
-    SUCCEEDED = "SUCCEEDED", "Succeeded"
-    FAILED = "FAILED", "Failed"
-    MANUAL = "MANUAL", "Manual (recorded)"
-
-
 class RefundSource(models.TextChoices):
     BACKOFFICE = "backoffice", "Back office"
     PROVIDER = "provider", "Provider (made outside the back office)"
@@ -308,8 +312,11 @@ class Refund(models.Model):
     amount = models.DecimalField(**MONEY)
     currency = models.CharField(max_length=3)
     status = models.CharField(
-        max_length=16, choices=RefundStatus.choices, default=RefundStatus.PENDING
+        max_length=24, choices=RefundStatus.choices, default=RefundStatus.PENDING
     )
+    # Money returned outside the provider (recorded, never sent), also while
+    # it awaits approval.
+    manual = models.BooleanField(default=False)
     idempotency_id = models.CharField(max_length=64, unique=True, default=new_refund_id)
     gateway_refund_id = models.CharField(max_length=128, blank=True)
     # A refund the provider reports that nobody here sent (e.g. made in its
@@ -323,6 +330,16 @@ class Refund(models.Model):
     requested_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT
     )
+    # The second person's decision on a refund that awaited approval.
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+    )
+    decided_at = models.DateTimeField(null=True, blank=True)
+    decision_reason = models.TextField(blank=True)
     attempts = models.PositiveIntegerField(default=0)
     date_created = ClockDateTimeField(auto_now_add=True)
     date_updated = ClockDateTimeField(auto_now=True)
@@ -336,16 +353,89 @@ class Refund(models.Model):
                 condition=Q(status="PENDING"),
                 name="refund_pending",
             ),
+            models.Index(
+                fields=["date_created"],
+                condition=Q(status="AWAITING_APPROVAL"),
+                name="refund_awaiting",
+            ),
             models.Index(fields=["date_completed"], name="refund_completed"),
+        ]
+        permissions = [
+            ("approve_refund", "Can approve or reject a refund awaiting approval")
         ]
         constraints = [
             models.CheckConstraint(
                 condition=Q(amount__gt=0), name="refund_amount_positive"
-            )
+            ),
+            # Four eyes: whoever asked for a refund never decides on it.
+            models.CheckConstraint(
+                condition=Q(decided_by__isnull=True)
+                | ~Q(decided_by=models.F("requested_by")),
+                name="refund_decided_by_another",
+            ),
         ]
 
     def __str__(self) -> str:
         return self.idempotency_id
+
+
+class RepairStatus(models.TextChoices):
+    PROPOSED = "PROPOSED", "Proposed"
+    CONFIRMED = "CONFIRMED", "Confirmed"
+    REJECTED = "REJECTED", "Rejected"
+
+
+class PaymentRepair(models.Model):
+    """A final status proposed by one person for a stuck payment, decided by another.
+
+    Written only by services.repairs; a confirmed repair changes the payment
+    through the one transition service.
+    """
+
+    Status = RepairStatus
+
+    payment = models.ForeignKey(
+        Payment, on_delete=models.PROTECT, related_name="repairs"
+    )
+    from_status = models.CharField(max_length=24, choices=PaymentStatus.choices)
+    to_status = models.CharField(max_length=24, choices=PaymentStatus.choices)
+    reason = models.TextField()
+    status = models.CharField(
+        max_length=16, choices=RepairStatus.choices, default=RepairStatus.PROPOSED
+    )
+    proposed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
+    )
+    proposed_at = models.DateTimeField(auto_now_add=True)
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+    )
+    decided_at = models.DateTimeField(null=True, blank=True)
+    decision_reason = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-proposed_at", "-id"]
+        constraints = [
+            # One open proposal per payment.
+            models.UniqueConstraint(
+                fields=["payment"],
+                condition=Q(status="PROPOSED"),
+                name="repair_one_open_per_payment",
+            ),
+            models.CheckConstraint(condition=~Q(reason=""), name="repair_reason_given"),
+            models.CheckConstraint(
+                condition=Q(decided_by__isnull=True)
+                | ~Q(decided_by=models.F("proposed_by")),
+                name="repair_decided_by_another",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"repair #{self.pk}: {self.from_status} -> {self.to_status}"
 
 
 class RollupFact(models.TextChoices):

@@ -26,8 +26,19 @@ SUPPORT = (*RECORDS, "payments.refresh_payment", "payments.note_payment")
 OPERATOR = (
     *SUPPORT,
     "payments.refund_payment",
+    "payments.approve_refund",
     "payments.resolve_review_payment",
     "payments.reprocess_webhookdelivery",
+)
+# Four eyes on refunds at or above REFUND_APPROVAL_LIMITS: approving (or
+# rejecting) another person's refund, and reading what it is about. No other
+# power. `repair_payment` is in no group: superusers hold it, and grant it
+# to named users (two are needed: one proposes, another confirms).
+APPROVER = (
+    "payments.view_payment",
+    "payments.view_paymentevent",
+    "payments.view_refund",
+    "payments.approve_refund",
 )
 FINANCE = (
     "payments.view_payment",
@@ -44,6 +55,7 @@ ROLES: dict[str, tuple[str, ...]] = {
     "Support": SUPPORT,
     "Operator": OPERATOR,
     "Finance": FINANCE,
+    "Approver": APPROVER,
 }
 
 

@@ -55,6 +55,11 @@ def reconcile_refunds(min_age_seconds: int = 60) -> int:
     )
 
 
+def lapse_refund_approvals() -> int:
+    """Lapse refunds nobody approved within REFUND_APPROVAL_HOURS."""
+    return len(services.refunds_lapse_overdue())
+
+
 def apply_webhooks() -> int:
     """Apply stored notifications (WEBHOOK_APPLY=queued), many per transaction."""
     return services.webhooks_apply_received(linger=APPLY_LINGER_SECONDS)
@@ -136,4 +141,5 @@ SCHEDULABLE_TASKS = (
     refresh_rollups,
     prune_audit_log,
     prune_rejected_deliveries,
+    lapse_refund_approvals,
 )

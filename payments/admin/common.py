@@ -45,7 +45,12 @@ PAYMENT_STATUS_COLOURS = colours(
     VOIDED="danger",
 )
 REFUND_STATUS_COLOURS = colours(
-    RefundStatus, PENDING="info", SUCCEEDED="success", FAILED="danger", MANUAL="primary"
+    RefundStatus,
+    AWAITING_APPROVAL="warning",
+    PENDING="info",
+    SUCCEEDED="success",
+    FAILED="danger",
+    MANUAL="primary",
 )
 EVENT_KIND_COLOURS = colours(
     EventKind,
@@ -58,6 +63,10 @@ EVENT_KIND_COLOURS = colours(
     REVIEW_RESOLVED="success",
     IGNORED_TRANSITION="warning",
     CHARGEBACK="danger",
+    REFUND_APPROVED="success",
+    REFUND_REJECTED="danger",
+    REPAIR_PROPOSED="warning",
+    REPAIR="primary",
 )
 DELIVERY_OUTCOME_COLOURS = colours(
     DeliveryOutcome,

@@ -12,11 +12,13 @@ from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.contrib.admin.utils import flatten_fieldsets
 from django.contrib.admin.views.main import ORDER_VAR
+from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
-from django.urls import reverse
+from django.urls import path, reverse
 from django.utils.html import format_html
+from django.utils.http import urlencode
 from django.utils.safestring import SafeString, mark_safe
 from django.utils.timezone import localtime
 from django.utils.translation import get_language
@@ -26,12 +28,13 @@ from unfold.contrib.filters.admin import BooleanRadioFilter, ChoicesDropdownFilt
 from unfold.decorators import action, display
 from unfold.enums import ActionVariant
 
+from audit import log as audit
 from audit import log as audit_log
 
 from .. import selectors, services
 from ..exceptions import PaymentError, ProviderTimedOut
-from ..models import Payment, RefundStatus
-from ..states import PaymentStatus
+from ..models import Payment, RefundStatus, RepairStatus
+from ..states import PaymentStatus, repair_targets
 from .common import (
     PAYMENT_STATUS_COLOURS,
     CountedChangeList,
@@ -54,6 +57,9 @@ from .forms import (
     NoteForm,
     PaymentDialogForm,
     RefundForm,
+    RepairDecisionForm,
+    RepairProposeForm,
+    RepairRejectForm,
     ResolveReviewForm,
 )
 from .timeline import PaymentEventInline, RefundInline
@@ -204,7 +210,7 @@ class PaymentAdmin(PaymentExportMixin, ReadOnlyAdminMixin, ModelAdmin):
                     "ref_id",
                     "status_badge",
                     "plan",
-                    "email",
+                    "email_link",
                     "amount_display",
                     "amount_paid_display",
                     "amount_refunded_display",
@@ -255,6 +261,9 @@ class PaymentAdmin(PaymentExportMixin, ReadOnlyAdminMixin, ModelAdmin):
         "refund",
         "record_manual_refund",
         "resolve_review",
+        "propose_repair",
+        "confirm_repair",
+        "reject_repair",
     )
 
     # rows and search: selectors.payment_list -------------------------------------------
@@ -360,6 +369,19 @@ class PaymentAdmin(PaymentExportMixin, ReadOnlyAdminMixin, ModelAdmin):
     def status_badge(self, obj: Payment):
         return label(obj.status, obj.get_status_display(), PAYMENT_STATUS_COLOURS)
 
+    @display(description=_("email"))
+    def email_link(self, obj: Payment):
+        """The customer's address, linked to all their payments (the customer view)."""
+        url = reverse("admin:payments_customer")
+        return format_html(
+            '<a class="text-primary-600 underline" href="{}?{}" id="customer-link" '
+            'title="{}">{}</a>',
+            url,
+            urlencode({"email": obj.email}),
+            _("All payments of this customer"),
+            obj.email,
+        )
+
     @display(description=_("amount paid"))
     def amount_paid_display(self, obj: Payment) -> str:
         return money(obj.amount_paid, obj.currency)
@@ -397,6 +419,33 @@ class PaymentAdmin(PaymentExportMixin, ReadOnlyAdminMixin, ModelAdmin):
             return True
         payment = find(Payment, object_id)
         return payment is not None and payment.needs_review
+
+    def has_repair_permission(self, request: HttpRequest, object_id=None) -> bool:
+        """Propose a repair: `repair_payment`, a repairable status, none open."""
+        if not has_perm(request, "payments.repair_payment"):
+            return False
+        if object_id is None:
+            return True
+        payment = find(Payment, object_id)
+        return (
+            payment is not None
+            and bool(repair_targets(payment.status))
+            and not payment.repairs.filter(status=RepairStatus.PROPOSED).exists()
+        )
+
+    def has_decide_repair_permission(
+        self, request: HttpRequest, object_id=None
+    ) -> bool:
+        """Confirm or reject: `repair_payment`, an open proposal by someone else."""
+        if not has_perm(request, "payments.repair_payment"):
+            return False
+        if object_id is None:
+            return True
+        payment = find(Payment, object_id)
+        if payment is None:
+            return False
+        repair = payment.repairs.filter(status=RepairStatus.PROPOSED).first()
+        return repair is not None and repair.proposed_by_id != request.user.pk
 
     # actions: dialogs, so they run only on a POST with the form -----------------------
 
@@ -519,7 +568,169 @@ class PaymentAdmin(PaymentExportMixin, ReadOnlyAdminMixin, ModelAdmin):
         messages.success(request, _("Review resolved."))
         return self._back(request, object_id)
 
+    @action(
+        description=_("Propose repair"),
+        icon="build",
+        variant=ActionVariant.WARNING,
+        permissions=["repair"],
+        dialog={
+            "title": _("Propose a repair"),
+            "description": _(
+                "For a payment the provider cannot settle (an id it no longer "
+                "knows, a lost order): propose its final status. A second person "
+                "holding the repair permission confirms it before anything changes."
+            ),
+            "form_class": RepairProposeForm,
+            "form_submit_text": _("Propose"),
+        },
+    )
+    def propose_repair(
+        self, request: HttpRequest, form: RepairProposeForm, object_id
+    ) -> HttpResponse:
+        reason = form.cleaned_data["reason"]
+        try:
+            repair = services.repair_propose(
+                payment_id=form.payment.pk,
+                actor=admin_actor(request),
+                to_status=form.cleaned_data["to_status"],
+                reason=reason,
+            )
+        except PaymentError as exc:
+            messages.error(request, _("Not proposed: %s") % exc)
+            return self._back(request, object_id)
+        audit.record(
+            audit.REPAIR_PROPOSED,
+            actor=request.user,
+            request=request,
+            target=repair.payment,
+            reason=reason,
+            detail={"from": repair.from_status, "to": repair.to_status},
+        )
+        messages.success(
+            request,
+            _("Repair to %s proposed: a second person must confirm it.")
+            % repair.get_to_status_display(),
+        )
+        return self._back(request, object_id)
+
+    @action(
+        description=_("Confirm repair"),
+        icon="done_all",
+        variant=ActionVariant.SUCCESS,
+        permissions=["decide_repair"],
+        dialog={
+            "title": _("Confirm the proposed repair"),
+            "description": _(
+                "The payment moves to the proposed status now, with both names "
+                "on its timeline."
+            ),
+            "form_class": RepairDecisionForm,
+            "form_submit_text": _("Confirm repair"),
+        },
+    )
+    def confirm_repair(
+        self, request: HttpRequest, form: RepairDecisionForm, object_id
+    ) -> HttpResponse:
+        return self._decide_repair(request, form, object_id, confirm=True)
+
+    @action(
+        description=_("Reject repair"),
+        icon="block",
+        variant=ActionVariant.DANGER,
+        permissions=["decide_repair"],
+        dialog={
+            "title": _("Reject the proposed repair"),
+            "description": _("The payment stays as it is."),
+            "form_class": RepairRejectForm,
+            "form_submit_text": _("Reject repair"),
+        },
+    )
+    def reject_repair(
+        self, request: HttpRequest, form: RepairRejectForm, object_id
+    ) -> HttpResponse:
+        return self._decide_repair(request, form, object_id, confirm=False)
+
+    def customer_view(self, request: HttpRequest) -> HttpResponse:
+        """One customer's payments and totals (`selectors.customer_summary`)."""
+        if not has_perm(request, "payments.view_payment"):
+            raise PermissionDenied
+        email = selectors.customer_email(request.GET.get("email", ""))
+        summary = selectors.customer_summary(email, page=request.GET.get("page", 1))
+        context = {
+            **self.admin_site.each_context(request),
+            "title": _("Customer %s") % email if email else _("Customer"),
+            "email": email,
+            "summary": summary,
+            "totals": [
+                {
+                    "currency": t.currency,
+                    "payments": t.payments,
+                    "paid": money(t.paid, t.currency),
+                    "refunded": money(t.refunded, t.currency),
+                    "charged_back": money(t.charged_back, t.currency),
+                    "open_reviews": t.open_reviews,
+                }
+                for t in summary.totals
+            ],
+            "rows": [
+                {
+                    "url": reverse("admin:payments_payment_change", args=[p.pk]),
+                    "ref_id": p.ref_id,
+                    "created": localtime(p.date_created).strftime("%Y-%m-%d %H:%M"),
+                    "amount": money(p.amount, p.currency),
+                    "gateway": p.payment_gateway,
+                    "status": status_cell(p.status, p.needs_review, get_language()),
+                    "paid": money(p.amount_paid, p.currency),
+                    "refunded": money(p.amount_refunded, p.currency),
+                    "charged_back": money(p.amount_charged_back, p.currency),
+                }
+                for p in summary.page
+            ],
+            "page_query": urlencode({"email": email}),
+        }
+        return render(request, "admin/payments/customer.html", context)
+
+    def get_urls(self):
+        return [
+            path(
+                "customer/",
+                self.admin_site.admin_view(self.customer_view),
+                name="payments_customer",
+            ),
+            *super().get_urls(),
+        ]
+
     # helpers ---------------------------------------------------------------------------
+
+    def _decide_repair(
+        self, request: HttpRequest, form: RepairDecisionForm, object_id, *, confirm
+    ) -> HttpResponse:
+        decide = services.repair_confirm if confirm else services.repair_reject
+        reason = form.cleaned_data["reason"]
+        try:
+            repair = decide(
+                repair_id=form.repair.pk, actor=admin_actor(request), reason=reason
+            )
+        except PaymentError as exc:
+            messages.error(request, _("Not done: %s") % exc)
+            return self._back(request, object_id)
+        audit.record(
+            audit.REPAIR_CONFIRMED if confirm else audit.REPAIR_REJECTED,
+            actor=request.user,
+            request=request,
+            target=repair.payment,
+            reason=reason or repair.reason,
+            detail={"from": repair.from_status, "to": repair.to_status},
+        )
+        if confirm:
+            messages.success(
+                request,
+                _("Repaired: the payment is now %s.")
+                % repair.payment.get_status_display(),
+            )
+        else:
+            messages.success(request, _("Repair rejected: the payment is unchanged."))
+        return self._back(request, object_id)
 
     def _refund(
         self, request: HttpRequest, form: RefundForm, object_id, dialog, *, manual: bool
@@ -558,8 +769,30 @@ class PaymentAdmin(PaymentExportMixin, ReadOnlyAdminMixin, ModelAdmin):
                     "form_submit_text": dialog.get("form_submit_text", ""),
                 },
             )
+        audit.record(
+            audit.REFUND_REQUESTED,
+            actor=request.user,
+            request=request,
+            target=refund,
+            reason=refund.reason,
+            detail={
+                "amount": str(refund.amount),
+                "currency": refund.currency,
+                "manual": manual,
+                "awaiting_approval": refund.status == RefundStatus.AWAITING_APPROVAL,
+            },
+        )
         amount = money(refund.amount, refund.currency)
-        if refund.status == RefundStatus.SUCCEEDED:
+        if refund.status == RefundStatus.AWAITING_APPROVAL:
+            messages.warning(
+                request,
+                _(
+                    "The refund of %s awaits approval: a second person with the "
+                    "approval permission must approve it before anything is sent."
+                )
+                % amount,
+            )
+        elif refund.status == RefundStatus.SUCCEEDED:
             messages.success(request, _("Refunded %s.") % amount)
         elif refund.status == RefundStatus.MANUAL:
             messages.success(request, _("Recorded a manual refund of %s.") % amount)

@@ -15,9 +15,10 @@ from unfold.contrib.filters.admin import BooleanRadioFilter, ChoicesDropdownFilt
 from unfold.decorators import action, display
 from unfold.forms import BaseDialogForm
 
+from audit import log as audit
 from audit import log as audit_log
 
-from .. import services, tasks
+from .. import selectors, services, tasks
 from ..exceptions import PaymentError
 from ..models import (
     DeliveryOutcome,
@@ -25,6 +26,7 @@ from ..models import (
     PaymentEvent,
     ReconciliationRun,
     Refund,
+    RefundStatus,
     WebhookDelivery,
 )
 from .common import (
@@ -36,6 +38,7 @@ from .common import (
     DateRangeFilter,
     DeliveryGatewayFilter,
     ReadOnlyAdminMixin,
+    admin_actor,
     back_to,
     find,
     has_perm,
@@ -44,6 +47,7 @@ from .common import (
     preformatted,
     pretty_json,
 )
+from .forms import RefundDecisionForm
 from .timeline import event_author, event_transition
 
 
@@ -110,6 +114,9 @@ class PaymentEventAdmin(RecordAdmin):
         return pretty_json(obj.data)
 
 
+APPROVE_PERMISSION = "payments.approve_refund"
+
+
 @admin.register(Refund)
 class RefundAdmin(RecordAdmin):
     list_display = (
@@ -134,22 +141,40 @@ class RefundAdmin(RecordAdmin):
         "payment__ref_id__exact",
     )
     search_help_text = _("Exact refund id, gateway refund id or payment reference.")
+    # Refunds awaiting approval, above the list, for those who may approve.
+    list_before_template = "admin/payments/refund/awaiting_approval.html"
     fields = (
         "payment",
         "amount_display",
         "status_badge",
         "source",
+        "manual",
         "idempotency_id",
         "gateway_refund_id",
         "reason",
         "failure_reason",
         "requested_by",
+        "decided_by",
+        "decided_at",
+        "decision_reason",
         "attempts",
         "date_created",
         "date_updated",
         "date_completed",
     )
     readonly_fields = fields
+    actions_detail = ("approve", "reject")
+
+    def changelist_view(self, request: HttpRequest, extra_context=None):
+        """List refunds; tell an approver how many wait for a decision."""
+        extra = dict(extra_context or {})
+        if has_perm(request, APPROVE_PERMISSION):
+            count, _recent = selectors.refunds_awaiting_approval(limit=0)
+            extra["awaiting_approval"] = {
+                "count": count,
+                "url": "?status__exact=" + RefundStatus.AWAITING_APPROVAL,
+            }
+        return super().changelist_view(request, extra)
 
     @display(description=_("amount"), ordering="amount", formatting="price")
     def amount_display(self, obj: Refund) -> str:
@@ -162,6 +187,98 @@ class RefundAdmin(RecordAdmin):
     @display(description=_("status"))
     def status_badge(self, obj: Refund):
         return label(obj.status, obj.get_status_display(), REFUND_STATUS_COLOURS)
+
+    # four eyes: approve or reject, never one's own request -------------------------
+
+    def _may_decide(self, request: HttpRequest, object_id) -> bool:
+        if not has_perm(request, APPROVE_PERMISSION):
+            return False
+        if object_id is None:
+            return True
+        refund = find(Refund, object_id)
+        return refund is not None and services.may_decide_refund(request.user, refund)
+
+    def has_approve_permission(self, request: HttpRequest, object_id=None) -> bool:
+        return self._may_decide(request, object_id)
+
+    def has_reject_permission(self, request: HttpRequest, object_id=None) -> bool:
+        return self._may_decide(request, object_id)
+
+    @action(
+        description=_("Approve"),
+        icon="verified",
+        permissions=["approve"],
+        dialog={
+            "title": _("Approve this refund"),
+            "description": _(
+                "The refund is sent to the provider (or recorded, for a manual "
+                "refund) once you approve it."
+            ),
+            "form_class": RefundDecisionForm,
+            "form_submit_text": _("Approve and send"),
+        },
+    )
+    def approve(
+        self, request: HttpRequest, form: RefundDecisionForm, object_id
+    ) -> HttpResponse:
+        return self._decide(request, form, object_id, approve=True)
+
+    @action(
+        description=_("Reject"),
+        icon="block",
+        permissions=["reject"],
+        dialog={
+            "title": _("Reject this refund"),
+            "description": _("Nothing is sent; the requester sees your reason."),
+            "form_class": RefundDecisionForm,
+            "form_submit_text": _("Reject"),
+        },
+    )
+    def reject(
+        self, request: HttpRequest, form: RefundDecisionForm, object_id
+    ) -> HttpResponse:
+        return self._decide(request, form, object_id, approve=False)
+
+    def _decide(
+        self, request: HttpRequest, form: RefundDecisionForm, object_id, *, approve
+    ) -> HttpResponse:
+        decide = services.refund_approve if approve else services.refund_reject
+        reason = form.cleaned_data["reason"]
+        try:
+            refund = decide(
+                refund_id=form.refund.pk, actor=admin_actor(request), reason=reason
+            )
+        except PaymentError as exc:
+            messages.error(request, _("Not done: %s") % exc)
+        else:
+            audit.record(
+                audit.REFUND_APPROVED if approve else audit.REFUND_REJECTED,
+                actor=request.user,
+                request=request,
+                target=refund,
+                reason=reason,
+                detail={"amount": str(refund.amount), "currency": refund.currency},
+            )
+            amount = money(refund.amount, refund.currency)
+            if not approve:
+                messages.success(request, _("Rejected the refund of %s.") % amount)
+            elif refund.status in (RefundStatus.SUCCEEDED, RefundStatus.MANUAL):
+                messages.success(
+                    request, _("Approved: the refund of %s is done.") % amount
+                )
+            elif refund.status == RefundStatus.FAILED:
+                messages.error(
+                    request,
+                    _("Approved, but the gateway refused the refund of %(a)s: %(r)s")
+                    % {"a": amount, "r": refund.failure_reason or _("no reason")},
+                )
+            else:
+                messages.warning(
+                    request,
+                    _("Approved: the refund of %s is pending at the gateway.") % amount,
+                )
+        url = reverse("admin:payments_refund_change", args=[object_id])
+        return back_to(request, url)
 
 
 @admin.register(WebhookDelivery)

@@ -1,7 +1,8 @@
 """Reads for views, the admin and tasks, by topic.
 
 With `services`, the only modules of `payments` that reach `gateways/`:
-`checkout` (plans, gateways offered, a payment's public view), `dashboard`
+`checkout` (plans, gateways offered, a payment's public view), `customers`
+(one customer's payments and totals), `dashboard`
 (its figures and the review badge), `monitoring` (/metrics and /health/),
 `payments` (the payment list of the admin and of exports) and `settlement`
 (the settlement summary), `counts` (true, bounded row counts).
@@ -29,6 +30,15 @@ from .counts import (
     planner_estimate,
     row_count,
 )
+from .customers import (
+    CUSTOMER_PAGE_SIZE,
+    CustomerSummary,
+    CustomerTotals,
+    customer_email,
+    customer_payments,
+    customer_summary,
+    customer_totals,
+)
 from .dashboard import (
     REFUNDS_DONE,
     ROLLUP_SETTLE,
@@ -47,6 +57,7 @@ from .dashboard import (
     payments_needing_attention,
     pending_counts,
     refund_volume,
+    refunds_awaiting_approval,
     review_badge_count,
     rolled_up_days,
 )
@@ -81,6 +92,13 @@ from .settlement import (
 )
 
 __all__ = [
+    "CUSTOMER_PAGE_SIZE",
+    "CustomerSummary",
+    "CustomerTotals",
+    "customer_email",
+    "customer_payments",
+    "customer_summary",
+    "customer_totals",
     "GatewayNotifications",
     "GatewayStats",
     "MonitoringSnapshot",
@@ -131,6 +149,7 @@ __all__ = [
     "pending_counts",
     "planner_estimate",
     "refund_volume",
+    "refunds_awaiting_approval",
     "review_badge_count",
     "rolled_up_days",
     "row_count",

@@ -8,6 +8,12 @@ schedule; `reconcile` the janitor itself; `rollups` the dashboard's
 daily rollups (recounted by a schedule, never by a status change).
 """
 
+from .approvals import (
+    may_decide_refund,
+    refund_approve,
+    refund_reject,
+    refunds_lapse_overdue,
+)
 from .budget import request_budget
 from .checkout import (
     StoredAnswer,
@@ -26,10 +32,12 @@ from .reconcile import (
     reconciliation_start,
 )
 from .refunds import (
+    approval_limits,
     refund_request,
     refundable_amount,
     refunds_retry_pending,
 )
+from .repairs import may_repair, repair_confirm, repair_propose, repair_reject
 from .rollups import (
     RollupRun,
     rollup_recount,
@@ -53,6 +61,15 @@ from .webhooks import (
 
 __all__ = [
     "Actor",
+    "approval_limits",
+    "may_decide_refund",
+    "may_repair",
+    "refund_approve",
+    "refund_reject",
+    "refunds_lapse_overdue",
+    "repair_confirm",
+    "repair_propose",
+    "repair_reject",
     "Intake",
     "RollupRun",
     "StoredAnswer",

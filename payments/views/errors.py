@@ -52,6 +52,8 @@ ERRORS: dict[PaymentErrorCode, ErrorAnswer] = {
     Code.ILLEGAL_TRANSITION: ErrorAnswer(409),
     Code.WEBHOOK_NOT_ACCEPTED: ErrorAnswer(400),
     Code.INVALID_FILTER: ErrorAnswer(400),
+    Code.APPROVAL_NOT_ALLOWED: ErrorAnswer(403),
+    Code.REPAIR_NOT_ALLOWED: ErrorAnswer(403),
 }
 INTAKES = {
     Intake.REJECTED: 403,

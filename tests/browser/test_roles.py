@@ -42,6 +42,7 @@ RECORD_CARDS = ("Last reconciliation", "Webhook problems, last 24 h")
 SUPPORT_SIDEBAR = [
     "Dashboard",
     "Payments",
+    "Customers",
     "Refunds",
     "Timeline events",
     "Webhook deliveries",
@@ -51,6 +52,7 @@ SUPPORT_SIDEBAR = [
 FINANCE_SIDEBAR = [
     "Dashboard",
     "Payments",
+    "Customers",
     "Refunds",
     "Timeline events",
     "Settlement summary",

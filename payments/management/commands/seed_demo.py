@@ -56,6 +56,9 @@ STAFF = (
     ("support", "demo-support-2026", "Support"),
     ("operator", "demo-operator-2026", "Operator"),
     ("finance", "demo-finance-2026", "Finance"),
+    # The second person of four-eyes refunds (REFUND_APPROVAL_LIMITS): with
+    # `operator` asking, `approver` decides.
+    ("approver", "demo-approver-2026", "Approver"),
 )
 # What happens to an ordinary payment, by weight.
 OUTCOMES = (

@@ -18,13 +18,16 @@ SCHEDULES = (
     ("prune-audit-log", "payments.tasks.prune_audit_log", 24 * 60),
     # Forged or misconfigured deliveries past REJECTED_DELIVERY_RETENTION_DAYS.
     ("prune-rejected-deliveries", "payments.tasks.prune_rejected_deliveries", 60),
+    # Refunds left awaiting approval past REFUND_APPROVAL_HOURS (issue 23).
+    ("lapse-refund-approvals", "payments.tasks.lapse_refund_approvals", 15),
 )
 
 
 class Command(BaseCommand):
     help = (
         "Create or update the reconciliation, expiry, export-purge, dashboard "
-        "rollup, audit-retention and rejected-delivery pruning schedules (safe to rerun)."
+        "rollup, audit-retention, rejected-delivery pruning and refund-approval "
+        "lapse schedules (safe to rerun)."
     )
 
     def handle(self, *args, **options):

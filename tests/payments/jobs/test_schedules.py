@@ -41,6 +41,7 @@ def test_the_allow_list_is_the_project_tasks():
         "payments.tasks.expire_overdue",
         "payments.tasks.prune_audit_log",
         "payments.tasks.prune_rejected_deliveries",
+        "payments.tasks.lapse_refund_approvals",
         "payments.tasks.purge_exports",
         "payments.tasks.reconcile_pending",
         "payments.tasks.reconcile_refunds",

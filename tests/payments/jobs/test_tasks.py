@@ -148,6 +148,7 @@ def test_setup_schedules_is_idempotent():
         "refresh-dashboard-rollups",
         "prune-audit-log",
         "prune-rejected-deliveries",
+        "lapse-refund-approvals",
     }
 
 
