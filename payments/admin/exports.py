@@ -35,7 +35,6 @@ from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 from import_export.admin import ExportActionMixin
 from import_export.formats.base_formats import CSV, XLSX
-from unfold.admin import ModelAdmin
 from unfold.contrib.filters.admin import ChoicesDropdownFilter
 from unfold.contrib.import_export.forms import ExportForm
 from unfold.decorators import display
@@ -44,7 +43,7 @@ from .. import selectors, tasks
 from ..models import ExportFormat, ExportJob, ExportStatus
 from ..resources import PaymentResource
 from ..services import exports
-from .common import ReadOnlyAdminMixin, has_perm, label, money
+from .common import BackofficeModelAdmin, ReadOnlyAdminMixin, has_perm, label, money
 
 EXPORT_PERMISSION = "payments.export_payment"
 SETTLEMENT_PERMISSION = "payments.view_settlement"
@@ -205,7 +204,7 @@ def request_limit() -> int:
 
 
 @admin.register(ExportJob)
-class ExportJobAdmin(ReadOnlyAdminMixin, ModelAdmin):
+class ExportJobAdmin(ReadOnlyAdminMixin, BackofficeModelAdmin):
     """Export jobs: Finance sees all; a requester sees their own."""
 
     list_display = (

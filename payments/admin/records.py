@@ -10,7 +10,6 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.template.defaultfilters import truncatechars
 from django.urls import reverse
 from django.utils.translation import gettext_lazy as _
-from unfold.admin import ModelAdmin
 from unfold.contrib.filters.admin import BooleanRadioFilter, ChoicesDropdownFilter
 from unfold.decorators import action, display
 from unfold.forms import BaseDialogForm
@@ -30,6 +29,7 @@ from .common import (
     DELIVERY_OUTCOME_COLOURS,
     EVENT_KIND_COLOURS,
     REFUND_STATUS_COLOURS,
+    BackofficeModelAdmin,
     DateRangeFilter,
     DeliveryGatewayFilter,
     ReadOnlyAdminMixin,
@@ -44,7 +44,7 @@ from .common import (
 from .timeline import event_author, event_transition
 
 
-class RecordAdmin(ReadOnlyAdminMixin, ModelAdmin):
+class RecordAdmin(ReadOnlyAdminMixin, BackofficeModelAdmin):
     """A large, append-mostly table: no counts, no facets."""
 
     show_full_result_count = False

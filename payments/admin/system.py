@@ -17,12 +17,11 @@ from django.core.exceptions import ValidationError
 from django.http import HttpRequest
 from django_q.admin import FailAdmin, QueueAdmin, ScheduleAdmin, TaskAdmin
 from django_q.models import Failure, OrmQ, Schedule, Success
-from unfold.admin import ModelAdmin
 from unfold.forms import AdminPasswordChangeForm, UserChangeForm, UserCreationForm
 
 from .. import tasks
 from ..services import schedulable_tasks, schedule_validate
-from .common import ReadOnlyAdminMixin, superuser_only
+from .common import BackofficeModelAdmin, ReadOnlyAdminMixin, superuser_only
 
 
 def _replace(model, admin_class) -> None:
@@ -62,13 +61,13 @@ class ReadOnlyTasksMixin(ReadOnlyAdminMixin):
         return superuser_only(request)
 
 
-class UserAdmin(SuperuserOnlyMixin, BaseUserAdmin, ModelAdmin):
+class UserAdmin(SuperuserOnlyMixin, BaseUserAdmin, BackofficeModelAdmin):
     form = UserChangeForm
     add_form = UserCreationForm
     change_password_form = AdminPasswordChangeForm
 
 
-class GroupAdmin(SuperuserOnlyMixin, BaseGroupAdmin, ModelAdmin):
+class GroupAdmin(SuperuserOnlyMixin, BaseGroupAdmin, BackofficeModelAdmin):
     pass
 
 
@@ -98,19 +97,19 @@ class ScheduleForm(forms.ModelForm):
         return cleaned
 
 
-class UnfoldScheduleAdmin(SuperuserOnlyMixin, ScheduleAdmin, ModelAdmin):
+class UnfoldScheduleAdmin(SuperuserOnlyMixin, ScheduleAdmin, BackofficeModelAdmin):
     form = ScheduleForm
 
 
-class UnfoldSuccessAdmin(ReadOnlyTasksMixin, TaskAdmin, ModelAdmin):
+class UnfoldSuccessAdmin(ReadOnlyTasksMixin, TaskAdmin, BackofficeModelAdmin):
     pass
 
 
-class UnfoldFailureAdmin(ReadOnlyTasksMixin, FailAdmin, ModelAdmin):
+class UnfoldFailureAdmin(ReadOnlyTasksMixin, FailAdmin, BackofficeModelAdmin):
     pass
 
 
-class UnfoldQueueAdmin(ReadOnlyTasksMixin, QueueAdmin, ModelAdmin):
+class UnfoldQueueAdmin(ReadOnlyTasksMixin, QueueAdmin, BackofficeModelAdmin):
     pass
 
 
