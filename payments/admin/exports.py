@@ -284,10 +284,11 @@ class ExportJobAdmin(ReadOnlyAdminMixin, BackofficeModelAdmin):
 
     def _job_for(self, request: HttpRequest, job_id: int) -> ExportJob:
         job = ExportJob.objects.filter(pk=job_id).first()
-        if job is None:
+        # Someone else's job answers as a missing one: ids are not to be probed.
+        if job is None or not (
+            self._may_export(request) or job.requested_by_id == request.user.pk
+        ):
             raise Http404("no such export")
-        if not (self._may_export(request) or job.requested_by_id == request.user.pk):
-            raise PermissionDenied
         return job
 
     def download_view(self, request: HttpRequest, job_id: int) -> HttpResponse:

@@ -25,6 +25,7 @@ from ..models import (
     Refund,
     WebhookDelivery,
 )
+from ..roles import RECONCILE_PERMISSION
 from .common import (
     DELIVERY_OUTCOME_COLOURS,
     EVENT_KIND_COLOURS,
@@ -292,7 +293,7 @@ class ReconciliationRunAdmin(RecordAdmin):
     readonly_fields = fields
 
     def has_run_now_permission(self, request: HttpRequest, object_id=None) -> bool:
-        return has_perm(request, "payments.refresh_payment")
+        return has_perm(request, RECONCILE_PERMISSION)
 
     @action(
         description=_("Run now"),

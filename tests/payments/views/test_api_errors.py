@@ -50,7 +50,9 @@ def assert_json_error(response, status: int) -> dict:
         ("get", "/api/webhooks/sandbox/", "POST"),
     ],
 )
-def test_wrong_method_is_405_json_with_allow(client, method, path, allowed):
+def test_wrong_method_is_405_json_with_allow(method, path, allowed):
+    # CSRF checks on, as for a browser: a POST to a GET-only view is still a 405.
+    client = Client(enforce_csrf_checks=True)
     response = getattr(client, method)(path)
     body = assert_json_error(response, 405)
     assert body["error"] == "method not allowed"
