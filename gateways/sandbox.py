@@ -191,7 +191,7 @@ class SandboxGateway(Gateway):
                 message=f"payer chose {data['status']}",
                 raw=data,
             )
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, RecursionError) as exc:
             raise WebhookRejected(f"malformed sandbox notification: {exc}") from exc
 
     # sandbox-only helpers (used by its hosted page) -------------------------------

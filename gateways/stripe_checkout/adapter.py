@@ -331,7 +331,7 @@ class StripeGateway(Gateway):
             self._verify(raw, headers)
         try:
             event = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
             raise WebhookRejected("malformed Stripe event: not JSON") from exc
         data = as_dict(event.get("data")) if isinstance(event, dict) else {}
         obj = as_dict(data.get("object"))
