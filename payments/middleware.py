@@ -25,9 +25,9 @@ class ApiErrorMiddleware:
 
     A database or cache outage (raised by a view) is a 503 with Retry-After;
     a request Django calls malformed a 400; any other unexpected exception a
-    JSON 500. Django's own error answers
-    (405 from `require_POST`, a DEBUG 404 page, a 400 for a bad request) are
-    rewritten with their status and headers kept. The checkout page's own
+    JSON 500. Django's own error answers (405 from `require_POST`, a DEBUG
+    404 page, a 400 for a bad request) are rewritten with their status and
+    headers kept. The checkout page's own
     form POST is the one HTML answer left under /api/: it re-renders the page
     with the error (`response.renders_page`).
     """
