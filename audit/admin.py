@@ -16,11 +16,10 @@ from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponseBadRequest, StreamingHttpResponse
 from django.urls import path
 from django.utils import timezone
-from unfold.admin import ModelAdmin
 from unfold.contrib.filters.admin import DropdownFilter, FieldTextFilter
 from unfold.decorators import display
 
-from payments.admin.common import DateRangeFilter, pretty_json
+from payments.admin.common import BackofficeModelAdmin, DateRangeFilter, pretty_json
 from payments.services.exports import neutralise
 
 from . import log
@@ -96,7 +95,7 @@ def log_detail_text(detail) -> str:
 
 
 @admin.register(AuditEntry)
-class AuditEntryAdmin(ModelAdmin):
+class AuditEntryAdmin(BackofficeModelAdmin):
     list_display = (
         "seq",
         "created_at",

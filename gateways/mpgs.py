@@ -315,7 +315,7 @@ class MPGSGateway(Gateway):
         raw_body = body if isinstance(body, bytes) else str(body).encode()
         try:
             data = json.loads(raw_body)
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
             raise WebhookRejected("malformed MPGS notification: not JSON") from exc
         order = _dict(data.get("order")) if isinstance(data, dict) else {}
         if not order.get("id"):

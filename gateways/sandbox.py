@@ -196,7 +196,7 @@ class SandboxGateway(Gateway):
                 raw=data,
                 secret_used=used,
             )
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, RecursionError) as exc:
             raise WebhookRejected(f"malformed sandbox notification: {exc}") from exc
 
     # sandbox-only helpers (used by its hosted page) -------------------------------

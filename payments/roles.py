@@ -22,7 +22,10 @@ RECORDS = (
     "payments.view_reconciliationrun",
     "payments.view_idempotencyrecord",
 )
-SUPPORT = (*RECORDS, "payments.refresh_payment", "payments.note_payment")
+# Asking providers now: a payment's refresh, and a whole reconciliation run
+# (the admin's Run now and `POST /api/payments/update-pending/`).
+RECONCILE_PERMISSION = "payments.refresh_payment"
+SUPPORT = (*RECORDS, RECONCILE_PERMISSION, "payments.note_payment")
 OPERATOR = (
     *SUPPORT,
     "payments.refund_payment",

@@ -340,7 +340,7 @@ class StripeGateway(Gateway):
         """Read a verified event as a hint."""
         try:
             event = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
             raise WebhookRejected("malformed Stripe event: not JSON") from exc
         data = as_dict(event.get("data")) if isinstance(event, dict) else {}
         obj = as_dict(data.get("object"))

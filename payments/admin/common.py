@@ -8,6 +8,8 @@ import sys
 from datetime import date, timedelta
 from typing import Any
 
+from django.contrib.admin import FieldListFilter, widgets
+from django.contrib.admin.utils import get_fields_from_path
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
 from django.db import models
@@ -18,6 +20,7 @@ from django.utils.html import format_html
 from django.utils.safestring import SafeString
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
+from unfold.admin import ModelAdmin
 from unfold.contrib.filters.admin import DropdownFilter, RangeDateFilter
 from unfold.views import ChangeList
 
@@ -329,3 +332,82 @@ class ReadOnlyAdminMixin:
 
     def has_delete_permission(self, request, obj=None) -> bool:
         return False
+
+
+class BackofficeAdminMixin:
+    """What every model admin of the back office shares (issue 22).
+
+    Put first in each admin's bases (tests/payments/admin/test_admin.py walks
+    the registry):
+
+    - A list's address may hold only the parameters its own filters read.
+      Django's `lookup_allowed` lets any lookup on a model's own fields
+      through (`?gateway_data__key__startswith=...`), which answers "one row
+      or none" about a column the page never shows; here anything else is
+      refused (Django's DisallowedModelAdminLookup, a 400 page).
+    - Pages are never framed: unfold marks its list and form pages
+      `X-Frame-Options: SAMEORIGIN` (for its related-object dialogs), which
+      contradicts the admin's CSP `frame-ancestors 'none'`; both say DENY.
+    """
+
+    def lookup_allowed(self, lookup: str, value: str, request: HttpRequest) -> bool:
+        if lookup in self.filter_parameters(request):
+            return True
+        # Django's raw-id popup narrows its list by the foreign key's
+        # limit_choices_to: those exact (lookup, value) pairs stay allowed.
+        for fk_lookup in self.model._meta.related_fkey_lookups:
+            if callable(fk_lookup):
+                fk_lookup = fk_lookup()
+            params = widgets.url_params_from_lookup_dict(fk_lookup)
+            if (lookup, value) in params.items():
+                return True
+        return False
+
+    def filter_parameters(self, request: HttpRequest) -> frozenset[str]:
+        """Return the query parameters this admin's list filters read."""
+        # Built once per request: a filter may read the database to list
+        # its choices, and Django asks once per parameter.
+        known = request.__dict__.setdefault("_backoffice_filter_parameters", {})
+        if self not in known:
+            known[self] = frozenset(self._filter_parameters(request))
+        return known[self]
+
+    def _filter_parameters(self, request: HttpRequest) -> set[str]:
+        names: set[str] = set()
+        if self.date_hierarchy:
+            names |= {
+                f"{self.date_hierarchy}__{part}" for part in ("year", "month", "day")
+            }
+        for list_filter in self.get_list_filter(request):
+            spec = self._filter_spec(list_filter, request)
+            names |= {name for name in spec.expected_parameters() if name}
+        return names
+
+    def _filter_spec(self, list_filter, request: HttpRequest):
+        """Build a filter as Django's ChangeList.get_filters does, with no values."""
+        if callable(list_filter):
+            return list_filter(request, {}, self.model, self)
+        if isinstance(list_filter, (tuple, list)):
+            field, spec_class = list_filter
+        else:
+            field, spec_class = list_filter, FieldListFilter.create
+        field_path = None
+        if isinstance(field, str):
+            field_path = field
+            field = get_fields_from_path(self.model, field_path)[-1]
+        return spec_class(field, request, {}, self.model, self, field_path=field_path)
+
+    def changelist_view(self, request: HttpRequest, extra_context=None):
+        return _not_framed(super().changelist_view(request, extra_context))
+
+    def changeform_view(self, request: HttpRequest, *args, **kwargs):
+        return _not_framed(super().changeform_view(request, *args, **kwargs))
+
+
+class BackofficeModelAdmin(BackofficeAdminMixin, ModelAdmin):
+    """unfold's ModelAdmin with the back office's shared rules: every admin's base."""
+
+
+def _not_framed(response: HttpResponse) -> HttpResponse:
+    response["X-Frame-Options"] = "DENY"
+    return response

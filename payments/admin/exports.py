@@ -38,7 +38,6 @@ from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 from import_export.admin import ExportActionMixin
 from import_export.formats.base_formats import CSV, XLSX
-from unfold.admin import ModelAdmin
 from unfold.contrib.filters.admin import ChoicesDropdownFilter
 from unfold.contrib.import_export.forms import ExportForm
 from unfold.decorators import display
@@ -49,7 +48,7 @@ from .. import selectors, tasks
 from ..models import ExportFormat, ExportJob, ExportStatus
 from ..resources import PaymentResource
 from ..services import exports
-from .common import ReadOnlyAdminMixin, has_perm, label, money
+from .common import BackofficeModelAdmin, ReadOnlyAdminMixin, has_perm, label, money
 
 EXPORT_PERMISSION = "payments.export_payment"
 SETTLEMENT_PERMISSION = "payments.view_settlement"
@@ -254,7 +253,7 @@ def request_limit() -> int:
 
 
 @admin.register(ExportJob)
-class ExportJobAdmin(ReadOnlyAdminMixin, ModelAdmin):
+class ExportJobAdmin(ReadOnlyAdminMixin, BackofficeModelAdmin):
     """Export jobs: Finance sees all; a requester sees their own.
 
     Until a job ends, its page and the list keep its status, progress, rows,
@@ -348,10 +347,11 @@ class ExportJobAdmin(ReadOnlyAdminMixin, ModelAdmin):
 
     def _job_for(self, request: HttpRequest, job_id: int) -> ExportJob:
         job = ExportJob.objects.filter(pk=job_id).first()
-        if job is None:
+        # Someone else's job answers as a missing one: ids are not to be probed.
+        if job is None or not (
+            self._may_export(request) or job.requested_by_id == request.user.pk
+        ):
             raise Http404("no such export")
-        if not (self._may_export(request) or job.requested_by_id == request.user.pk):
-            raise PermissionDenied
         return job
 
     def download_view(self, request: HttpRequest, job_id: int) -> HttpResponse:

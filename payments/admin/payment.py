@@ -23,7 +23,7 @@ from django.utils.safestring import SafeString, mark_safe
 from django.utils.timezone import localtime
 from django.utils.translation import get_language
 from django.utils.translation import gettext_lazy as _
-from unfold.admin import ModelAdmin, checkbox
+from unfold.admin import checkbox
 from unfold.contrib.filters.admin import BooleanRadioFilter, ChoicesDropdownFilter
 from unfold.decorators import action, display
 from unfold.enums import ActionVariant
@@ -37,6 +37,7 @@ from ..models import Payment, RefundStatus, RepairStatus
 from ..states import PaymentStatus, repair_targets
 from .common import (
     PAYMENT_STATUS_COLOURS,
+    BackofficeModelAdmin,
     CountedChangeList,
     DateRangeFilter,
     DeepPagePaginator,
@@ -164,7 +165,7 @@ class PaymentChangeList(CountedChangeList):
 
 
 @admin.register(Payment)
-class PaymentAdmin(PaymentExportMixin, ReadOnlyAdminMixin, ModelAdmin):
+class PaymentAdmin(PaymentExportMixin, ReadOnlyAdminMixin, BackofficeModelAdmin):
     list_display = (
         "reference",
         "email_display",
@@ -300,8 +301,15 @@ class PaymentAdmin(PaymentExportMixin, ReadOnlyAdminMixin, ModelAdmin):
         select their own rows. tests/payments/admin/test_admin_rendering.py holds
         the list to one query for its rows.
         """
-        return super().get_paginator(
-            request, queryset.only(*self.list_fields), per_page, *args, **kwargs
+        if getattr(queryset, "model", None) is Payment:
+            # Django's history page pages through LogEntry rows with this too.
+            queryset = queryset.only(*self.list_fields)
+        return super().get_paginator(request, queryset, per_page, *args, **kwargs)
+
+    def _filter_parameters(self, request: HttpRequest) -> set[str]:
+        """The selector's filters: the only parameters the list reads."""
+        return super()._filter_parameters(request) | set(
+            selectors.PAYMENT_FILTER_PARAMETERS
         )
 
     def changelist_view(self, request: HttpRequest, extra_context=None):

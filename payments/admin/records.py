@@ -10,7 +10,6 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.template.defaultfilters import truncatechars
 from django.urls import reverse
 from django.utils.translation import gettext_lazy as _
-from unfold.admin import ModelAdmin
 from unfold.contrib.filters.admin import BooleanRadioFilter, ChoicesDropdownFilter
 from unfold.decorators import action, display
 from unfold.forms import BaseDialogForm
@@ -29,10 +28,12 @@ from ..models import (
     RefundStatus,
     WebhookDelivery,
 )
+from ..roles import RECONCILE_PERMISSION
 from .common import (
     DELIVERY_OUTCOME_COLOURS,
     EVENT_KIND_COLOURS,
     REFUND_STATUS_COLOURS,
+    BackofficeModelAdmin,
     CountedChangeList,
     CountedPaginator,
     DateRangeFilter,
@@ -51,7 +52,7 @@ from .forms import RefundDecisionForm
 from .timeline import event_author, event_transition
 
 
-class RecordAdmin(ReadOnlyAdminMixin, ModelAdmin):
+class RecordAdmin(ReadOnlyAdminMixin, BackofficeModelAdmin):
     """A large, append-mostly table: a bounded count, no facets."""
 
     show_full_result_count = False
@@ -435,7 +436,7 @@ class ReconciliationRunAdmin(RecordAdmin):
     readonly_fields = fields
 
     def has_run_now_permission(self, request: HttpRequest, object_id=None) -> bool:
-        return has_perm(request, "payments.refresh_payment")
+        return has_perm(request, RECONCILE_PERMISSION)
 
     @action(
         description=_("Run now"),

@@ -23,7 +23,6 @@ from django_otp.plugins.otp_static.models import StaticDevice
 from django_otp.plugins.otp_totp.models import TOTPDevice
 from django_q.admin import FailAdmin, QueueAdmin, ScheduleAdmin, TaskAdmin
 from django_q.models import Failure, OrmQ, Schedule, Success
-from unfold.admin import ModelAdmin
 from unfold.decorators import action
 from unfold.enums import ActionVariant
 from unfold.forms import (
@@ -38,7 +37,13 @@ from mfa.services import MfaError, mfa_reset
 
 from .. import tasks
 from ..services import schedulable_tasks, schedule_validate
-from .common import ReadOnlyAdminMixin, back_to, find, superuser_only
+from .common import (
+    BackofficeModelAdmin,
+    ReadOnlyAdminMixin,
+    back_to,
+    find,
+    superuser_only,
+)
 
 
 def _replace(model, admin_class) -> None:
@@ -87,7 +92,7 @@ class ResetSecondFactorForm(BaseDialogForm):
     )
 
 
-class UserAdmin(SuperuserOnlyMixin, BaseUserAdmin, ModelAdmin):
+class UserAdmin(SuperuserOnlyMixin, BaseUserAdmin, BackofficeModelAdmin):
     form = UserChangeForm
     add_form = UserCreationForm
     change_password_form = AdminPasswordChangeForm
@@ -136,7 +141,7 @@ class UserAdmin(SuperuserOnlyMixin, BaseUserAdmin, ModelAdmin):
         return superuser_only(request)
 
 
-class GroupAdmin(SuperuserOnlyMixin, BaseGroupAdmin, ModelAdmin):
+class GroupAdmin(SuperuserOnlyMixin, BaseGroupAdmin, BackofficeModelAdmin):
     pass
 
 
@@ -166,19 +171,19 @@ class ScheduleForm(forms.ModelForm):
         return cleaned
 
 
-class UnfoldScheduleAdmin(SuperuserOnlyMixin, ScheduleAdmin, ModelAdmin):
+class UnfoldScheduleAdmin(SuperuserOnlyMixin, ScheduleAdmin, BackofficeModelAdmin):
     form = ScheduleForm
 
 
-class UnfoldSuccessAdmin(ReadOnlyTasksMixin, TaskAdmin, ModelAdmin):
+class UnfoldSuccessAdmin(ReadOnlyTasksMixin, TaskAdmin, BackofficeModelAdmin):
     pass
 
 
-class UnfoldFailureAdmin(ReadOnlyTasksMixin, FailAdmin, ModelAdmin):
+class UnfoldFailureAdmin(ReadOnlyTasksMixin, FailAdmin, BackofficeModelAdmin):
     pass
 
 
-class UnfoldQueueAdmin(ReadOnlyTasksMixin, QueueAdmin, ModelAdmin):
+class UnfoldQueueAdmin(ReadOnlyTasksMixin, QueueAdmin, BackofficeModelAdmin):
     pass
 
 

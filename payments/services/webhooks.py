@@ -275,17 +275,43 @@ def event_problem(event: WebhookEvent) -> str:
     """Say why a verified notification cannot be about a real payment, or "".
 
     A correct signature proves who sent it, not that its fields fit a
-    database: NUL characters (PostgreSQL refuses them in text and JSON) and
-    amounts beyond what a payment can hold are refused before any lookup.
+    database: NUL characters (PostgreSQL refuses them in text and JSON), lone
+    surrogates (no driver encodes them) and amounts beyond what a payment can
+    hold are refused before any lookup.
     """
     for name in ("event_id", "ref_id", "transaction_id", "currency", "message"):
-        if "\x00" in str(getattr(event, name) or ""):
+        text = str(getattr(event, name) or "")
+        if "\x00" in text:
             return f"{name} contains a NUL character"
+        if not _is_unicode(text):
+            # A JSON escape of a lone surrogate ("\\ud800"): no driver encodes it.
+            return f"{name} is not valid Unicode (a lone surrogate)"
     if _has_nul(event.raw):
         return "the body contains a NUL character"
+    if _any_text(event.raw, lambda text: not _is_unicode(text)):
+        return "the body is not valid Unicode (a lone surrogate)"
     if event.amount is not None and not in_range(event.amount):
         return f"amount {event.amount} is out of range"
     return ""
+
+
+def _is_unicode(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _any_text(value: object, test) -> bool:
+    """Tell whether `test` holds for any string in a parsed body (keys included)."""
+    if isinstance(value, str):
+        return test(value)
+    if isinstance(value, Mapping):
+        return any(_any_text(k, test) or _any_text(v, test) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return any(_any_text(v, test) for v in value)
+    return False
 
 
 def _has_nul(value: object) -> bool:
