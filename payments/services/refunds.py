@@ -251,17 +251,20 @@ def refund_request(
             manual=manual,
             status=RefundStatus.AWAITING_APPROVAL if waits else status,
         )
-        if waits:
-            return refund
-        if manual:
-            # Recorded as done when it is recorded: never before its own creation.
-            refund.date_completed = refund.date_created
-            refund.save(update_fields=["date_completed"])
-            book_refunds(refund, actor, ())
+        if manual and not waits:
+            _record_manual(refund, actor)
+        if waits or manual:
             return refund
     return refund_submit(
         refund_id=refund.pk, actor=actor, raise_on_timeout=raise_on_timeout
     )
+
+
+def _record_manual(refund: Refund, actor: Actor) -> None:
+    """Book a manual refund as done when it is recorded, never before its creation."""
+    refund.date_completed = refund.date_created
+    refund.save(update_fields=["date_completed"])
+    book_refunds(refund, actor, ())
 
 
 def _refund_value(payment: Payment, amount: Decimal) -> Decimal:

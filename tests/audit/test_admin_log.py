@@ -257,12 +257,17 @@ def test_setup_commands_record_schedule_and_role_changes():
     call_command("setup_roles", stdout=StringIO())
     call_command("setup_schedules", stdout=StringIO())
     roles = entries(log.ROLE_CHANGED)
-    assert {e.target_id for e in roles} == {"Support", "Operator", "Finance"}
+    assert {e.target_id for e in roles} == {
+        "Support",
+        "Operator",
+        "Finance",
+        "Approver",
+    }
     assert all(e.actor_username == "manage.py setup_roles" for e in roles)
-    assert len(entries(log.SCHEDULE_CHANGED)) == 6
+    assert len(entries(log.SCHEDULE_CHANGED)) == 8
     # Run again: the roles are unchanged, so nothing more is recorded for them.
     call_command("setup_roles", stdout=StringIO())
-    assert len(entries(log.ROLE_CHANGED)) == 3
+    assert len(entries(log.ROLE_CHANGED)) == 4
 
 
 # --- payment actions and exports ------------------------------------------------------
