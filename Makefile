@@ -8,11 +8,13 @@ PYTHON_BOOT := $(shell for c in python3.12 python3.13 python3.14 python3 python;
 	then command -v $$c; break; fi; done)
 HOST ?= 127.0.0.1
 PORT ?= 8000
+# issue 21: the demo's simulated providers listen here (loopback only).
+PROVIDERS_PORT ?= $(shell echo $$(( $(PORT) + 1 )))
 
 .PHONY: run test test-pg lint format venv venv-dev migrate seed clean help
 
 help:
-	@echo "make run    - set up .venv, migrate, collect static files, seed demo data once, start web + qcluster"
+	@echo "make run    - set up .venv, migrate, collect static files, seed demo data once, start web + qcluster + simulated providers"
 	@echo "make test   - set up .venv with dev requirements and run the test suite (SQLite)"
 	@echo "make lint   - ruff check and format check"
 
@@ -37,9 +39,9 @@ migrate: venv
 run: migrate
 	DEBUG=$${DEBUG:-true} $(PY) manage.py collectstatic --no-input -v 0
 	DEBUG=$${DEBUG:-true} $(PY) manage.py setup_roles
-	DEBUG=$${DEBUG:-true} $(PY) manage.py seed_demo --if-empty
+	DEBUG=$${DEBUG:-true} $(PY) manage.py seed_demo --if-empty --providers-port $(PROVIDERS_PORT) --site-url http://$(HOST):$(PORT)
 	DEBUG=$${DEBUG:-true} $(PY) manage.py setup_schedules
-	DEBUG=$${DEBUG:-true} $(PY) manage.py devserver --host $(HOST) --port $(PORT)
+	DEBUG=$${DEBUG:-true} $(PY) manage.py devserver --host $(HOST) --port $(PORT) --providers-port $(PROVIDERS_PORT)
 
 test: venv-dev
 	$(PY) -m pytest -q $(PYTEST_ARGS)

@@ -33,6 +33,26 @@ def sandbox_needs_debug(app_configs, **kwargs) -> list[Error]:
 
 
 @register(Tags.security)
+def demo_providers_need_debug(app_configs, **kwargs) -> list[Error]:
+    """Refuse the demo's simulated providers with DEBUG off."""
+    if settings.DEMO_PROVIDERS_URL and not settings.DEBUG:
+        return [
+            Error(
+                "DEMO_PROVIDERS_URL is set while DEBUG is off: the gateways "
+                "would talk to the demo's fake provider server, not to the "
+                "real providers.",
+                hint=(
+                    "Unset DEMO_PROVIDERS_URL and point the gateways' *_API_* "
+                    "settings at the real providers; the fake is for "
+                    "`make run` (DEBUG on) only."
+                ),
+                id="backoffice.E002",
+            )
+        ]
+    return []
+
+
+@register(Tags.security)
 def gateway_urls_over_plain_http(app_configs, **kwargs) -> list[Warning]:
     """Warn about a provider URL that is plain http to another machine.
 

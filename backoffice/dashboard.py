@@ -141,6 +141,8 @@ def dashboard_callback(request, context: dict) -> dict:
             selectors.refund_volume(days=DAYS, now=now, rolled_up=rolled_up), "refund"
         )
         blocks["refunds_url"] = reverse("admin:payments_refund_changelist")
+    if user.has_perm("payments.approve_refund"):
+        blocks["approvals"] = _approvals(user)
     if user.has_perm("payments.view_reconciliationrun"):
         blocks["last_run"] = selectors.last_reconciliation_run()
         blocks["runs_url"] = reverse("admin:payments_reconciliationrun_changelist")
@@ -270,6 +272,28 @@ def _attention_table(now) -> dict:
     return {
         "headers": ["Reference", "E-mail", "Amount", "Status", "Why", "Created"],
         "rows": rows,
+    }
+
+
+def _approvals(user) -> dict:
+    """Refunds waiting for a second person: how many, the oldest, which are mine."""
+    count, oldest = selectors.refunds_awaiting_approval()
+    changelist = reverse("admin:payments_refund_changelist")
+    return {
+        "count": count,
+        "url": f"{changelist}?{urlencode({'status__exact': 'AWAITING_APPROVAL'})}",
+        "oldest": [
+            {
+                "url": reverse("admin:payments_refund_change", args=[r.pk]),
+                "amount": money(r.amount, r.currency),
+                "payment": r.payment.ref_id,
+                "by": r.requested_by.get_username() if r.requested_by else "-",
+                # The requester cannot approve their own: say so, not a dead link.
+                "own": r.requested_by_id == user.pk,
+                "at": localtime(r.date_created),
+            }
+            for r in oldest
+        ],
     }
 
 

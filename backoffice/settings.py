@@ -14,6 +14,8 @@ from django.core.exceptions import ImproperlyConfigured
 from django.urls import reverse_lazy
 from django.utils.csp import CSP
 
+from payments.approval_limits import parse_approval_limits
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 (BASE_DIR / "var").mkdir(exist_ok=True)
 TESTING = "pytest" in sys.modules or (len(sys.argv) > 1 and sys.argv[1] == "test")
@@ -63,6 +65,13 @@ INSTALLED_APPS = [
     "import_export",
     "django_q",
     "backoffice",
+    # Staff second factor and audit log (issue 23): before payments, whose
+    # admin replaces django-otp's device admins.
+    "django_otp",
+    "django_otp.plugins.otp_totp",
+    "django_otp.plugins.otp_static",
+    "mfa",
+    "audit",
     "payments",
     # Last, as its documentation asks: it watches the login signals of the above.
     "axes",
@@ -72,6 +81,8 @@ MIDDLEWARE = [
     # First, so that every answer under /api/ is JSON, including a database or
     # cache outage met by the middleware below it.
     "payments.middleware.ApiErrorMiddleware",
+    # hard1 (issue 22): every provider call a request makes shares one budget.
+    "payments.middleware.GatewayBudgetMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Static files are answered here, before sessions and the database.
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -83,6 +94,10 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # The TOTP step after the password (issue 23): marks a verified session,
+    # then holds an unverified one at the step.
+    "django_otp.middleware.OTPMiddleware",
+    "mfa.middleware.SecondFactorMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     # Last, as its documentation asks: turns a lockout into the lockout page.
@@ -220,7 +235,9 @@ AUTHENTICATION_BACKENDS = [
 AXES_FAILURE_LIMIT = 10
 AXES_COOLOFF_TIME = timedelta(minutes=15)
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
-AXES_RESET_ON_SUCCESS = True
+# Off: a correct password alone must not clear the failures while a TOTP step
+# follows; mfa.services clears them once the login is complete.
+AXES_RESET_ON_SUCCESS = False
 AXES_LOCKOUT_CALLABLE = "backoffice.security.lockout_response"
 # The same client address as the rate limits (REMOTE_ADDR, or X-Forwarded-For
 # behind TRUSTED_PROXY_COUNT proxies).
@@ -369,6 +386,20 @@ GATEWAY_SETTINGS = {
     },
 }
 
+# --- Demo providers (issue 21 item 2: a demo in which every gateway works) ---
+# The fake provider server's base URL, set by `manage.py devserver` (make run)
+# in the environment of the web server and job cluster it starts, together
+# with the gateways' *_API_* URLs and the demo credentials the fake accepts
+# (fakeproviders/demo.py). Pages then say that the providers are simulated.
+# With DEBUG off, `manage.py check` refuses it (backoffice.E002).
+DEMO_PROVIDERS_URL = config("DEMO_PROVIDERS_URL", default="").rstrip("/")
+# Where the demo's fake keeps its provider-side records between runs (written
+# by seed_demo and by devserver's fake on exit); empty: not kept (the tests).
+DEMO_PROVIDERS_STATE = config(
+    "DEMO_PROVIDERS_STATE",
+    default="" if TESTING else str(BASE_DIR / "var" / "demo-providers.state"),
+)
+
 # "inline": a notification is applied before it is acknowledged. "queued": it
 # is stored and acknowledged, then applied in batches by a django-q2 task
 # (much higher intake; needs a running qcluster, best with the Redis broker).
@@ -420,6 +451,85 @@ if EXPORT_SYNC_LIMIT < 1 or EXPORT_RETENTION_DAYS < 1:
         "EXPORT_SYNC_LIMIT and EXPORT_RETENTION_DAYS must be at least 1"
     )
 
+# --- staff second factor and audit log (issue 23, items 1 and 3) ---------------------
+
+# "required": holders of a money power (superusers, refund/approve/export/repair
+# permissions) and members of STAFF_MFA_GROUPS pass a TOTP step after the
+# password; "optional": only those who enrolled; "off": nobody (the tests).
+_staff_mfa_default = "off" if TESTING else ("optional" if DEBUG else "required")
+# Empty (as in .env.example) means the default.
+STAFF_MFA = config("STAFF_MFA", default="").strip().lower() or _staff_mfa_default
+if STAFF_MFA not in ("required", "optional", "off"):
+    raise ImproperlyConfigured("STAFF_MFA must be 'required', 'optional' or 'off'")
+STAFF_MFA_GROUPS = config("STAFF_MFA_GROUPS", default="", cast=Csv())
+# The issuer authenticator apps show next to the account name.
+OTP_TOTP_ISSUER = config("OTP_TOTP_ISSUER", default="Magic eSIM back office")
+# Audit entries older than this are deleted by a daily task; the chain is anchored.
+AUDIT_RETENTION_DAYS = config("AUDIT_RETENTION_DAYS", default=400, cast=int)
+if AUDIT_RETENTION_DAYS < 1:
+    raise ImproperlyConfigured("AUDIT_RETENTION_DAYS must be at least 1")
+
+# --- hard1 (issue 22): bounded under hanging providers and hostile traffic ---------------
+
+# Webhook secret rotation: each *_PREVIOUS value is tried after the current
+# one, so a secret can be changed at the provider and here without rejecting
+# the deliveries signed in between. Empty (the default) = no previous secret.
+GATEWAY_SETTINGS["coinpayments"]["ipn_secret_previous"] = config(
+    "COINPAYMENTS_IPN_SECRET_PREVIOUS", default=""
+)
+GATEWAY_SETTINGS["mpgs"]["webhook_secret_previous"] = config(
+    "MPGS_WEBHOOK_SECRET_PREVIOUS", default=""
+)
+GATEWAY_SETTINGS["sandbox"]["secret_previous"] = config(
+    "SANDBOX_WEBHOOK_SECRET_PREVIOUS", default=""
+)
+GATEWAY_SETTINGS["hyperpay"]["webhook_key_previous"] = config(
+    "HYPERPAY_WEBHOOK_KEY_PREVIOUS", default=""
+)
+GATEWAY_SETTINGS["stripe"]["webhook_secret_previous"] = config(
+    "STRIPE_WEBHOOK_SECRET_PREVIOUS", default=""
+)
+# Failed webhook verifications per client IP (same syntax as the other
+# limits; empty = off). Past it a forged delivery is answered 429 and not
+# stored; a delivery that verifies is never counted nor refused.
+RATE_LIMIT_WEBHOOK_FAILURES = config(
+    "RATE_LIMIT_WEBHOOK_FAILURES", default="60/m"
+).strip()
+if RATE_LIMIT_WEBHOOK_FAILURES and not re.match(
+    RATE_LIMIT_PATTERN, RATE_LIMIT_WEBHOOK_FAILURES
+):
+    raise ImproperlyConfigured(
+        "RATE_LIMIT_WEBHOOK_FAILURES must look like 60/m (count/period), or be "
+        "empty to turn the limit off"
+    )
+# Deliveries that failed verification (kept as their first 2 KiB, length and
+# SHA-256) are deleted after this many days by the prune-rejected-deliveries
+# schedule.
+REJECTED_DELIVERY_RETENTION_DAYS = config(
+    "REJECTED_DELIVERY_RETENTION_DAYS", default=30, cast=int
+)
+# Total seconds every provider call made inside one web request may take,
+# connect, read and retries together (admin refresh, refund, webhook
+# confirmation, checkout creation). Keep it well inside the server's worker
+# timeout (gunicorn --timeout 30 in docs/runbook.md). Customer-facing
+# refreshes keep their own, shorter STATUS_REFRESH_BUDGET_SECONDS; background
+# jobs keep GATEWAY_CONNECT_TIMEOUT / GATEWAY_READ_TIMEOUT and their retries.
+GATEWAY_REQUEST_BUDGET_SECONDS = config(
+    "GATEWAY_REQUEST_BUDGET_SECONDS", default=10.0, cast=float
+)
+# Customer-facing refreshes (status API, return page) waiting on providers at
+# once, per process; a poll beyond that answers the stored status at once.
+STATUS_REFRESH_CONCURRENCY = config("STATUS_REFRESH_CONCURRENCY", default=4, cast=int)
+if (
+    REJECTED_DELIVERY_RETENTION_DAYS < 1
+    or STATUS_REFRESH_CONCURRENCY < 1
+    or GATEWAY_REQUEST_BUDGET_SECONDS <= 0
+):
+    raise ImproperlyConfigured(
+        "REJECTED_DELIVERY_RETENTION_DAYS and STATUS_REFRESH_CONCURRENCY must be "
+        "at least 1, GATEWAY_REQUEST_BUDGET_SECONDS above 0"
+    )
+
 # --- django-q2 --------------------------------------------------------------------------
 
 Q_CLUSTER = {
@@ -457,11 +567,32 @@ if ROLLUP_WINDOW_DAYS < 30:
         "ROLLUP_WINDOW_DAYS must be at least 30: the dashboard reads 30 days"
     )
 
+# --- four-eyes refunds and repairs (issue 23, items 2 and 4) ----------------------
+# A refund whose amount, with the payment's other refunds of the last 24 hours,
+# reaches its currency's limit (or the `*` limit) waits for a second person
+# with `approve_refund`; while limits are set, every manual-refund record waits
+# too. Empty (the default): no approval step. E.g. USD:100,EUR:100,*:100.
+REFUND_APPROVAL_LIMITS = parse_approval_limits(
+    config("REFUND_APPROVAL_LIMITS", default="")
+)
+# Hours a refund may wait for approval before it lapses (a scheduled task).
+REFUND_APPROVAL_HOURS = config("REFUND_APPROVAL_HOURS", default=48, cast=int)
+if REFUND_APPROVAL_HOURS < 1:
+    raise ImproperlyConfigured("REFUND_APPROVAL_HOURS must be at least 1")
+
 # --- admin ------------------------------------------------------------------------------
 
 # The sidebar's "needs review" badge is counted at most this often per process
 # (payments.selectors.review_badge_count); the dashboard counts live.
 REVIEW_BADGE_SECONDS = config("REVIEW_BADGE_SECONDS", default=10, cast=int)
+
+# --- true counts (issue 21) ---
+# Admin lists and export forms state their row count exactly up to this many
+# rows (one COUNT over a subquery stopped at limit + 1), above it "more than
+# ADMIN_EXACT_COUNT_LIMIT" (export forms add PostgreSQL's estimate).
+ADMIN_EXACT_COUNT_LIMIT = config("ADMIN_EXACT_COUNT_LIMIT", default=10000, cast=int)
+if ADMIN_EXACT_COUNT_LIMIT < 1:
+    raise ImproperlyConfigured("ADMIN_EXACT_COUNT_LIMIT must be at least 1")
 
 
 def _perm(permission: str):
@@ -484,6 +615,11 @@ UNFOLD = {
     "ENVIRONMENT_TITLE_PREFIX": "backoffice.admin_callbacks.environment_title_prefix",
     "DASHBOARD_CALLBACK": "backoffice.dashboard.dashboard_callback",
     "SHOW_VIEW_ON_SITE": False,
+    # --- forgiving search (issue 21): Ctrl-K finds payments as the list does ---
+    "COMMAND": {
+        "search_models": False,
+        "search_callback": "backoffice.admin_callbacks.command_search",
+    },
     # Each entry is shown only to those who may open it.
     "SIDEBAR": {
         "show_search": True,
@@ -503,6 +639,13 @@ UNFOLD = {
                         "link": _admin_link("payments_payment_changelist"),
                         "badge": "backoffice.dashboard.review_badge",
                         "badge_variant": "warning",
+                        "permission": _perm("payments.view_payment"),
+                    },
+                    # The customer view (issue 23): one e-mail's payments.
+                    {
+                        "title": "Customers",
+                        "icon": "person_search",
+                        "link": _admin_link("payments_customer"),
                         "permission": _perm("payments.view_payment"),
                     },
                     {
@@ -602,6 +745,12 @@ UNFOLD = {
                         "icon": "group",
                         "link": _admin_link("auth_group_changelist"),
                         "permission": _superuser,
+                    },
+                    {
+                        "title": "Audit log",
+                        "icon": "policy",
+                        "link": _admin_link("audit_auditentry_changelist"),
+                        "permission": _perm("audit.view_auditentry"),
                     },
                     {
                         "title": "Failed logins",

@@ -8,13 +8,20 @@ off here), so it is built on first use through Django's public
 `AdminSite.get_app_list`. No private method of unfold is overridden here.
 
 tests/test_admin_site.py compares the sidebar with unfold's own site.
+
+Every admin registered here records its writes and actions in the staff audit
+log (audit.admin_hooks), and the second-factor pages live under the site's
+URLs (the mfa app).
 """
 
 from __future__ import annotations
 
+from django.contrib.admin import ModelAdmin
 from django.http import HttpRequest
 from django.utils.functional import SimpleLazyObject
 from unfold.sites import UnfoldAdminSite
+
+from audit.admin_hooks import audited
 
 
 class BackofficeAdminSite(UnfoldAdminSite):
@@ -25,3 +32,14 @@ class BackofficeAdminSite(UnfoldAdminSite):
         return SimpleLazyObject(
             lambda: super(BackofficeAdminSite, self).get_app_list(request)
         )
+
+    def register(self, model_or_iterable, admin_class=None, **options):
+        """Register as Django does, with the audit log's hooks on the admin."""
+        return super().register(
+            model_or_iterable, audited(admin_class or ModelAdmin), **options
+        )
+
+    def get_urls(self):
+        from mfa import views as mfa
+
+        return [*mfa.urls(self), *super().get_urls()]

@@ -1,7 +1,7 @@
 """Benchmark: one reconciliation cycle over pending CoinPayments + MPGS payments.
 
 Payments are created through `services.payment_create` against the fake
-provider server (`tests/fakes/`, real HTTP on loopback), half CoinPayments and
+provider server (`fakeproviders/`, real HTTP on loopback), half CoinPayments and
 half MPGS; a quarter of each half is then paid at the provider. Every
 provider API call is slowed by `--latency` afterwards.
 
@@ -391,13 +391,13 @@ def main() -> None:
     from django.test.utils import CaptureQueriesContext
     from django.utils import timezone
 
+    from fakeproviders import FakeProviderServer
+    from fakeproviders import core as fake_core
     from gateways import registry
     from payments import selectors, services
     from payments.models import EventKind, Payment, PaymentEvent, Plan
     from payments.services import reconcile as reconcile_module
     from payments.states import PaymentStatus
-    from tests.fakes import FakeProviderServer
-    from tests.fakes import core as fake_core
 
     fake_handler = getattr(fake_core, "_Handler", None)
 

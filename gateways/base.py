@@ -7,7 +7,7 @@ model. A decline is a result; exceptions are for faults.
 from __future__ import annotations
 
 import hmac
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -56,6 +56,10 @@ class GatewayUnavailable(GatewayError):
     def __init__(self, message: str, *, contacted: bool = True):
         super().__init__(message)
         self.contacted = contacted
+
+
+class GatewayTimeout(GatewayUnavailable):
+    """The provider did not answer in time (its timeouts, or a time budget)."""
 
 
 class GatewayConfigError(GatewayError):
@@ -215,6 +219,9 @@ class WebhookEvent:
     # must look at.
     settling: bool = False
     review: str = ""
+    # Which configured secret verified it (SECRET_CURRENT or SECRET_PREVIOUS);
+    # "" when it was not verified here (a stored delivery read again).
+    secret_used: str = ""
 
 
 @dataclass(frozen=True)
@@ -322,3 +329,38 @@ def header(headers: Mapping[str, str], name: str) -> str:
         if key.lower() == lowered:
             return value
     return ""
+
+
+# --- webhook secret rotation ----------------------------------------------------------
+
+SECRET_CURRENT = "current"
+SECRET_PREVIOUS = "previous"
+
+
+def rotating_secrets[T](
+    current: T | None, previous: T | None
+) -> tuple[tuple[str, T], ...]:
+    """Return the set webhook secrets, the current one first, each with its name.
+
+    `previous` (a `*_PREVIOUS` setting) lets a secret be rotated at the provider
+    and here without rejecting the deliveries signed in between.
+    """
+    named = ((SECRET_CURRENT, current), (SECRET_PREVIOUS, previous))
+    return tuple((name, value) for name, value in named if value)
+
+
+def verify_with_secrets[T, R](
+    secrets: Sequence[tuple[str, T]], check: Callable[[T], R]
+) -> tuple[str, R]:
+    """Verify with each secret in turn; return the name of the one that did.
+
+    `check` raises WebhookRejected when a secret does not verify the delivery;
+    when none does, the current secret's rejection is raised.
+    """
+    rejected: WebhookRejected | None = None
+    for name, secret in secrets:
+        try:
+            return name, check(secret)
+        except WebhookRejected as exc:
+            rejected = rejected or exc
+    raise rejected or WebhookRejected("no webhook secret is set")

@@ -7,6 +7,7 @@ import hmac
 import logging
 import re
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_DOWN, Decimal
 from typing import Any
@@ -30,6 +31,8 @@ from .base import (
     WebhookReply,
     constant_time_equal,
     header,
+    rotating_secrets,
+    verify_with_secrets,
 )
 from .http import GatewayHTTP, json_body
 
@@ -138,6 +141,9 @@ class CoinPaymentsGateway(Gateway):
         self.private_key = values["private_key"]
         self.merchant_id = values["merchant_id"]
         self.ipn_secret = values["ipn_secret"]
+        self.ipn_secret_previous = str(
+            self.settings.get("ipn_secret_previous") or ""
+        ).strip()
         self.ipn_url = str(self.settings.get("ipn_url") or "").strip()
         self.api_url = (
             str(self.settings.get("api_url") or "").strip() or DEFAULT_API_URL
@@ -323,12 +329,25 @@ class CoinPaymentsGateway(Gateway):
         `ipn_mode` and `merchant` are checked even when `verified`, so a stored
         notification for another account is never applied.
         """
+        used = ""
         if not verified:
             given = header(headers, SIGNATURE_HEADER)
             if not given:
                 raise WebhookRejected("missing HMAC header")
-            if not constant_time_equal(sign(self.ipn_secret, body), given.lower()):
-                raise WebhookRejected("HMAC signature does not match the IPN secret")
+
+            def check(secret: str) -> None:
+                if not constant_time_equal(sign(secret, body), given.lower()):
+                    raise WebhookRejected(
+                        "HMAC signature does not match the IPN secret"
+                    )
+
+            used, _ = verify_with_secrets(
+                rotating_secrets(self.ipn_secret, self.ipn_secret_previous), check
+            )
+        return replace(self._read_ipn(body), secret_used=used)
+
+    def _read_ipn(self, body: bytes) -> WebhookEvent:
+        """Read a verified IPN: mode, merchant, type, status and amounts."""
         fields = _form(body)
         if fields.get("ipn_mode") != "hmac":
             raise WebhookRejected("ipn_mode is not hmac")
@@ -609,7 +628,8 @@ class CoinPaymentsGateway(Gateway):
     def _redact(self, text: object) -> str:
         """Return provider text safe for messages: no keys, no long hex runs."""
         clean = str(text)
-        for secret in (self.private_key, self.ipn_secret, self.public_key):
+        secrets = (self.private_key, self.ipn_secret, self.public_key)
+        for secret in filter(None, (*secrets, self.ipn_secret_previous)):
             clean = clean.replace(secret, "[redacted]")
         return _LONG_HEX.sub("[redacted]", clean)[:200]
 

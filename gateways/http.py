@@ -16,7 +16,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 from urllib3.util.timeout import Timeout
 
-from .base import GatewayUnavailable
+from .base import GatewayTimeout, GatewayUnavailable
 
 logger = logging.getLogger("gateways.http")
 
@@ -31,10 +31,15 @@ def time_budget(seconds: float) -> Iterator[None]:
 
     Each call gets what is left of the budget as its total connect + read
     time (urllib3's `Timeout(total=...)`); once it is spent, a call fails at
-    once with GatewayUnavailable(contacted=False). For customer-facing
-    refreshes: a hanging provider must not hold a web worker.
+    once with GatewayTimeout(contacted=False). A budget inside another ends no
+    later than the outer one. For web requests: a hanging provider must not
+    hold a web worker past its timeout.
     """
-    token = _deadline.set(time.monotonic() + max(0.0, seconds))
+    deadline = time.monotonic() + max(0.0, seconds)
+    outer = _deadline.get()
+    if outer is not None:
+        deadline = min(deadline, outer)
+    token = _deadline.set(deadline)
     try:
         yield
     finally:
@@ -106,9 +111,7 @@ class GatewayHTTP:
             remaining = deadline - started
             if remaining <= 0:
                 self._log(op, method, where, "budget-spent", started)
-                raise GatewayUnavailable(
-                    f"{self.name}: time budget spent", contacted=False
-                )
+                raise GatewayTimeout(f"{self.name}: time budget spent", contacted=False)
             session = self._single_session
             connect, read = self.timeout
             kwargs["timeout"] = Timeout(
@@ -120,12 +123,12 @@ class GatewayHTTP:
             response = session.request(method, url, **kwargs)
         except requests.exceptions.ConnectTimeout as exc:
             self._log(op, method, where, "connect-timeout", started)
-            raise GatewayUnavailable(
+            raise GatewayTimeout(
                 f"{self.name}: connect timeout", contacted=False
             ) from exc
         except requests.exceptions.ReadTimeout as exc:
             self._log(op, method, where, "read-timeout", started)
-            raise GatewayUnavailable(f"{self.name}: read timeout") from exc
+            raise GatewayTimeout(f"{self.name}: read timeout") from exc
         except requests.exceptions.ConnectionError as exc:
             self._log(op, method, where, "connection-error", started)
             raise GatewayUnavailable(

@@ -29,6 +29,8 @@ from .base import (
     WebhookRejected,
     constant_time_equal,
     header,
+    rotating_secrets,
+    verify_with_secrets,
 )
 from .http import GatewayHTTP, json_body
 from .money import in_range, parse_amount, precision_problem, to_provider
@@ -165,6 +167,9 @@ class MPGSGateway(Gateway):
         )
         self._auth = HTTPBasicAuth(f"merchant.{merchant_id}", password)
         self._webhook_secret = str(self.settings.get("webhook_secret") or "")
+        self._webhook_secret_previous = str(
+            self.settings.get("webhook_secret_previous") or ""
+        )
         self.http = GatewayHTTP(
             "mpgs",
             **{
@@ -306,12 +311,11 @@ class MPGSGateway(Gateway):
     ) -> WebhookEvent:
         """Check the shared secret, then read the notification as a hint."""
         # https://test-gateway.mastercard.com/api/documentation/integrationGuidelines/supportedFeatures/pickAdditionalFunctionality/webhookNotifications.html
-        if not verified:
-            self._verify(headers)
+        used = self._verify(headers) if not verified else ""
         raw_body = body if isinstance(body, bytes) else str(body).encode()
         try:
             data = json.loads(raw_body)
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
             raise WebhookRejected("malformed MPGS notification: not JSON") from exc
         order = _dict(data.get("order")) if isinstance(data, dict) else {}
         if not order.get("id"):
@@ -340,6 +344,7 @@ class MPGSGateway(Gateway):
                 f"transaction {txn_type or 'unknown'}"
             ),
             raw=data,
+            secret_used=used,
         )
 
     # private ------------------------------------------------------------------------
@@ -376,14 +381,20 @@ class MPGSGateway(Gateway):
             )
         return response.status_code, data
 
-    def _verify(self, headers: Mapping[str, str]) -> None:
+    def _verify(self, headers: Mapping[str, str]) -> str:
+        """Check the shared secret; return which one matched (current, previous)."""
         if not self._webhook_secret:
             raise WebhookRejected("MPGS_WEBHOOK_SECRET is not set")
         given = header(headers, SECRET_HEADER)
         if not given:
             raise WebhookRejected(f"missing {SECRET_HEADER} header")
-        if not constant_time_equal(self._webhook_secret, given):
-            raise WebhookRejected(f"{SECRET_HEADER} does not match")
+
+        def check(secret: str) -> None:
+            if not constant_time_equal(secret, given):
+                raise WebhookRejected(f"{SECRET_HEADER} does not match")
+
+        secrets = rotating_secrets(self._webhook_secret, self._webhook_secret_previous)
+        return verify_with_secrets(secrets, check)[0]
 
     def _session_over(self, ref: PaymentRef) -> bool:
         """Tell whether the payer's checkout session has ended."""

@@ -31,6 +31,8 @@ from .base import (
     WebhookRejected,
     constant_time_equal,
     header,
+    rotating_secrets,
+    verify_with_secrets,
 )
 from .money import parse_amount, to_provider
 
@@ -71,6 +73,7 @@ class SandboxGateway(Gateway):
                 "the sandbox is off: set DEBUG or SANDBOX_ENABLED to offer it"
             )
         self._configured_secret = str(self.settings.get("secret") or "")
+        self._previous_secret = str(self.settings.get("secret_previous") or "")
         self.fail = set(filter(None, str(self.settings.get("fail", "")).split(",")))
         self.session_minutes = int(self.settings.get("session_minutes", 30))
         self.cache = caches[self.settings.get("cache", "default")]
@@ -176,8 +179,9 @@ class SandboxGateway(Gateway):
         self, body: bytes, headers: Mapping[str, str], *, verified: bool = False
     ) -> WebhookEvent:
         """Verify the signature header, then read the JSON body."""
+        used = ""
         if not verified:
-            self._verify(body, header(headers, SIGNATURE_HEADER))
+            used = self._verify(body, header(headers, SIGNATURE_HEADER))
         try:
             data = json.loads(body)
             status = _OUTCOMES.get(data["status"])
@@ -190,8 +194,9 @@ class SandboxGateway(Gateway):
                 currency=str(data["currency"]),
                 message=f"payer chose {data['status']}",
                 raw=data,
+                secret_used=used,
             )
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, RecursionError) as exc:
             raise WebhookRejected(f"malformed sandbox notification: {exc}") from exc
 
     # sandbox-only helpers (used by its hosted page) -------------------------------
@@ -237,7 +242,8 @@ class SandboxGateway(Gateway):
 
     # private ------------------------------------------------------------------------
 
-    def _verify(self, body: bytes, signature: str) -> None:
+    def _verify(self, body: bytes, signature: str) -> str:
+        """Check the signature; return which secret made it (current, previous)."""
         if not signature:
             raise WebhookRejected(f"missing {SIGNATURE_HEADER} header")
         parts = dict(item.split("=", 1) for item in signature.split(",") if "=" in item)
@@ -245,11 +251,17 @@ class SandboxGateway(Gateway):
             stamp = int(parts.get("t", ""))
         except ValueError as exc:
             raise WebhookRejected("malformed signature header") from exc
-        expected = sign(self.secret, body, stamp).split("v1=", 1)[1]
-        if not constant_time_equal(expected, parts.get("v1")):
-            raise WebhookRejected("signature does not match")
+
+        def check(secret: str) -> None:
+            expected = sign(secret, body, stamp).split("v1=", 1)[1]
+            if not constant_time_equal(expected, parts.get("v1")):
+                raise WebhookRejected("signature does not match")
+
+        secrets = rotating_secrets(self.secret, self._previous_secret)
+        used = verify_with_secrets(secrets, check)[0]
         if abs(time.time() - stamp) > TOLERANCE_SECONDS:
             raise WebhookRejected("signature timestamp outside tolerance")
+        return used
 
     def _refund_result(self, refund_id: str, charge: Mapping[str, Any]) -> RefundResult:
         return RefundResult(

@@ -19,11 +19,14 @@ class PaymentErrorCode(StrEnum):
     ILLEGAL_TRANSITION = "illegal_transition"
     REFUND_NOT_ALLOWED = "refund_not_allowed"
     PROVIDER_UNAVAILABLE = "provider_unavailable"
+    PROVIDER_TIMEOUT = "provider_timeout"
     GATEWAY_NOT_CONFIGURED = "gateway_not_configured"
     IDEMPOTENCY_CONFLICT = "idempotency_conflict"
     REQUEST_IN_PROGRESS = "request_in_progress"
     WEBHOOK_NOT_ACCEPTED = "webhook_not_accepted"
     INVALID_FILTER = "invalid_filter"
+    APPROVAL_NOT_ALLOWED = "approval_not_allowed"
+    REPAIR_NOT_ALLOWED = "repair_not_allowed"
 
 
 class PaymentError(Exception):
@@ -50,6 +53,28 @@ class RefundNotAllowed(PaymentError):
     code = PaymentErrorCode.REFUND_NOT_ALLOWED
 
 
+class ApprovalNotAllowed(PaymentError):
+    """Raised when a refund awaiting approval cannot be decided by this user now.
+
+    The requester deciding on their own refund, a user without
+    `approve_refund`, a refund already decided, or (on approval) a payment
+    that can no longer be refunded by that much. Nothing was written.
+    """
+
+    code = PaymentErrorCode.APPROVAL_NOT_ALLOWED
+
+
+class RepairNotAllowed(PaymentError):
+    """Raised when a repair cannot be proposed, confirmed or rejected.
+
+    No reason, a target the repair table does not allow, the proposer
+    deciding on their own proposal, a user without `repair_payment`, or a
+    payment that changed since the proposal. Nothing was written.
+    """
+
+    code = PaymentErrorCode.REPAIR_NOT_ALLOWED
+
+
 class ProviderUnavailable(PaymentError):
     """Raised when a provider could not be asked or gave no usable answer.
 
@@ -65,6 +90,22 @@ class ProviderUnavailable(PaymentError):
         super().__init__(reason)
         self.reason = reason
         self.payment = payment
+
+
+class ProviderTimedOut(PaymentError):
+    """Raised when a provider did not answer within the request's time budget.
+
+    What was asked is recorded (a fault on the timeline; a refund stays
+    PENDING, `refund` set) and the janitor asks again: nothing is half-written.
+    """
+
+    code = PaymentErrorCode.PROVIDER_TIMEOUT
+    MESSAGE = "the provider did not answer in time; the janitor will retry"
+
+    def __init__(self, detail: str = "", *, refund=None):
+        super().__init__(self.MESSAGE)
+        self.detail = detail
+        self.refund = refund
 
 
 class GatewayNotConfigured(PaymentError):

@@ -17,7 +17,7 @@ from prometheus_client.core import (
     Metric,
 )
 
-from . import selectors
+from . import selectors, services
 
 
 class PaymentsCollector:
@@ -55,7 +55,8 @@ class PaymentsCollector:
         yield created
         deliveries = CounterMetricFamily(
             "webhook_deliveries",
-            "Provider notifications received, by gateway and outcome.",
+            "Provider notifications stored, by gateway and outcome (pruning "
+            "rejected ones lowers it: alert on webhook_rejected_recent).",
             labels=["gateway", "outcome"],
         )
         for key, count in sorted(snap.deliveries_by_gateway_outcome.items()):
@@ -97,6 +98,65 @@ class PaymentsCollector:
             "Provider errors met by the last finished reconciliation run.",
             value=run.errors if run else 0,
         )
+        yield from _alerting_metrics(snap)
+        health = GaugeMetricFamily(
+            "health_check",
+            "1 when a /health/ check (database, cache, broker) passes, else 0.",
+            labels=["check"],
+        )
+        for check, result in sorted(services.health_checks().items()):
+            health.add_metric([check], 1 if result == "ok" else 0)
+        yield health
+
+
+def _alerting_metrics(snap) -> Iterator[Metric]:
+    """Yield the figures docs/prometheus-alerts.yml reads."""
+    window = f"{selectors.RECENT_SECONDS // 60} minutes"
+    past_expiry = GaugeMetricFamily(
+        "payments_pending_past_expiry",
+        "Payments still PENDING after their expiry_datetime, by gateway.",
+        labels=["gateway"],
+    )
+    for gateway, count in sorted(snap.pending_past_expiry.items()):
+        past_expiry.add_metric([gateway], count)
+    yield past_expiry
+    refunds = GaugeMetricFamily(
+        "refunds", "Refunds by status (every status, 0 included).", labels=["status"]
+    )
+    for status, count in sorted(snap.refunds_by_status.items()):
+        refunds.add_metric([status], count)
+    yield refunds
+    oldest = GaugeMetricFamily(
+        "refunds_open_oldest_age_seconds",
+        "Age of the oldest refund not finished yet (pending at the provider, "
+        "awaiting approval, ...), by status.",
+        labels=["status"],
+    )
+    for status, age in sorted(snap.refunds_open_oldest_age.items()):
+        oldest.add_metric([status], age)
+    yield oldest
+    rejected = GaugeMetricFamily(
+        "webhook_rejected_recent",
+        f"Notifications that failed verification in the last {window}, by gateway.",
+        labels=["gateway"],
+    )
+    for gateway, count in sorted(snap.rejected_recent.items()):
+        rejected.add_metric([gateway], count)
+    yield rejected
+    yield GaugeMetricFamily(
+        "export_jobs_failed_recent",
+        f"Background exports that failed, started in the last {window}.",
+        value=snap.exports_failed_recent,
+    )
+    runs = GaugeMetricFamily(
+        "reconciliation_runs_recent",
+        f"Reconciliation runs started in the last {window}, by outcome (ok, "
+        "errors: finished with provider errors, unfinished: no worker left).",
+        labels=["outcome"],
+    )
+    for outcome, count in sorted(snap.reconciliation_runs_recent.items()):
+        runs.add_metric([outcome], count)
+    yield runs
 
 
 def render_metrics() -> bytes:

@@ -6,8 +6,10 @@ import json
 import logging
 
 from django.conf import settings
-from django.core.exceptions import RequestDataTooBig
+from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
+from django.http.multipartparser import MultiPartParserError
 
+from . import services
 from .views.errors import (
     api_path,
     json_error,
@@ -23,9 +25,10 @@ class ApiErrorMiddleware:
     """Make every error under /api/ a JSON `{"error": ...}` answer.
 
     A database or cache outage (raised by a view) is a 503 with Retry-After;
-    any other unexpected exception a JSON 500. Django's own error answers
-    (405 from `require_POST`, a DEBUG 404 page, a 400 for a bad request) are
-    rewritten with their status and headers kept. The checkout page's own
+    a request Django calls malformed a 400; any other unexpected exception a
+    JSON 500. Django's own error answers (405 from `require_POST`, a DEBUG
+    404 page, a 400 for a bad request) are rewritten with their status and
+    headers kept. The checkout page's own
     form POST is the one HTML answer left under /api/: it re-renders the page
     with the error (`response.renders_page`).
     """
@@ -64,6 +67,11 @@ class ApiErrorMiddleware:
             return outage_response()
         if isinstance(exception, RequestDataTooBig):
             return json_error(413, "request body is too large")
+        if isinstance(exception, (SuspiciousOperation, MultiPartParserError)):
+            # A request Django itself calls malformed (too many fields, a
+            # broken multipart body): Django logs it and answers 400 through
+            # handler400, JSON under /api/. Never a 500.
+            return None
         if settings.DEBUG:
             return None  # the middleware rewrites the debug page's status as JSON
         logger.exception("unhandled error on %s %s", request.method, request.path)
@@ -78,3 +86,19 @@ def _is_json(response) -> bool:
         return isinstance(json.loads(response.content), dict)
     except (ValueError, AttributeError):
         return False
+
+
+class GatewayBudgetMiddleware:
+    """Give every provider call one web request makes one total time budget.
+
+    GATEWAY_REQUEST_BUDGET_SECONDS, connect, read and retries together, so a
+    hanging provider ends an admin refresh, a refund or a webhook's
+    confirmation well before the server's worker timeout kills the worker.
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        with services.request_budget():
+            return self.get_response(request)

@@ -12,10 +12,12 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
+from django.db.models.functions import Lower
 
 from gateways.money import currency_problem, precision_problem, to_provider
 
-from .states import PaymentStatus
+from .clock import ClockDateTimeField
+from .states import PaymentStatus, RefundStatus
 
 MONEY = {"max_digits": 16, "decimal_places": 3}
 ZERO = Decimal("0")
@@ -97,7 +99,7 @@ class PlanPriceChange(models.Model):
     changed_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT
     )
-    changed_at = models.DateTimeField(auto_now_add=True)
+    changed_at = ClockDateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["-changed_at", "-id"]
@@ -150,8 +152,8 @@ class Payment(models.Model):
     needs_review = models.BooleanField(default=False)
     review_reason = models.TextField(blank=True)
     failure_reason = models.TextField(blank=True)
-    date_created = models.DateTimeField(auto_now_add=True)
-    date_updated = models.DateTimeField(auto_now=True)
+    date_created = ClockDateTimeField(auto_now_add=True)
+    date_updated = ClockDateTimeField(auto_now=True)
     date_paid = models.DateTimeField(null=True, blank=True)
     expiry_datetime = models.DateTimeField(null=True, blank=True)
     # The janitor's schedule (services.checks): scheduled checks only.
@@ -186,6 +188,12 @@ class Payment(models.Model):
                 name="pay_needs_review",
             ),
             models.Index(fields=["crypto_address"], name="pay_crypto_address"),
+            # The list's search matches these values whatever their case
+            # (selectors.payment_search). The e-mail domain search's index,
+            # on REVERSE(LOWER(email)), is PostgreSQL's alone: migration 0009.
+            models.Index(Lower("ref_id"), name="pay_ref_id_lower"),
+            models.Index(Lower("gateway_transaction_id"), name="pay_gateway_txn_lower"),
+            models.Index(Lower("crypto_address"), name="pay_crypto_address_lower"),
             # The dashboard's paid-volume figures read only this index.
             models.Index(
                 fields=["date_paid"],
@@ -211,6 +219,11 @@ class Payment(models.Model):
             ("resolve_review_payment", "Can resolve a payment flagged for review"),
             ("export_payment", "Can export payments"),
             ("view_settlement", "Can view settlement reports"),
+            (
+                "repair_payment",
+                "Can propose or confirm a repair of a payment the provider "
+                "cannot settle",
+            ),
         ]
         constraints = [
             models.CheckConstraint(
@@ -247,6 +260,12 @@ class EventKind(models.TextChoices):
     REVIEW_RESOLVED = "REVIEW_RESOLVED", "Review resolved"
     IGNORED_TRANSITION = "IGNORED_TRANSITION", "Ignored transition"
     CHARGEBACK = "CHARGEBACK", "Chargeback"
+    REFUND_APPROVED = "REFUND_APPROVED", "Refund approved"
+    REFUND_REJECTED = "REFUND_REJECTED", "Refund rejected"
+    REFUND_LAPSED = "REFUND_LAPSED", "Refund lapsed"
+    REPAIR_PROPOSED = "REPAIR_PROPOSED", "Repair proposed"
+    REPAIR_REJECTED = "REPAIR_REJECTED", "Repair rejected"
+    REPAIR = "REPAIR", "Repair"
 
 
 class PaymentEvent(models.Model):
@@ -266,7 +285,7 @@ class PaymentEvent(models.Model):
     source = models.CharField(max_length=64, default="system")
     message = models.TextField(blank=True)
     data = models.JSONField(default=dict, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
+    created_at = ClockDateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["created_at", "id"]
@@ -276,13 +295,6 @@ class PaymentEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.payment_id} {self.kind}"
-
-
-class RefundStatus(models.TextChoices):
-    PENDING = "PENDING", "Pending"
-    SUCCEEDED = "SUCCEEDED", "Succeeded"
-    FAILED = "FAILED", "Failed"
-    MANUAL = "MANUAL", "Manual (recorded)"
 
 
 class RefundSource(models.TextChoices):
@@ -300,8 +312,11 @@ class Refund(models.Model):
     amount = models.DecimalField(**MONEY)
     currency = models.CharField(max_length=3)
     status = models.CharField(
-        max_length=16, choices=RefundStatus.choices, default=RefundStatus.PENDING
+        max_length=24, choices=RefundStatus.choices, default=RefundStatus.PENDING
     )
+    # Money returned outside the provider (recorded, never sent), also while
+    # it awaits approval.
+    manual = models.BooleanField(default=False)
     idempotency_id = models.CharField(max_length=64, unique=True, default=new_refund_id)
     gateway_refund_id = models.CharField(max_length=128, blank=True)
     # A refund the provider reports that nobody here sent (e.g. made in its
@@ -315,9 +330,19 @@ class Refund(models.Model):
     requested_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT
     )
+    # The second person's decision on a refund that awaited approval.
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+    )
+    decided_at = models.DateTimeField(null=True, blank=True)
+    decision_reason = models.TextField(blank=True)
     attempts = models.PositiveIntegerField(default=0)
-    date_created = models.DateTimeField(auto_now_add=True)
-    date_updated = models.DateTimeField(auto_now=True)
+    date_created = ClockDateTimeField(auto_now_add=True)
+    date_updated = ClockDateTimeField(auto_now=True)
     date_completed = models.DateTimeField(null=True, blank=True)
 
     class Meta:
@@ -328,16 +353,89 @@ class Refund(models.Model):
                 condition=Q(status="PENDING"),
                 name="refund_pending",
             ),
+            models.Index(
+                fields=["date_created"],
+                condition=Q(status="AWAITING_APPROVAL"),
+                name="refund_awaiting",
+            ),
             models.Index(fields=["date_completed"], name="refund_completed"),
+        ]
+        permissions = [
+            ("approve_refund", "Can approve or reject a refund awaiting approval")
         ]
         constraints = [
             models.CheckConstraint(
                 condition=Q(amount__gt=0), name="refund_amount_positive"
-            )
+            ),
+            # Four eyes: whoever asked for a refund never decides on it.
+            models.CheckConstraint(
+                condition=Q(decided_by__isnull=True)
+                | ~Q(decided_by=models.F("requested_by")),
+                name="refund_decided_by_another",
+            ),
         ]
 
     def __str__(self) -> str:
         return self.idempotency_id
+
+
+class RepairStatus(models.TextChoices):
+    PROPOSED = "PROPOSED", "Proposed"
+    CONFIRMED = "CONFIRMED", "Confirmed"
+    REJECTED = "REJECTED", "Rejected"
+
+
+class PaymentRepair(models.Model):
+    """A final status proposed by one person for a stuck payment, decided by another.
+
+    Written only by services.repairs; a confirmed repair changes the payment
+    through the one transition service.
+    """
+
+    Status = RepairStatus
+
+    payment = models.ForeignKey(
+        Payment, on_delete=models.PROTECT, related_name="repairs"
+    )
+    from_status = models.CharField(max_length=24, choices=PaymentStatus.choices)
+    to_status = models.CharField(max_length=24, choices=PaymentStatus.choices)
+    reason = models.TextField()
+    status = models.CharField(
+        max_length=16, choices=RepairStatus.choices, default=RepairStatus.PROPOSED
+    )
+    proposed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
+    )
+    proposed_at = models.DateTimeField(auto_now_add=True)
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+    )
+    decided_at = models.DateTimeField(null=True, blank=True)
+    decision_reason = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-proposed_at", "-id"]
+        constraints = [
+            # One open proposal per payment.
+            models.UniqueConstraint(
+                fields=["payment"],
+                condition=Q(status="PROPOSED"),
+                name="repair_one_open_per_payment",
+            ),
+            models.CheckConstraint(condition=~Q(reason=""), name="repair_reason_given"),
+            models.CheckConstraint(
+                condition=Q(decided_by__isnull=True)
+                | ~Q(decided_by=models.F("proposed_by")),
+                name="repair_decided_by_another",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"repair #{self.pk}: {self.from_status} -> {self.to_status}"
 
 
 class RollupFact(models.TextChoices):
@@ -417,11 +515,23 @@ class WebhookDelivery(models.Model):
 
     Outcome = DeliveryOutcome
 
+    class SecretUsed(models.TextChoices):
+        CURRENT = "current", "current secret"
+        PREVIOUS = "previous", "previous secret (*_PREVIOUS)"
+
     gateway = models.CharField(max_length=32)
     headers = models.JSONField(default=dict)
     body = models.TextField(blank=True)
+    # Set when only the start of the body is kept (a delivery that failed
+    # verification): its full length in bytes and the SHA-256 of all of it.
+    body_length = models.PositiveIntegerField(null=True, blank=True)
+    body_sha256 = models.CharField("body SHA-256", max_length=64, blank=True)
     remote_addr = models.GenericIPAddressField(null=True, blank=True)
     signature_valid = models.BooleanField(null=True)
+    # Which configured webhook secret verified it ("" when none did).
+    secret_used = models.CharField(
+        max_length=16, choices=SecretUsed.choices, blank=True
+    )
     # NULL, not "", when absent: the unique constraint applies only to real ids.
     provider_event_id = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001
     outcome = models.CharField(
@@ -435,7 +545,7 @@ class WebhookDelivery(models.Model):
         on_delete=models.SET_NULL,
         related_name="deliveries",
     )
-    received_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    received_at = ClockDateTimeField(auto_now_add=True, db_index=True)
     processed_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
@@ -459,6 +569,11 @@ class WebhookDelivery(models.Model):
     def __str__(self) -> str:
         return f"{self.gateway} #{self.pk}"
 
+    @property
+    def body_truncated(self) -> bool:
+        """Tell whether only the start of the body was kept."""
+        return self.body_length is not None and bool(self.body_sha256)
+
 
 class IdempotencyRecord(models.Model):
     """The first answer given to a POST /api/payments/ Idempotency-Key."""
@@ -469,7 +584,7 @@ class IdempotencyRecord(models.Model):
     response_status = models.PositiveSmallIntegerField(null=True)
     # Text, not JSON: the replay must be byte-identical (jsonb reorders keys).
     response_body = models.TextField(blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
+    created_at = ClockDateTimeField(auto_now_add=True)
 
     def __str__(self) -> str:
         return self.key
@@ -478,7 +593,7 @@ class IdempotencyRecord(models.Model):
 class ReconciliationRun(models.Model):
     """One sweep of open payments against the providers."""
 
-    started_at = models.DateTimeField(auto_now_add=True)
+    started_at = ClockDateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     trigger = models.CharField(max_length=32, default="schedule")
     checked = models.PositiveIntegerField(default=0)
@@ -533,7 +648,7 @@ class ExportJob(models.Model):
     file = models.FileField(upload_to="exports/", max_length=255, blank=True)
     file_size = models.PositiveBigIntegerField(null=True, blank=True)
     error = models.TextField(blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
+    created_at = ClockDateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     expires_at = models.DateTimeField(null=True, blank=True)

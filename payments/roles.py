@@ -22,12 +22,26 @@ RECORDS = (
     "payments.view_reconciliationrun",
     "payments.view_idempotencyrecord",
 )
-SUPPORT = (*RECORDS, "payments.refresh_payment", "payments.note_payment")
+# Asking providers now: a payment's refresh, and a whole reconciliation run
+# (the admin's Run now and `POST /api/payments/update-pending/`).
+RECONCILE_PERMISSION = "payments.refresh_payment"
+SUPPORT = (*RECORDS, RECONCILE_PERMISSION, "payments.note_payment")
 OPERATOR = (
     *SUPPORT,
     "payments.refund_payment",
+    "payments.approve_refund",
     "payments.resolve_review_payment",
     "payments.reprocess_webhookdelivery",
+)
+# Four eyes on refunds at or above REFUND_APPROVAL_LIMITS: approving (or
+# rejecting) another person's refund, and reading what it is about. No other
+# power. `repair_payment` is in no group: superusers hold it, and grant it
+# to named users (two are needed: one proposes, another confirms).
+APPROVER = (
+    "payments.view_payment",
+    "payments.view_paymentevent",
+    "payments.view_refund",
+    "payments.approve_refund",
 )
 FINANCE = (
     "payments.view_payment",
@@ -37,11 +51,14 @@ FINANCE = (
     "payments.view_settlement",
     "payments.view_plan",
     "payments.view_planpricechange",
+    # The staff audit log: read and download (issue 23).
+    "audit.view_auditentry",
 )
 ROLES: dict[str, tuple[str, ...]] = {
     "Support": SUPPORT,
     "Operator": OPERATOR,
     "Finance": FINANCE,
+    "Approver": APPROVER,
 }
 
 

@@ -75,17 +75,68 @@ def refundable_amount(
     paid: Decimal,
     succeeded: Decimal,
     pending: Decimal,
+    awaiting: Decimal,
     manual: Decimal,
     charged_back: Decimal,
 ) -> Decimal:
     """Return what may still be refunded: the one formula every caller uses.
 
     Paid, less refunds the provider made (ours and the provider's own), less
-    refunds still on their way, less money returned by hand, less what the
-    payer's bank took back. Never below zero.
+    refunds still on their way, less refunds awaiting a second person's
+    approval, less money returned by hand, less what the payer's bank took
+    back. Never below zero.
     """
-    left = paid - succeeded - pending - manual - charged_back
+    left = paid - succeeded - pending - awaiting - manual - charged_back
     return max(left, Decimal(0))
+
+
+# A payment the provider cannot settle (an id it no longer knows, a lost
+# order) may be repaired by two people (services.repairs): from a status that
+# is not final in money terms to an ending the transition table allows.
+# Refund statuses are never repair targets: they need refund rows.
+REPAIR_TARGETS: dict[str, frozenset[str]] = {
+    S.PENDING: frozenset({S.COMPLETED, S.FAILED, S.EXPIRED}),
+    S.EXPIRED: frozenset({S.COMPLETED}),
+    S.FAILED: frozenset({S.COMPLETED}),
+}
+
+
+def repair_targets(status: str) -> frozenset[str]:
+    """Return the statuses a payment in `status` may be repaired to."""
+    targets = REPAIR_TARGETS.get(status, frozenset())
+    return frozenset(t for t in targets if can_transition(status, t))
+
+
+class RefundStatus(models.TextChoices):
+    """A refund's status; the moves between them are REFUND_TRANSITIONS."""
+
+    AWAITING_APPROVAL = "AWAITING_APPROVAL", "Awaiting approval"
+    PENDING = "PENDING", "Pending"
+    SUCCEEDED = "SUCCEEDED", "Succeeded"
+    FAILED = "FAILED", "Failed"
+    MANUAL = "MANUAL", "Manual (recorded)"
+    REJECTED = "REJECTED", "Rejected"
+    LAPSED = "LAPSED", "Lapsed (not approved in time)"
+
+
+R = RefundStatus
+# The only moves of a refund's status (services.refunds.refund_move checks them).
+REFUND_TRANSITIONS: dict[str, frozenset[str]] = {
+    R.AWAITING_APPROVAL: frozenset({R.PENDING, R.MANUAL, R.REJECTED, R.LAPSED}),
+    R.PENDING: frozenset({R.SUCCEEDED, R.FAILED}),
+    R.SUCCEEDED: frozenset(),
+    R.FAILED: frozenset(),
+    R.MANUAL: frozenset(),
+    R.REJECTED: frozenset(),
+    R.LAPSED: frozenset(),
+}
+# Refunds that never returned money and never will: left out of every total.
+REFUND_ENDED_WITHOUT_MONEY = frozenset({R.FAILED, R.REJECTED, R.LAPSED})
+
+
+def can_move_refund(from_status: str, to_status: str) -> bool:
+    """Tell whether the refund table allows a move."""
+    return to_status in REFUND_TRANSITIONS.get(from_status, frozenset())
 
 
 class Verdict(StrEnum):

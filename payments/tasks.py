@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from django.conf import settings
 from django.db import transaction
 from django_q.tasks import async_task
 
@@ -52,6 +53,11 @@ def reconcile_refunds(min_age_seconds: int = 60) -> int:
     return services.refunds_retry_pending(
         min_age_seconds=min_age_seconds, actor=services.Actor("reconcile")
     )
+
+
+def lapse_refund_approvals() -> int:
+    """Lapse refunds nobody approved within REFUND_APPROVAL_HOURS."""
+    return len(services.refunds_lapse_overdue())
 
 
 def apply_webhooks() -> int:
@@ -106,6 +112,24 @@ def refresh_rollups() -> dict:
     }
 
 
+def prune_audit_log() -> dict:
+    """Delete audit entries past AUDIT_RETENTION_DAYS, anchoring the chain."""
+    from audit.chain import prune
+
+    pruned = prune()
+    return {
+        "removed": pruned.removed,
+        "anchor": pruned.anchor.seq if pruned.anchor else None,
+    }
+
+
+def prune_rejected_deliveries() -> int:
+    """Delete deliveries that failed verification, past their retention."""
+    return services.webhooks_prune_rejected(
+        older_than_days=settings.REJECTED_DELIVERY_RETENTION_DAYS
+    )
+
+
 # The only functions a django-q2 Schedule may name: the cluster imports and
 # runs whatever dotted path a schedule holds. Given to services.schedules by
 # its callers (the schedule admin and the model-level guard in apps.py).
@@ -115,4 +139,7 @@ SCHEDULABLE_TASKS = (
     expire_overdue,
     purge_exports,
     refresh_rollups,
+    prune_audit_log,
+    prune_rejected_deliveries,
+    lapse_refund_approvals,
 )

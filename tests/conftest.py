@@ -38,6 +38,7 @@ def _no_rate_limits(settings):
     """
     settings.RATE_LIMIT_CREATE = ""
     settings.RATE_LIMIT_STATUS = ""
+    settings.RATE_LIMIT_WEBHOOK_FAILURES = ""
 
 
 @pytest.fixture
@@ -82,7 +83,7 @@ def plan(db):
 @pytest.fixture(scope="session")
 def fake():
     """The fake provider server (every provider) on loopback, shared by a session."""
-    from tests.fakes import FakeProviderServer
+    from fakeproviders import FakeProviderServer
 
     server = FakeProviderServer().start()
     yield server

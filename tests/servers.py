@@ -18,8 +18,12 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @contextmanager
-def gunicorn(env: dict[str, str], *, workers: int = 1) -> Iterator[str]:
+def gunicorn(
+    env: dict[str, str], *, workers: int = 1, threads: int = 1
+) -> Iterator[str]:
     """Run `backoffice.wsgi` under gunicorn with `env`; yield its base URL.
+
+    `threads` above 1 runs gthread workers, as the deploy guide does.
 
     Ready once it answers anything; if it exits first, its stderr is the
     assertion message. The whole process group is stopped afterwards.
@@ -35,6 +39,8 @@ def gunicorn(env: dict[str, str], *, workers: int = 1) -> Iterator[str]:
             "backoffice.wsgi",
             "--workers",
             str(workers),
+            "--threads",
+            str(threads),
             "--bind",
             f"127.0.0.1:{port}",
             "--timeout",

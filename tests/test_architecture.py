@@ -102,6 +102,24 @@ def test_views_admin_forms_and_tasks_reach_gateways_only_through_services():
     assert offenders == []
 
 
+def test_only_the_demo_commands_import_the_fake_providers():
+    """The fake is for the tests, the benches and the DEBUG-only demo commands."""
+    demo = {
+        "payments/management/commands/devserver.py",
+        "payments/management/commands/seed_demo.py",
+    }
+    offenders = [
+        spot
+        for spot in imports_of(
+            ("payments", "backoffice", "gateways", "audit"), "fakeproviders"
+        )
+        if spot.split(":")[0] not in demo
+    ]
+    assert offenders == []
+    assert imports_of(("fakeproviders",), "payments") == []
+    assert imports_of(("fakeproviders",), "tests") == []
+
+
 # --- the import graph of payments -------------------------------------------------------
 # Every import statement counts, at module level or inside a function; relative
 # imports are resolved, so `from ..services import x` is an import of

@@ -110,3 +110,19 @@ def test_a_gateway_url_over_plain_http_is_a_warning(url, warned):
     assert ("backoffice.W001" in result.stderr) is warned
     if warned:
         assert "HYPERPAY_API_BASE_URL is plain http" in result.stderr
+
+
+# --- the demo's simulated providers (issue 21) ------------------------------------------
+
+
+def test_simulated_providers_without_debug_are_a_check_error():
+    result = manage("check", DEMO_PROVIDERS_URL="http://127.0.0.1:8001")
+    assert result.returncode != 0
+    assert "backoffice.E002" in result.stderr
+    assert "DEMO_PROVIDERS_URL is set while DEBUG is off" in result.stderr
+
+
+def test_simulated_providers_with_debug_pass_the_checks():
+    result = manage("check", DEMO_PROVIDERS_URL="http://127.0.0.1:8001", DEBUG="true")
+    assert result.returncode == 0, result.stderr
+    assert "E002" not in result.stderr

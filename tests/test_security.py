@@ -255,3 +255,33 @@ def test_gunicorn_refuses_to_start_with_a_short_secret_key():
     )
     assert result.returncode != 0
     assert "SECRET_KEY is too weak for DEBUG off" in result.stderr
+
+
+@pytest.mark.django_db
+def test_every_page_says_when_the_providers_are_simulated(
+    client, admin_client, plan, providers, settings
+):
+    settings.DEMO_PROVIDERS_URL = providers.url
+    settings.PAYMENT_GATEWAYS = ["coinpayments", "mpgs"]  # no sandbox: still said
+    for response in (
+        client.get("/checkout/"),
+        client.get("/admin/login/"),
+        admin_client.get("/admin/"),
+        admin_client.get("/admin/payments/payment/"),
+    ):
+        assert response.status_code == 200
+        html = response.content.decode()
+        assert 'id="test-mode"' in html
+        assert "simulated" in html
+    admin_page = admin_client.get("/admin/").content.decode()
+    assert "TEST MODE · simulated providers" in admin_page
+    assert "[TEST MODE]" in admin_page  # the title prefix
+
+
+def test_the_fakes_hosted_pages_say_they_are_simulated(providers):
+    import requests
+
+    page = requests.get(f"{providers.url}/cp/checkout/unknown", timeout=10)
+    assert page.status_code == 404
+    assert 'id="simulated-provider"' in page.text
+    assert "no money moves" in page.text

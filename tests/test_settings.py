@@ -97,3 +97,88 @@ def test_a_rollup_window_shorter_than_the_dashboard_refuses_to_start():
     assert result.returncode != 0
     assert "ROLLUP_WINDOW_DAYS must be at least 30" in result.stderr
     assert run({"DEBUG": "true", "ROLLUP_WINDOW_DAYS": "30"}).returncode == 0
+
+
+def test_the_exact_count_limit_is_read_from_the_environment_and_checked():
+    probe = (
+        "import django; django.setup(); from django.conf import settings as s; "
+        "print(s.ADMIN_EXACT_COUNT_LIMIT)"
+    )
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "backoffice.settings"}
+    env.update({"DEBUG": "true"})
+
+    def limit(value: str | None) -> subprocess.CompletedProcess:
+        given = {**env}
+        given.pop("ADMIN_EXACT_COUNT_LIMIT", None)
+        if value is not None:
+            given["ADMIN_EXACT_COUNT_LIMIT"] = value
+        return subprocess.run(
+            [sys.executable, "-c", probe],
+            cwd=ROOT,
+            env=given,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    assert limit(None).stdout.strip() == "10000"
+    assert limit("2500").stdout.strip() == "2500"
+    refused = limit("0")
+    assert refused.returncode != 0
+    assert "ADMIN_EXACT_COUNT_LIMIT must be at least 1" in refused.stderr
+
+
+def test_previous_webhook_secrets_and_the_new_limits_come_from_the_environment():
+    """Issue 22: every *_PREVIOUS secret reaches its gateway; bad values refuse."""
+    probe = (
+        "import django; django.setup(); from django.conf import settings as s; "
+        "g = s.GATEWAY_SETTINGS; print(g['coinpayments']['ipn_secret_previous'], "
+        "g['mpgs']['webhook_secret_previous'], g['sandbox']['secret_previous'], "
+        "g['hyperpay']['webhook_key_previous'], g['stripe']['webhook_secret_previous'], "
+        "s.RATE_LIMIT_WEBHOOK_FAILURES, s.REJECTED_DELIVERY_RETENTION_DAYS, "
+        "s.GATEWAY_REQUEST_BUDGET_SECONDS, s.STATUS_REFRESH_CONCURRENCY)"
+    )
+    env = {
+        **{k: v for k, v in os.environ.items() if k != "DATABASE_URL"},
+        "DJANGO_SETTINGS_MODULE": "backoffice.settings",
+        "DEBUG": "true",
+        "COINPAYMENTS_IPN_SECRET_PREVIOUS": "cp-old",
+        "MPGS_WEBHOOK_SECRET_PREVIOUS": "mpgs-old",
+        "SANDBOX_WEBHOOK_SECRET_PREVIOUS": "sbx-old",
+        "HYPERPAY_WEBHOOK_KEY_PREVIOUS": "ab" * 32,
+        "STRIPE_WEBHOOK_SECRET_PREVIOUS": "whsec_old",
+        "RATE_LIMIT_WEBHOOK_FAILURES": "30/m",
+        "REJECTED_DELIVERY_RETENTION_DAYS": "7",
+        "GATEWAY_REQUEST_BUDGET_SECONDS": "8",
+        "STATUS_REFRESH_CONCURRENCY": "3",
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == [
+        "cp-old",
+        "mpgs-old",
+        "sbx-old",
+        "ab" * 32,
+        "whsec_old",
+        "30/m",
+        "7",
+        "8.0",
+        "3",
+    ]
+    refused = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=ROOT,
+        env={**env, "RATE_LIMIT_WEBHOOK_FAILURES": "sixty"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert refused.returncode != 0
+    assert "RATE_LIMIT_WEBHOOK_FAILURES must look like 60/m" in refused.stderr

@@ -5,10 +5,12 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote, urlsplit
+
+from django.core.cache import caches
 
 from ..base import (
     CheckoutRequest,
@@ -23,6 +25,8 @@ from ..base import (
     StatusResult,
     WebhookEvent,
     WebhookRejected,
+    rotating_secrets,
+    verify_with_secrets,
 )
 from ..http import GatewayHTTP, json_body
 from ..money import to_provider
@@ -137,13 +141,20 @@ class HyperPayGateway(Gateway):
                 "HYPERPAY_PAYMENT_TYPE must be DB (debit): pre-authorisations are "
                 "not captured by this back office"
             )
+        # Budgets are shared by every process through the cache (limits.py).
+        budget_cache = caches[str(self.settings.get("cache") or "default")]
         try:
             brands = parse_brands(self.settings.get("brands") or "")
             self._webhook_key = webhook_key(str(self.settings.get("webhook_key") or ""))
+            self._webhook_key_previous = webhook_key(
+                str(self.settings.get("webhook_key_previous") or "")
+            )
             query_per_minute = int(
                 self.settings.get("query_per_minute", QUERY_PER_MINUTE)
             )
-            self._query_budget = RateLimiter(query_per_minute)
+            self._query_budget = RateLimiter(
+                query_per_minute, name="hyperpay-query", cache=budget_cache
+            )
         except ValueError as exc:
             problems.append(str(exc))
         if problems := [p for p in problems if p]:
@@ -158,7 +169,9 @@ class HyperPayGateway(Gateway):
             )
             self.widgets.append(Widget("mada", "mada", mada_entity_id, (MADA,)))
         self._auth = {"Authorization": f"Bearer {token}"}
-        self._checkout_budget = RateLimiter(CHECKOUT_STATUS_PER_MINUTE)
+        self._checkout_budget = RateLimiter(
+            CHECKOUT_STATUS_PER_MINUTE, name="hyperpay-checkout", cache=budget_cache
+        )
         self.http = GatewayHTTP(
             "hyperpay",
             **{
@@ -302,7 +315,17 @@ class HyperPayGateway(Gateway):
         if self._webhook_key is None:
             raise WebhookRejected("HYPERPAY_WEBHOOK_KEY is not set")
         raw_body = body if isinstance(body, bytes) else str(body).encode()
-        envelope = decrypt(raw_body, headers, self._webhook_key)
+        # A stored delivery is decrypted again too, with either key (one may
+        # have been rotated since it arrived).
+        keys = rotating_secrets(self._webhook_key, self._webhook_key_previous)
+        used, envelope = verify_with_secrets(
+            keys, lambda key: decrypt(raw_body, headers, key)
+        )
+        event = self._read_notification(envelope)
+        return event if verified else replace(event, secret_used=used)
+
+    def _read_notification(self, envelope: dict[str, Any]) -> WebhookEvent:
+        """Read a decrypted notification."""
         kind = str(envelope.get("type") or "")
         payload = envelope.get("payload")
         if kind != "PAYMENT":

@@ -58,7 +58,7 @@ def decrypt(body: bytes, headers: Mapping[str, str], key: bytes) -> dict[str, An
         ) from exc
     try:
         envelope = json.loads(plain)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise WebhookRejected(
             "HyperPay notification: decrypted body is not JSON"
         ) from exc
@@ -76,7 +76,7 @@ def _ciphertext(body: bytes) -> str:
         return text
     try:
         wrapper = json.loads(text)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise WebhookRejected("HyperPay notification: malformed JSON body") from exc
     encrypted = wrapper.get("encryptedBody") if isinstance(wrapper, dict) else None
     if not isinstance(encrypted, str):

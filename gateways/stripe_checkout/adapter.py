@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import json
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, TypeVar
@@ -29,6 +30,8 @@ from ..base import (
     WebhookEvent,
     WebhookRejected,
     header,
+    rotating_secrets,
+    verify_with_secrets,
 )
 from ..http import GatewayHTTP
 from .objects import (
@@ -138,6 +141,9 @@ class StripeGateway(Gateway):
             )
         self.api_base = _api_base(str(self.settings.get("api_base") or ""))
         self._webhook_secret = str(self.settings.get("webhook_secret") or "").strip()
+        self._webhook_secret_previous = str(
+            self.settings.get("webhook_secret_previous") or ""
+        ).strip()
         try:
             self.session_minutes = int(self.settings.get("session_minutes") or 60)
             self.http = GatewayHTTP(
@@ -327,11 +333,14 @@ class StripeGateway(Gateway):
         """Verify the signature on the raw body, then read the event as a hint."""
         # https://docs.stripe.com/webhooks#verify-official-libraries
         raw = body if isinstance(body, bytes) else str(body).encode()
-        if not verified:
-            self._verify(raw, headers)
+        used = self._verify(raw, headers) if not verified else ""
+        return replace(self._read_event(raw), secret_used=used)
+
+    def _read_event(self, raw: bytes) -> WebhookEvent:
+        """Read a verified event as a hint."""
         try:
             event = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
             raise WebhookRejected("malformed Stripe event: not JSON") from exc
         data = as_dict(event.get("data")) if isinstance(event, dict) else {}
         obj = as_dict(data.get("object"))
@@ -466,24 +475,29 @@ class StripeGateway(Gateway):
             raise GatewayUnavailable(f"stripe: session lookup refused: {exc}") from exc
         return object_id(session.get("payment_intent"))
 
-    def _verify(self, body: bytes, headers: Mapping[str, str]) -> None:
+    def _verify(self, body: bytes, headers: Mapping[str, str]) -> str:
+        """Check the signature; return which secret made it (current, previous)."""
         if not self._webhook_secret:
             raise WebhookRejected("STRIPE_WEBHOOK_SECRET is not set")
         signature = header(headers, SIGNATURE_HEADER)
         if not signature:
             raise WebhookRejected(f"missing {SIGNATURE_HEADER} header")
-        try:
-            stripe.WebhookSignature.verify_header(
-                body,
-                signature,
-                self._webhook_secret,
-                tolerance=stripe.Webhook.DEFAULT_TOLERANCE,
-            )
-        except stripe.SignatureVerificationError as exc:
-            # The library's own words (no secret in them): mismatch, old, missing.
-            raise WebhookRejected(f"{SIGNATURE_HEADER}: {exc.user_message}") from exc
-        except UnicodeDecodeError as exc:
-            raise WebhookRejected("malformed Stripe event: not UTF-8") from exc
+
+        def check(secret: str) -> None:
+            try:
+                stripe.WebhookSignature.verify_header(
+                    body, signature, secret, tolerance=stripe.Webhook.DEFAULT_TOLERANCE
+                )
+            except stripe.SignatureVerificationError as exc:
+                # The library's own words (no secret in them): mismatch, old.
+                raise WebhookRejected(
+                    f"{SIGNATURE_HEADER}: {exc.user_message}"
+                ) from exc
+            except UnicodeDecodeError as exc:
+                raise WebhookRejected("malformed Stripe event: not UTF-8") from exc
+
+        secrets = rotating_secrets(self._webhook_secret, self._webhook_secret_previous)
+        return verify_with_secrets(secrets, check)[0]
 
     def _deadline_passed(self, ref: PaymentRef) -> bool:
         deadline = ref.expires_at

@@ -11,14 +11,13 @@ from django.conf import settings
 from django.contrib import admin
 from django.http import HttpRequest
 from django.utils import timezone
-from unfold.admin import ModelAdmin
 from unfold.decorators import display
 
-from .common import superuser_only
+from .common import BackofficeModelAdmin, superuser_only
 
 
 @admin.register(AccessAttempt)
-class AccessAttemptAdmin(ModelAdmin):
+class AccessAttemptAdmin(BackofficeModelAdmin):
     list_display = (
         "username",
         "ip_address",

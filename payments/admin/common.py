@@ -4,21 +4,27 @@ from __future__ import annotations
 
 import html
 import json
+import sys
 from datetime import date, datetime, timedelta
 from typing import Any
 
+from django.contrib.admin import FieldListFilter, widgets
+from django.contrib.admin.utils import get_fields_from_path
 from django.core.exceptions import ValidationError
+from django.core.paginator import Paginator
 from django.db import models
 from django.db.models import Model, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.utils import timezone
-from django.utils.functional import Promise
+from django.utils.functional import Promise, cached_property
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 from django.utils.timezone import localtime
+from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
+from unfold.admin import ModelAdmin
 from unfold.contrib.filters.admin import DropdownFilter, RangeDateFilter
-from unfold.paginator import InfinitePaginator
+from unfold.views import ChangeList
 
 from .. import selectors
 from ..models import DeliveryOutcome, EventKind, RefundStatus
@@ -44,7 +50,12 @@ PAYMENT_STATUS_COLOURS = colours(
     VOIDED="danger",
 )
 REFUND_STATUS_COLOURS = colours(
-    RefundStatus, PENDING="info", SUCCEEDED="success", FAILED="danger", MANUAL="primary"
+    RefundStatus,
+    AWAITING_APPROVAL="warning",
+    PENDING="info",
+    SUCCEEDED="success",
+    FAILED="danger",
+    MANUAL="primary",
 )
 EVENT_KIND_COLOURS = colours(
     EventKind,
@@ -57,6 +68,10 @@ EVENT_KIND_COLOURS = colours(
     REVIEW_RESOLVED="success",
     IGNORED_TRANSITION="warning",
     CHARGEBACK="danger",
+    REFUND_APPROVED="success",
+    REFUND_REJECTED="danger",
+    REPAIR_PROPOSED="warning",
+    REPAIR="primary",
 )
 DELIVERY_OUTCOME_COLOURS = colours(
     DeliveryOutcome,
@@ -195,8 +210,66 @@ def back_to(request: HttpRequest, url: str) -> HttpResponse:
     return HttpResponseRedirect(url)
 
 
-class DeepPagePaginator(InfinitePaginator):
-    """Unfold's count-free paginator, with deep pages found through the index.
+class CountAbove(int):
+    """A row count known only to exceed `bound`: it reads "more than 10,000".
+
+    Django's changelist compares its count with the page size and with
+    `list_max_show_all`, and unfold's templates print it ("Select all N
+    payments"). As a number it is larger than any page, so the list pages
+    and never offers "Show all"; printed, it states only what is known.
+    """
+
+    bound: int
+
+    def __new__(cls, bound: int) -> CountAbove:
+        count = super().__new__(cls, sys.maxsize)
+        count.bound = bound
+        return count
+
+    def __str__(self) -> str:
+        return gettext("more than %(limit)s") % {"limit": f"{self.bound:,}"}
+
+    __repr__ = __str__
+
+
+class CountedPaginator(Paginator):
+    """A list's paginator that tells the true count, cheaply.
+
+    One `COUNT(*)` over a subquery stopped at ADMIN_EXACT_COUNT_LIMIT + 1
+    rows: the exact count up to the limit, else `CountAbove`, whose pages go
+    on as far as the rows do (Previous / Next, no page numbers).
+    """
+
+    template_name = "admin/payments/counted_pagination.html"
+
+    @cached_property
+    def count(self) -> int:
+        limit = selectors.exact_count_limit()
+        counted = selectors.bounded_count(self.object_list, limit=limit)
+        return counted if counted <= limit else CountAbove(limit)
+
+    @property
+    def count_is_exact(self) -> bool:
+        return not isinstance(self.count, CountAbove)
+
+
+class CountedChangeList(ChangeList):
+    """Unfold's changelist with the count in the footer, not in the header.
+
+    Unfold's header says "N results (Show all)" whenever the full count is
+    not shown, and its link opens the unfiltered list, not all the rows:
+    making the two counts equal removes it. The paginator's template states
+    the count; Django's "Show all" stays where it can show every row (an
+    exact count up to `list_max_show_all`).
+    """
+
+    def get_results(self, request: HttpRequest) -> None:
+        super().get_results(request)
+        self.full_result_count = self.result_count
+
+
+class DeepPagePaginator(CountedPaginator):
+    """A counted paginator, with deep pages found through the index.
 
     Past the first pages, `OFFSET` walks every skipped row and joins it; here
     the page's primary keys are picked first (an index-only walk when the
@@ -284,3 +357,82 @@ class ReadOnlyAdminMixin:
 
     def has_delete_permission(self, request, obj=None) -> bool:
         return False
+
+
+class BackofficeAdminMixin:
+    """What every model admin of the back office shares (issue 22).
+
+    Put first in each admin's bases (tests/payments/admin/test_admin.py walks
+    the registry):
+
+    - A list's address may hold only the parameters its own filters read.
+      Django's `lookup_allowed` lets any lookup on a model's own fields
+      through (`?gateway_data__key__startswith=...`), which answers "one row
+      or none" about a column the page never shows; here anything else is
+      refused (Django's DisallowedModelAdminLookup, a 400 page).
+    - Pages are never framed: unfold marks its list and form pages
+      `X-Frame-Options: SAMEORIGIN` (for its related-object dialogs), which
+      contradicts the admin's CSP `frame-ancestors 'none'`; both say DENY.
+    """
+
+    def lookup_allowed(self, lookup: str, value: str, request: HttpRequest) -> bool:
+        if lookup in self.filter_parameters(request):
+            return True
+        # Django's raw-id popup narrows its list by the foreign key's
+        # limit_choices_to: those exact (lookup, value) pairs stay allowed.
+        for fk_lookup in self.model._meta.related_fkey_lookups:
+            if callable(fk_lookup):
+                fk_lookup = fk_lookup()
+            params = widgets.url_params_from_lookup_dict(fk_lookup)
+            if (lookup, value) in params.items():
+                return True
+        return False
+
+    def filter_parameters(self, request: HttpRequest) -> frozenset[str]:
+        """Return the query parameters this admin's list filters read."""
+        # Built once per request: a filter may read the database to list
+        # its choices, and Django asks once per parameter.
+        known = request.__dict__.setdefault("_backoffice_filter_parameters", {})
+        if self not in known:
+            known[self] = frozenset(self._filter_parameters(request))
+        return known[self]
+
+    def _filter_parameters(self, request: HttpRequest) -> set[str]:
+        names: set[str] = set()
+        if self.date_hierarchy:
+            names |= {
+                f"{self.date_hierarchy}__{part}" for part in ("year", "month", "day")
+            }
+        for list_filter in self.get_list_filter(request):
+            spec = self._filter_spec(list_filter, request)
+            names |= {name for name in spec.expected_parameters() if name}
+        return names
+
+    def _filter_spec(self, list_filter, request: HttpRequest):
+        """Build a filter as Django's ChangeList.get_filters does, with no values."""
+        if callable(list_filter):
+            return list_filter(request, {}, self.model, self)
+        if isinstance(list_filter, (tuple, list)):
+            field, spec_class = list_filter
+        else:
+            field, spec_class = list_filter, FieldListFilter.create
+        field_path = None
+        if isinstance(field, str):
+            field_path = field
+            field = get_fields_from_path(self.model, field_path)[-1]
+        return spec_class(field, request, {}, self.model, self, field_path=field_path)
+
+    def changelist_view(self, request: HttpRequest, extra_context=None):
+        return _not_framed(super().changelist_view(request, extra_context))
+
+    def changeform_view(self, request: HttpRequest, *args, **kwargs):
+        return _not_framed(super().changeform_view(request, *args, **kwargs))
+
+
+class BackofficeModelAdmin(BackofficeAdminMixin, ModelAdmin):
+    """unfold's ModelAdmin with the back office's shared rules: every admin's base."""
+
+
+def _not_framed(response: HttpResponse) -> HttpResponse:
+    response["X-Frame-Options"] = "DENY"
+    return response

@@ -28,8 +28,11 @@ from django.http import (
     HttpRequest,
     HttpResponse,
     HttpResponseRedirect,
+    JsonResponse,
+    QueryDict,
 )
 from django.shortcuts import render
+from django.template.defaultfilters import filesizeformat
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
@@ -37,16 +40,24 @@ from django.utils.http import urlencode
 from django.utils.translation import gettext_lazy as _
 from import_export.admin import ExportActionMixin
 from import_export.formats.base_formats import CSV, XLSX
-from unfold.admin import ModelAdmin
 from unfold.contrib.filters.admin import ChoicesDropdownFilter
 from unfold.contrib.import_export.forms import ExportForm
 from unfold.decorators import display
+
+from audit import log as audit_log
 
 from .. import selectors, tasks
 from ..models import ExportFormat, ExportJob, ExportStatus
 from ..resources import PaymentResource
 from ..services import exports
-from .common import ReadOnlyAdminMixin, has_perm, label, money, when
+from .common import (
+    BackofficeModelAdmin,
+    ReadOnlyAdminMixin,
+    has_perm,
+    label,
+    money,
+    when,
+)
 
 EXPORT_PERMISSION = "payments.export_payment"
 SETTLEMENT_PERMISSION = "payments.view_settlement"
@@ -70,6 +81,11 @@ def export_filters(request: HttpRequest) -> str:
     return selectors.payment_filters_from_query(request.GET).as_query()
 
 
+def filter_names(query: str) -> list[str]:
+    """The names of an export's filters, without their values (audit log)."""
+    return sorted(QueryDict(query).keys())
+
+
 class PaymentExportMixin(ExportActionMixin):
     """Export and Export selected, streamed, in the background when large."""
 
@@ -79,6 +95,8 @@ class PaymentExportMixin(ExportActionMixin):
     # The payment page has its own actions; no export button there.
     show_change_form_export = False
     change_form_template = None
+    # import-export's form, headed by the number of rows it will write.
+    export_template_name = "admin/payments/payment/export.html"
 
     def has_export_permission(self, request: HttpRequest) -> bool:
         return has_perm(request, EXPORT_PERMISSION)
@@ -112,6 +130,25 @@ class PaymentExportMixin(ExportActionMixin):
         return selectors.payment_list(
             filters=selectors.payment_filters_from_query(request.GET)
         )
+
+    def init_request_context_data(self, request: HttpRequest, form) -> dict:
+        """Add how many rows the export of the list's filters will write.
+
+        Exact up to ADMIN_EXACT_COUNT_LIMIT, else "more than" it with the
+        planner's estimate (PostgreSQL). Not for ticked rows: the form counts
+        those itself.
+        """
+        context = super().init_request_context_data(request, form)
+        if "export_items" not in form.initial and "export_items" not in request.POST:
+            rows = selectors.row_count(self.get_export_queryset(request), estimate=True)
+            context["export_row_count"] = rows
+            # Known only when the count is exact or already past the limit.
+            context["export_in_background"] = (
+                rows.exact > request_limit()
+                if rows.is_exact
+                else rows.limit >= request_limit()
+            )
+        return context
 
     def export_action(self, request: HttpRequest):
         try:
@@ -163,7 +200,19 @@ class PaymentExportMixin(ExportActionMixin):
         # A bounded count: at most limit + 1 keys are read.
         if not selected and queryset[: limit + 1].count() > limit:
             return self._start_job(request, fmt)
-        out, _rows = exports.export_to_temporary(queryset, fmt)
+        out, rows = exports.export_to_temporary(queryset, fmt)
+        audit_log.record(
+            audit_log.EXPORT_DOWNLOADED,
+            request=request,
+            target=("payments.payment", ""),
+            detail={
+                "format": fmt,
+                "rows": rows,
+                # Names only: a search value may be a customer's e-mail.
+                "filters": filter_names(export_filters(request)),
+                "selected": selected,
+            },
+        )
         return FileResponse(
             out,
             as_attachment=True,
@@ -174,6 +223,12 @@ class PaymentExportMixin(ExportActionMixin):
     def _start_job(self, request: HttpRequest, fmt: str) -> HttpResponse:
         job = tasks.enqueue_export(
             user=request.user, filters=export_filters(request), fmt=fmt
+        )
+        audit_log.record(
+            audit_log.EXPORT_REQUESTED,
+            request=request,
+            target=job,
+            detail={"format": fmt, "filters": filter_names(job.filters)},
         )
         messages.success(
             request,
@@ -207,18 +262,24 @@ def request_limit() -> int:
 
 
 @admin.register(ExportJob)
-class ExportJobAdmin(ReadOnlyAdminMixin, ModelAdmin):
-    """Export jobs: Finance sees all; a requester sees their own."""
+class ExportJobAdmin(ReadOnlyAdminMixin, BackofficeModelAdmin):
+    """Export jobs: Finance sees all; a requester sees their own.
+
+    Until a job ends, its page and the list keep its status, progress, rows,
+    file and times current: static/payments/export_job.js polls the job's
+    state (`state_view`, JSON of the same cells as rendered here) every few
+    seconds and stops once the job is done, failed or expired.
+    """
 
     list_display = (
         "__str__",
         "requested_by",
         "status_label",
         "progress_bar",
-        "row_count",
+        "rows_display",
         "created",
-        "finished",
-        "expires",
+        "finished_display",
+        "expires_display",
         "download",
     )
     list_filter = (("status", ChoicesDropdownFilter), "format")
@@ -230,18 +291,21 @@ class ExportJobAdmin(ReadOnlyAdminMixin, ModelAdmin):
         "format",
         "status_label",
         "progress_bar",
-        "expected_rows",
-        "row_count",
-        "file_size",
+        "expected_display",
+        "rows_display",
+        "size_display",
         "download",
-        "error",
+        "error_display",
         "created_at",
-        "started_at",
-        "finished_at",
+        "started_display",
+        "finished_display",
         "duration_display",
-        "expires_at",
+        "expires_display",
     )
     readonly_fields = fields
+
+    class Media:
+        js = ("payments/export_job.js",)
 
     def _may_export(self, request: HttpRequest) -> bool:
         return has_perm(request, EXPORT_PERMISSION)
@@ -282,15 +346,21 @@ class ExportJobAdmin(ReadOnlyAdminMixin, ModelAdmin):
                 self.admin_site.admin_view(self.progress_view),
                 name="payments_exportjob_progress",
             ),
+            path(
+                "<int:job_id>/state/",
+                self.admin_site.admin_view(self.state_view),
+                name="payments_exportjob_state",
+            ),
             *super().get_urls(),
         ]
 
     def _job_for(self, request: HttpRequest, job_id: int) -> ExportJob:
         job = ExportJob.objects.filter(pk=job_id).first()
-        if job is None:
+        # Someone else's job answers as a missing one: ids are not to be probed.
+        if job is None or not (
+            self._may_export(request) or job.requested_by_id == request.user.pk
+        ):
             raise Http404("no such export")
-        if not (self._may_export(request) or job.requested_by_id == request.user.pk):
-            raise PermissionDenied
         return job
 
     def download_view(self, request: HttpRequest, job_id: int) -> HttpResponse:
@@ -302,6 +372,12 @@ class ExportJobAdmin(ReadOnlyAdminMixin, ModelAdmin):
             handle = job.file.open("rb")
         except FileNotFoundError as exc:
             raise Http404("the export file is gone") from exc
+        audit_log.record(
+            audit_log.EXPORT_DOWNLOADED,
+            request=request,
+            target=job,
+            detail={"format": job.format},
+        )
         return FileResponse(
             handle,
             as_attachment=True,
@@ -310,7 +386,7 @@ class ExportJobAdmin(ReadOnlyAdminMixin, ModelAdmin):
         )
 
     def progress_view(self, request: HttpRequest, job_id: int) -> HttpResponse:
-        """The progress bar alone, polled by the job's page while it runs."""
+        """The progress bar alone (its cell as the job's page shows it)."""
         job = self._job_for(request, job_id)
         return HttpResponse(self.progress_bar(job))
 
@@ -318,57 +394,136 @@ class ExportJobAdmin(ReadOnlyAdminMixin, ModelAdmin):
     def created(self, obj: ExportJob):
         return when(obj.created_at)
 
-    @display(description=_("finished"), ordering="finished_at")
-    def finished(self, obj: ExportJob):
-        return when(obj.finished_at)
+    def state_view(self, request: HttpRequest, job_id: int) -> JsonResponse:
+        """The job's changing cells, as HTML, and whether it is still running.
 
-    @display(description=_("expires"), ordering="expires_at")
-    def expires(self, obj: ExportJob):
-        return when(obj.expires_at)
+        Polled by static/payments/export_job.js; never cached.
+        """
+        job = self._job_for(request, job_id)
+        response = JsonResponse(
+            {
+                "job": job.pk,
+                "status": job.status,
+                "running": job_running(job),
+                "cells": {name: str(html) for name, html in job_cells(job).items()},
+            }
+        )
+        response["Cache-Control"] = "no-store"
+        return response
+
+    def _cell(self, obj: ExportJob, name: str):
+        """One changing cell, marked for the poller (it replaces the inner HTML)."""
+        if not obj.pk:
+            return job_cells(obj)[name]
+        state = ""
+        if name == "status":
+            # The poller's handle: where to ask, and whether to keep asking.
+            state = format_html(
+                ' data-export-state="{}" data-export-running="{}"',
+                reverse("admin:payments_exportjob_state", args=[obj.pk]),
+                "1" if job_running(obj) else "0",
+            )
+        return format_html(
+            '<span data-export-job="{}" data-export-cell="{}"{}>{}</span>',
+            obj.pk,
+            name,
+            state,
+            job_cells(obj)[name],
+        )
 
     @display(description=_("status"), ordering="status")
     def status_label(self, obj: ExportJob):
-        return label(obj.status, obj.get_status_display(), JOB_STATUS_COLOURS)
+        return self._cell(obj, "status")
 
     @display(description=_("progress"))
     def progress_bar(self, obj: ExportJob):
-        running = obj.status in (ExportStatus.QUEUED, ExportStatus.RUNNING)
-        poll = ""
-        if running and obj.pk:
-            url = reverse("admin:payments_exportjob_progress", args=[obj.pk])
-            poll = format_html(
-                ' hx-get="{}" hx-trigger="every 2s" hx-swap="outerHTML"', url
-            )
-        return format_html(
-            '<div class="flex items-center gap-2 min-w-32" data-progress="{}"{}>'
-            '<div class="bg-base-200 dark:bg-base-700 h-2 rounded-full w-24">'
-            '<div class="bg-primary-600 h-2 rounded-full" style="width: {}%"></div>'
-            "</div><span>{} %</span> {}</div>",
-            obj.progress,
-            poll,
-            obj.progress,
-            obj.progress,
-            self.download(obj) if obj.status == ExportStatus.DONE else "",
-        )
+        return self._cell(obj, "progress")
+
+    @display(description=_("expected rows"))
+    def expected_display(self, obj: ExportJob):
+        return self._cell(obj, "expected")
+
+    @display(description=_("rows"), ordering="row_count")
+    def rows_display(self, obj: ExportJob):
+        return self._cell(obj, "rows")
+
+    @display(description=_("file size"))
+    def size_display(self, obj: ExportJob):
+        return self._cell(obj, "size")
 
     @display(description=_("file"))
     def download(self, obj: ExportJob):
-        if obj.status != ExportStatus.DONE or not obj.file:
-            return "-"
-        url = reverse("admin:payments_exportjob_download", args=[obj.pk])
-        return format_html(
-            '<a class="text-primary-600 underline" href="{}">{}</a>',
-            url,
-            _("Download"),
-        )
+        return self._cell(obj, "file")
+
+    @display(description=_("error"))
+    def error_display(self, obj: ExportJob):
+        return self._cell(obj, "error")
+
+    @display(description=_("started at"))
+    def started_display(self, obj: ExportJob):
+        return self._cell(obj, "started")
+
+    @display(description=_("finished at"), ordering="finished_at")
+    def finished_display(self, obj: ExportJob):
+        return self._cell(obj, "finished")
+
+    @display(description=_("duration"))
+    def duration_display(self, obj: ExportJob):
+        return self._cell(obj, "duration")
+
+    @display(description=_("expires at"), ordering="expires_at")
+    def expires_display(self, obj: ExportJob):
+        return self._cell(obj, "expires")
 
     @display(description=_("filters"))
     def filters_display(self, obj: ExportJob):
         return obj.filters or _("(none: every payment)")
 
-    @display(description=_("duration"))
-    def duration_display(self, obj: ExportJob):
-        return f"{obj.duration.total_seconds():.1f} s" if obj.duration else "-"
+
+def job_running(job: ExportJob) -> bool:
+    """Tell whether a job may still change (queued or running)."""
+    return job.status in (ExportStatus.QUEUED, ExportStatus.RUNNING)
+
+
+def _when(value) -> str:
+    """A time compactly, the full timestamp on hover (as on every list)."""
+    return when(value)
+
+
+def _download_link(job: ExportJob):
+    if job.status != ExportStatus.DONE or not job.file:
+        return "-"
+    url = reverse("admin:payments_exportjob_download", args=[job.pk])
+    return format_html(
+        '<a class="text-primary-600 underline" href="{}">{}</a>', url, _("Download")
+    )
+
+
+def job_cells(job: ExportJob) -> dict[str, str]:
+    """The HTML of each cell of a job that changes while it runs."""
+    progress = format_html(
+        '<div class="flex items-center gap-2 min-w-32" data-progress="{}">'
+        '<div class="bg-base-200 dark:bg-base-700 h-2 rounded-full w-24">'
+        '<div class="bg-primary-600 h-2 rounded-full" style="width: {}%"></div>'
+        "</div><span>{} %</span> {}</div>",
+        job.progress,
+        job.progress,
+        job.progress,
+        _download_link(job) if job.status == ExportStatus.DONE else "",
+    )
+    return {
+        "status": label(job.status, job.get_status_display(), JOB_STATUS_COLOURS),
+        "progress": progress,
+        "expected": "-" if job.expected_rows is None else f"{job.expected_rows:,}",
+        "rows": "-" if job.row_count is None else f"{job.row_count:,}",
+        "size": "-" if job.file_size is None else filesizeformat(job.file_size),
+        "file": _download_link(job),
+        "error": job.error or "-",
+        "started": _when(job.started_at),
+        "finished": _when(job.finished_at),
+        "duration": (f"{job.duration.total_seconds():.1f} s" if job.duration else "-"),
+        "expires": _when(job.expires_at),
+    }
 
 
 # -- settlement summary ---------------------------------------------------------------------
@@ -421,6 +576,12 @@ def settlement_view(request: HttpRequest) -> HttpResponse:
         rows = selectors.settlement_summary(start=start, end=end)
         out = exports.settlement_to_temporary(
             rows, selectors.settlement_totals(rows), fmt
+        )
+        audit_log.record(
+            audit_log.EXPORT_DOWNLOADED,
+            request=request,
+            target=("payments.settlement", ""),
+            detail={"format": fmt, "start": str(start), "end": str(end)},
         )
         return FileResponse(
             out,

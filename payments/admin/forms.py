@@ -11,8 +11,9 @@ from django.utils.translation import gettext_lazy as _
 from unfold.forms import BaseDialogForm
 from unfold.widgets import UnfoldAdminDecimalFieldWidget, UnfoldAdminTextareaWidget
 
-from ..models import Payment
+from ..models import Payment, PaymentRepair, Refund, RefundStatus, RepairStatus
 from ..services import refundable_amount
+from ..states import repair_targets
 from .common import find, money
 
 
@@ -82,3 +83,82 @@ class ResolveReviewForm(PaymentDialogForm):
             self.fields["message"].help_text = format_html(
                 "Flagged because: {}", self.payment.review_reason
             )
+
+
+class RefundDecisionForm(BaseDialogForm):
+    """Approve or reject a refund awaiting approval, with a reason."""
+
+    reason = forms.CharField(
+        label=_("Reason"),
+        max_length=1000,
+        widget=_textarea(3),
+        help_text=_("Kept on the payment's timeline and in the audit log."),
+    )
+
+    def __init__(self, request, object_id=None, *args, **kwargs):
+        super().__init__(request, object_id, *args, **kwargs)
+        self.refund = find(Refund, object_id)
+        if self.refund is None:
+            raise Http404("no such refund")
+        refund = self.refund
+        if refund.status == RefundStatus.AWAITING_APPROVAL:
+            self.fields["reason"].help_text = format_html(
+                "{} of {} requested by {}: {}",
+                "Manual refund" if refund.manual else "Refund",
+                money(refund.amount, refund.currency),
+                refund.requested_by.get_username() if refund.requested_by else "-",
+                refund.reason or "-",
+            )
+
+
+class RepairProposeForm(PaymentDialogForm):
+    """Propose a final status for a payment the provider cannot settle."""
+
+    to_status = forms.ChoiceField(label=_("Repair to"), choices=())
+    reason = forms.CharField(
+        label=_("Reason"),
+        max_length=2000,
+        widget=_textarea(3),
+        help_text=_(
+            "Why the provider cannot settle it and how the outcome was checked "
+            "(e.g. the bank statement line). A second person confirms it."
+        ),
+    )
+
+    def __init__(self, request, object_id=None, *args, **kwargs):
+        super().__init__(request, object_id, *args, **kwargs)
+        targets = sorted(repair_targets(self.payment.status))
+        labels = dict(Payment.Status.choices)
+        self.fields["to_status"].choices = [(t, labels[t]) for t in targets]
+
+
+class RepairDecisionForm(PaymentDialogForm):
+    """Confirm or reject the open repair proposal of a payment."""
+
+    reason = forms.CharField(
+        label=_("Reason"), max_length=2000, widget=_textarea(3), required=False
+    )
+
+    def __init__(self, request, object_id=None, *args, **kwargs):
+        super().__init__(request, object_id, *args, **kwargs)
+        self.repair = self.payment.repairs.filter(status=RepairStatus.PROPOSED).first()
+        if self.repair is None:
+            raise Http404("no open repair proposal")
+        self.fields["reason"].help_text = proposal_text(self.repair)
+
+
+class RepairRejectForm(RepairDecisionForm):
+    def __init__(self, request, object_id=None, *args, **kwargs):
+        super().__init__(request, object_id, *args, **kwargs)
+        self.fields["reason"].required = True
+
+
+def proposal_text(repair: PaymentRepair):
+    """Describe an open repair proposal: who proposed what, and why."""
+    return format_html(
+        "Proposed by <strong>{}</strong>: {} → <strong>{}</strong>. {}",
+        repair.proposed_by.get_username(),
+        repair.get_from_status_display(),
+        repair.get_to_status_display(),
+        repair.reason,
+    )

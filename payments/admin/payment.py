@@ -12,28 +12,33 @@ from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.contrib.admin.utils import flatten_fieldsets
 from django.contrib.admin.views.main import ORDER_VAR
+from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
-from django.urls import reverse
+from django.urls import path, reverse
 from django.utils.html import format_html
 from django.utils.http import urlencode
 from django.utils.safestring import SafeString, mark_safe
 from django.utils.translation import get_language
 from django.utils.translation import gettext_lazy as _
-from unfold.admin import ModelAdmin, checkbox
+from unfold.admin import checkbox
 from unfold.contrib.filters.admin import BooleanRadioFilter, ChoicesDropdownFilter
 from unfold.decorators import action, display
 from unfold.enums import ActionVariant
-from unfold.views import ChangeList
+
+from audit import log as audit
+from audit import log as audit_log
 
 from .. import selectors, services
-from ..exceptions import PaymentError
-from ..models import Payment, RefundStatus
-from ..states import PaymentStatus
+from ..exceptions import PaymentError, ProviderTimedOut
+from ..models import Payment, RefundStatus, RepairStatus
+from ..states import PaymentStatus, repair_targets
 from .common import (
     EVENT_KIND_COLOURS,
     PAYMENT_STATUS_COLOURS,
+    BackofficeModelAdmin,
+    CountedChangeList,
     DateRangeFilter,
     DeepPagePaginator,
     GatewayFilter,
@@ -54,6 +59,9 @@ from .forms import (
     NoteForm,
     PaymentDialogForm,
     RefundForm,
+    RepairDecisionForm,
+    RepairProposeForm,
+    RepairRejectForm,
     ResolveReviewForm,
 )
 from .timeline import RefundInline, event_author, event_transition
@@ -103,7 +111,6 @@ def status_cell(status: str, needs_review: bool, language: str | None) -> SafeSt
 def payment_summary(payment: Payment) -> dict:
     """What the top of a payment's page shows: who, how much, where, and what happened."""
     gateways = dict(selectors.gateway_choices())
-    changelist = reverse("admin:payments_payment_changelist")
     events = selectors.payment_timeline(payment_id=payment.pk)
     total = selectors.payment_event_count(payment_id=payment.pk)
     return {
@@ -122,7 +129,9 @@ def payment_summary(payment: Payment) -> dict:
             "review_reason": payment.review_reason,
             "failure_reason": payment.failure_reason,
             "email": payment.email,
-            "email_url": f"{changelist}?{urlencode({'q': payment.email})}",
+            # The customer view: every payment of this e-mail, with its totals.
+            "email_url": reverse("admin:payments_customer")
+            + f"?{urlencode({'email': payment.email})}",
             "plan": payment.plan.name if payment.plan else "",
             "gateway": gateways.get(payment.payment_gateway, payment.payment_gateway),
             "gateway_ids": [
@@ -168,7 +177,7 @@ ROW_CHECKBOX_VALUE = "__row_pk__"
 ROW_CHECKBOX = checkbox.render(helpers.ACTION_CHECKBOX_NAME, ROW_CHECKBOX_VALUE)
 
 
-class PaymentChangeList(ChangeList):
+class PaymentChangeList(CountedChangeList):
     """The payment list: unfold's filter widgets, the rows of `selectors.payment_list`.
 
     The filters and the search of the query string become `PaymentFilters`
@@ -205,9 +214,16 @@ class PaymentChangeList(ChangeList):
         )
         return queryset
 
+    def get_results(self, request: HttpRequest) -> None:
+        super().get_results(request)
+        if isinstance(self.result_list, QuerySet):
+            # One page or "Show all": the rows without the paginator, which
+            # reads only the columns shown (PaymentAdmin.get_paginator).
+            self.result_list = self.result_list.only(*self.model_admin.list_fields)
+
 
 @admin.register(Payment)
-class PaymentAdmin(PaymentExportMixin, ReadOnlyAdminMixin, ModelAdmin):
+class PaymentAdmin(PaymentExportMixin, ReadOnlyAdminMixin, BackofficeModelAdmin):
     list_display = (
         "reference",
         "email_display",
@@ -230,9 +246,9 @@ class PaymentAdmin(PaymentExportMixin, ReadOnlyAdminMixin, ModelAdmin):
     # Shown as the search box's fields; the search itself is the selector's.
     search_fields = ("ref_id", "gateway_transaction_id", "crypto_address", "email")
     search_help_text = _(
-        "Exact reference, gateway transaction id or crypto address; or the start "
-        "of the e-mail address (any case). Spaces are ignored; a search that "
-        "finds one payment opens it."
+        "Whole reference, gateway transaction id or crypto address, in any case; "
+        "the start of an e-mail address, or its domain (@example.com). Spaces "
+        "are ignored; a search that finds one payment opens it."
     )
     show_full_result_count = False
     show_facets = admin.ShowFacets.NEVER
@@ -253,7 +269,7 @@ class PaymentAdmin(PaymentExportMixin, ReadOnlyAdminMixin, ModelAdmin):
                     "ref_id",
                     "status_badge",
                     "plan",
-                    "email",
+                    "email_link",
                     "amount_display",
                     "amount_paid_display",
                     "amount_refunded_display",
@@ -312,6 +328,9 @@ class PaymentAdmin(PaymentExportMixin, ReadOnlyAdminMixin, ModelAdmin):
                 "refund",
                 "record_manual_refund",
                 "resolve_review",
+                "propose_repair",
+                "confirm_repair",
+                "reject_repair",
             ],
         },
     )
@@ -326,7 +345,7 @@ class PaymentAdmin(PaymentExportMixin, ReadOnlyAdminMixin, ModelAdmin):
 
     # rows and search: selectors.payment_list -------------------------------------------
 
-    def get_changelist(self, request: HttpRequest, **kwargs) -> type[ChangeList]:
+    def get_changelist(self, request: HttpRequest, **kwargs) -> type[CountedChangeList]:
         return PaymentChangeList
 
     def get_search_results(self, request: HttpRequest, queryset, search_term: str):
@@ -358,8 +377,15 @@ class PaymentAdmin(PaymentExportMixin, ReadOnlyAdminMixin, ModelAdmin):
         select their own rows. tests/payments/admin/test_admin_rendering.py holds
         the list to one query for its rows.
         """
-        return super().get_paginator(
-            request, queryset.only(*self.list_fields), per_page, *args, **kwargs
+        if getattr(queryset, "model", None) is Payment:
+            # Django's history page pages through LogEntry rows with this too.
+            queryset = queryset.only(*self.list_fields)
+        return super().get_paginator(request, queryset, per_page, *args, **kwargs)
+
+    def _filter_parameters(self, request: HttpRequest) -> set[str]:
+        """The selector's filters: the only parameters the list reads."""
+        return super()._filter_parameters(request) | set(
+            selectors.PAYMENT_FILTER_PARAMETERS
         )
 
     def changelist_view(self, request: HttpRequest, extra_context=None):
@@ -434,6 +460,19 @@ class PaymentAdmin(PaymentExportMixin, ReadOnlyAdminMixin, ModelAdmin):
             return label("REVIEW", _("Needs review"), {"REVIEW": "warning"})
         return _("Not flagged")
 
+    @display(description=_("email"))
+    def email_link(self, obj: Payment):
+        """The customer's address, linked to all their payments (the customer view)."""
+        url = reverse("admin:payments_customer")
+        return format_html(
+            '<a class="text-primary-600 underline" href="{}?{}" id="customer-link" '
+            'title="{}">{}</a>',
+            url,
+            urlencode({"email": obj.email}),
+            _("All payments of this customer"),
+            obj.email,
+        )
+
     @display(description=_("amount paid"))
     def amount_paid_display(self, obj: Payment) -> str:
         return money(obj.amount_paid, obj.currency)
@@ -472,6 +511,33 @@ class PaymentAdmin(PaymentExportMixin, ReadOnlyAdminMixin, ModelAdmin):
         payment = find(Payment, object_id)
         return payment is not None and payment.needs_review
 
+    def has_repair_permission(self, request: HttpRequest, object_id=None) -> bool:
+        """Propose a repair: `repair_payment`, a repairable status, none open."""
+        if not has_perm(request, "payments.repair_payment"):
+            return False
+        if object_id is None:
+            return True
+        payment = find(Payment, object_id)
+        return (
+            payment is not None
+            and bool(repair_targets(payment.status))
+            and not payment.repairs.filter(status=RepairStatus.PROPOSED).exists()
+        )
+
+    def has_decide_repair_permission(
+        self, request: HttpRequest, object_id=None
+    ) -> bool:
+        """Confirm or reject: `repair_payment`, an open proposal by someone else."""
+        if not has_perm(request, "payments.repair_payment"):
+            return False
+        if object_id is None:
+            return True
+        payment = find(Payment, object_id)
+        if payment is None:
+            return False
+        repair = payment.repairs.filter(status=RepairStatus.PROPOSED).first()
+        return repair is not None and repair.proposed_by_id != request.user.pk
+
     # actions: dialogs, so they run only on a POST with the form -----------------------
 
     @action(
@@ -488,10 +554,16 @@ class PaymentAdmin(PaymentExportMixin, ReadOnlyAdminMixin, ModelAdmin):
     def refresh_from_gateway(
         self, request: HttpRequest, form: PaymentDialogForm, object_id
     ) -> HttpResponse:
+        audit_log.record(
+            audit_log.PAYMENT_REFRESHED, request=request, target=form.payment
+        )
         try:
             applied = services.payment_refresh(
-                payment=form.payment, actor=admin_actor(request)
+                payment=form.payment, actor=admin_actor(request), raise_on_timeout=True
             )
+        except ProviderTimedOut as exc:
+            messages.warning(request, _("Not refreshed: %s.") % exc)
+            return self._back(request, object_id)
         except PaymentError as exc:
             messages.error(request, _("Could not ask the gateway: %s") % exc)
             return self._back(request, object_id)
@@ -527,6 +599,12 @@ class PaymentAdmin(PaymentExportMixin, ReadOnlyAdminMixin, ModelAdmin):
             payment_id=form.payment.pk,
             actor=admin_actor(request),
             message=form.cleaned_data["message"],
+        )
+        audit_log.record(
+            audit_log.ADMIN_ACTION,
+            request=request,
+            target=form.payment,
+            detail={"action": "add_note"},
         )
         messages.success(request, _("Note added."))
         return self._back(request, object_id)
@@ -572,10 +650,178 @@ class PaymentAdmin(PaymentExportMixin, ReadOnlyAdminMixin, ModelAdmin):
             actor=admin_actor(request),
             message=form.cleaned_data["message"],
         )
+        audit_log.record(
+            audit_log.REVIEW_RESOLVED,
+            request=request,
+            target=form.payment,
+            reason=form.cleaned_data["message"],
+        )
         messages.success(request, _("Review resolved."))
         return self._back(request, object_id)
 
+    @action(
+        description=_("Propose repair"),
+        icon="build",
+        variant=ActionVariant.WARNING,
+        permissions=["repair"],
+        dialog={
+            "title": _("Propose a repair"),
+            "description": _(
+                "For a payment the provider cannot settle (an id it no longer "
+                "knows, a lost order): propose its final status. A second person "
+                "holding the repair permission confirms it before anything changes."
+            ),
+            "form_class": RepairProposeForm,
+            "form_submit_text": _("Propose"),
+        },
+    )
+    def propose_repair(
+        self, request: HttpRequest, form: RepairProposeForm, object_id
+    ) -> HttpResponse:
+        reason = form.cleaned_data["reason"]
+        try:
+            repair = services.repair_propose(
+                payment_id=form.payment.pk,
+                actor=admin_actor(request),
+                to_status=form.cleaned_data["to_status"],
+                reason=reason,
+            )
+        except PaymentError as exc:
+            messages.error(request, _("Not proposed: %s") % exc)
+            return self._back(request, object_id)
+        audit.record(
+            audit.REPAIR_PROPOSED,
+            actor=request.user,
+            request=request,
+            target=repair.payment,
+            reason=reason,
+            detail={"from": repair.from_status, "to": repair.to_status},
+        )
+        messages.success(
+            request,
+            _("Repair to %s proposed: a second person must confirm it.")
+            % repair.get_to_status_display(),
+        )
+        return self._back(request, object_id)
+
+    @action(
+        description=_("Confirm repair"),
+        icon="done_all",
+        variant=ActionVariant.SUCCESS,
+        permissions=["decide_repair"],
+        dialog={
+            "title": _("Confirm the proposed repair"),
+            "description": _(
+                "The payment moves to the proposed status now, with both names "
+                "on its timeline."
+            ),
+            "form_class": RepairDecisionForm,
+            "form_submit_text": _("Confirm repair"),
+        },
+    )
+    def confirm_repair(
+        self, request: HttpRequest, form: RepairDecisionForm, object_id
+    ) -> HttpResponse:
+        return self._decide_repair(request, form, object_id, confirm=True)
+
+    @action(
+        description=_("Reject repair"),
+        icon="block",
+        variant=ActionVariant.DANGER,
+        permissions=["decide_repair"],
+        dialog={
+            "title": _("Reject the proposed repair"),
+            "description": _("The payment stays as it is."),
+            "form_class": RepairRejectForm,
+            "form_submit_text": _("Reject repair"),
+        },
+    )
+    def reject_repair(
+        self, request: HttpRequest, form: RepairRejectForm, object_id
+    ) -> HttpResponse:
+        return self._decide_repair(request, form, object_id, confirm=False)
+
+    def customer_view(self, request: HttpRequest) -> HttpResponse:
+        """One customer's payments and totals (`selectors.customer_summary`)."""
+        if not has_perm(request, "payments.view_payment"):
+            raise PermissionDenied
+        email = selectors.customer_email(request.GET.get("email", ""))
+        summary = selectors.customer_summary(email, page=request.GET.get("page", 1))
+        context = {
+            **self.admin_site.each_context(request),
+            "title": _("Customer %s") % email if email else _("Customer"),
+            "email": email,
+            "summary": summary,
+            "totals": [
+                {
+                    "currency": t.currency,
+                    "payments": t.payments,
+                    "paid": money(t.paid, t.currency),
+                    "refunded": money(t.refunded, t.currency),
+                    "charged_back": money(t.charged_back, t.currency),
+                    "open_reviews": t.open_reviews,
+                }
+                for t in summary.totals
+            ],
+            "rows": [
+                {
+                    "url": reverse("admin:payments_payment_change", args=[p.pk]),
+                    "ref_id": p.ref_id,
+                    "created": when(p.date_created),
+                    "amount": money(p.amount, p.currency),
+                    "gateway": p.payment_gateway,
+                    "status": status_cell(p.status, p.needs_review, get_language()),
+                    "paid": money(p.amount_paid, p.currency),
+                    "refunded": money(p.amount_refunded, p.currency),
+                    "charged_back": money(p.amount_charged_back, p.currency),
+                }
+                for p in summary.page
+            ],
+            "page_query": urlencode({"email": email}),
+        }
+        return render(request, "admin/payments/customer.html", context)
+
+    def get_urls(self):
+        return [
+            path(
+                "customer/",
+                self.admin_site.admin_view(self.customer_view),
+                name="payments_customer",
+            ),
+            *super().get_urls(),
+        ]
+
     # helpers ---------------------------------------------------------------------------
+
+    def _decide_repair(
+        self, request: HttpRequest, form: RepairDecisionForm, object_id, *, confirm
+    ) -> HttpResponse:
+        decide = services.repair_confirm if confirm else services.repair_reject
+        reason = form.cleaned_data["reason"]
+        try:
+            repair = decide(
+                repair_id=form.repair.pk, actor=admin_actor(request), reason=reason
+            )
+        except PaymentError as exc:
+            messages.error(request, _("Not done: %s") % exc)
+            return self._back(request, object_id)
+        audit.record(
+            audit.REPAIR_CONFIRMED if confirm else audit.REPAIR_REJECTED,
+            actor=request.user,
+            request=request,
+            target=repair.payment,
+            reason=reason or repair.reason,
+            detail={"from": repair.from_status, "to": repair.to_status},
+        )
+        if confirm:
+            messages.success(
+                request,
+                _("Repaired: the payment is now %s.")
+                % repair.payment.get_status_display(),
+            )
+        else:
+            messages.success(request, _("Repair rejected: the payment is unchanged."))
+        return self._back(request, object_id)
 
     def _refund(
         self, request: HttpRequest, form: RefundForm, object_id, dialog, *, manual: bool
@@ -588,7 +834,20 @@ class PaymentAdmin(PaymentExportMixin, ReadOnlyAdminMixin, ModelAdmin):
                 actor=admin_actor(request),
                 reason=form.cleaned_data["reason"],
                 manual=manual,
+                raise_on_timeout=True,
             )
+        except ProviderTimedOut as exc:
+            # The refund row was written (PENDING) and is looked up before
+            # any resend: the dialog must not invite a second one.
+            messages.warning(
+                request,
+                _("The refund of %(amount)s is pending: %(reason)s.")
+                % {
+                    "amount": money(exc.refund.amount, exc.refund.currency),
+                    "reason": exc,
+                },
+            )
+            return self._back(request, object_id)
         except PaymentError as exc:
             # Nothing was written: show the reason in the dialog, kept open.
             form.add_error("amount", str(exc))
@@ -601,8 +860,30 @@ class PaymentAdmin(PaymentExportMixin, ReadOnlyAdminMixin, ModelAdmin):
                     "form_submit_text": dialog.get("form_submit_text", ""),
                 },
             )
+        audit.record(
+            audit.REFUND_REQUESTED,
+            actor=request.user,
+            request=request,
+            target=refund,
+            reason=refund.reason,
+            detail={
+                "amount": str(refund.amount),
+                "currency": refund.currency,
+                "manual": manual,
+                "awaiting_approval": refund.status == RefundStatus.AWAITING_APPROVAL,
+            },
+        )
         amount = money(refund.amount, refund.currency)
-        if refund.status == RefundStatus.SUCCEEDED:
+        if refund.status == RefundStatus.AWAITING_APPROVAL:
+            messages.warning(
+                request,
+                _(
+                    "The refund of %s awaits approval: a second person with the "
+                    "approval permission must approve it before anything is sent."
+                )
+                % amount,
+            )
+        elif refund.status == RefundStatus.SUCCEEDED:
             messages.success(request, _("Refunded %s.") % amount)
         elif refund.status == RefundStatus.MANUAL:
             messages.success(request, _("Recorded a manual refund of %s.") % amount)

@@ -11,14 +11,14 @@ from django.http import HttpRequest
 from django.utils.translation import gettext_lazy as _
 from import_export.admin import ImportMixin
 from import_export.formats.base_formats import CSV, XLSX
-from unfold.admin import ModelAdmin, TabularInline
+from unfold.admin import TabularInline
 from unfold.contrib.import_export.forms import ImportForm
 from unfold.decorators import display
 
 from .. import services
 from ..models import Plan, PlanPriceChange
 from ..resources import PLAN_FIELDS, PlanResource
-from .common import ReadOnlyAdminMixin, money, superuser_only
+from .common import BackofficeModelAdmin, ReadOnlyAdminMixin, money, superuser_only
 
 
 class PriceChangeInline(ReadOnlyAdminMixin, TabularInline):
@@ -45,7 +45,7 @@ class PriceChangeInline(ReadOnlyAdminMixin, TabularInline):
 
 
 @admin.register(Plan)
-class PlanAdmin(ImportMixin, ModelAdmin):
+class PlanAdmin(ImportMixin, BackofficeModelAdmin):
     list_display = ("code", "name", "price_display", "currency", "active", "sort_order")
     list_filter = ("active",)
     search_fields = ("code", "name")

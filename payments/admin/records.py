@@ -10,13 +10,14 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.template.defaultfilters import truncatechars
 from django.urls import reverse
 from django.utils.translation import gettext_lazy as _
-from unfold.admin import ModelAdmin
 from unfold.contrib.filters.admin import BooleanRadioFilter, ChoicesDropdownFilter
 from unfold.decorators import action, display
 from unfold.forms import BaseDialogForm
-from unfold.paginator import InfinitePaginator
 
-from .. import services, tasks
+from audit import log as audit
+from audit import log as audit_log
+
+from .. import selectors, services, tasks
 from ..exceptions import PaymentError
 from ..models import (
     DeliveryOutcome,
@@ -24,15 +25,21 @@ from ..models import (
     PaymentEvent,
     ReconciliationRun,
     Refund,
+    RefundStatus,
     WebhookDelivery,
 )
+from ..roles import RECONCILE_PERMISSION
 from .common import (
     DELIVERY_OUTCOME_COLOURS,
     EVENT_KIND_COLOURS,
     REFUND_STATUS_COLOURS,
+    BackofficeModelAdmin,
+    CountedChangeList,
+    CountedPaginator,
     DateRangeFilter,
     DeliveryGatewayFilter,
     ReadOnlyAdminMixin,
+    admin_actor,
     back_to,
     find,
     has_perm,
@@ -44,17 +51,21 @@ from .common import (
     truncated,
     when,
 )
+from .forms import RefundDecisionForm
 from .timeline import event_author, event_transition
 
 
-class RecordAdmin(ReadOnlyAdminMixin, ModelAdmin):
-    """A large, append-mostly table: no counts, no facets."""
+class RecordAdmin(ReadOnlyAdminMixin, BackofficeModelAdmin):
+    """A large, append-mostly table: a bounded count, no facets."""
 
     show_full_result_count = False
     show_facets = admin.ShowFacets.NEVER
-    paginator = InfinitePaginator
+    paginator = CountedPaginator
     list_per_page = 50
     list_filter_submit = True
+
+    def get_changelist(self, request: HttpRequest, **kwargs):
+        return CountedChangeList
 
 
 @admin.register(PaymentEvent)
@@ -115,6 +126,9 @@ class PaymentEventAdmin(RecordAdmin):
         return pretty_json(obj.data)
 
 
+APPROVE_PERMISSION = "payments.approve_refund"
+
+
 @admin.register(Refund)
 class RefundAdmin(RecordAdmin):
     list_display = (
@@ -139,22 +153,40 @@ class RefundAdmin(RecordAdmin):
         "payment__ref_id__exact",
     )
     search_help_text = _("Exact refund id, gateway refund id or payment reference.")
+    # Refunds awaiting approval, above the list, for those who may approve.
+    list_before_template = "admin/payments/refund/awaiting_approval.html"
     fields = (
         "payment",
         "amount_display",
         "status_badge",
         "source",
+        "manual",
         "idempotency_id",
         "gateway_refund_id",
         "reason",
         "failure_reason",
         "requested_by",
+        "decided_by",
+        "decided_at",
+        "decision_reason",
         "attempts",
         "date_created",
         "date_updated",
         "date_completed",
     )
     readonly_fields = fields
+    actions_detail = ("approve", "reject")
+
+    def changelist_view(self, request: HttpRequest, extra_context=None):
+        """List refunds; tell an approver how many wait for a decision."""
+        extra = dict(extra_context or {})
+        if has_perm(request, APPROVE_PERMISSION):
+            count, _recent = selectors.refunds_awaiting_approval(limit=0)
+            extra["awaiting_approval"] = {
+                "count": count,
+                "url": "?status__exact=" + RefundStatus.AWAITING_APPROVAL,
+            }
+        return super().changelist_view(request, extra)
 
     @display(description=_("refund"), ordering="idempotency_id")
     def refund_id(self, obj: Refund):
@@ -192,6 +224,98 @@ class RefundAdmin(RecordAdmin):
     def status_badge(self, obj: Refund):
         return label(obj.status, obj.get_status_display(), REFUND_STATUS_COLOURS)
 
+    # four eyes: approve or reject, never one's own request -------------------------
+
+    def _may_decide(self, request: HttpRequest, object_id) -> bool:
+        if not has_perm(request, APPROVE_PERMISSION):
+            return False
+        if object_id is None:
+            return True
+        refund = find(Refund, object_id)
+        return refund is not None and services.may_decide_refund(request.user, refund)
+
+    def has_approve_permission(self, request: HttpRequest, object_id=None) -> bool:
+        return self._may_decide(request, object_id)
+
+    def has_reject_permission(self, request: HttpRequest, object_id=None) -> bool:
+        return self._may_decide(request, object_id)
+
+    @action(
+        description=_("Approve"),
+        icon="verified",
+        permissions=["approve"],
+        dialog={
+            "title": _("Approve this refund"),
+            "description": _(
+                "The refund is sent to the provider (or recorded, for a manual "
+                "refund) once you approve it."
+            ),
+            "form_class": RefundDecisionForm,
+            "form_submit_text": _("Approve and send"),
+        },
+    )
+    def approve(
+        self, request: HttpRequest, form: RefundDecisionForm, object_id
+    ) -> HttpResponse:
+        return self._decide(request, form, object_id, approve=True)
+
+    @action(
+        description=_("Reject"),
+        icon="block",
+        permissions=["reject"],
+        dialog={
+            "title": _("Reject this refund"),
+            "description": _("Nothing is sent; the requester sees your reason."),
+            "form_class": RefundDecisionForm,
+            "form_submit_text": _("Reject"),
+        },
+    )
+    def reject(
+        self, request: HttpRequest, form: RefundDecisionForm, object_id
+    ) -> HttpResponse:
+        return self._decide(request, form, object_id, approve=False)
+
+    def _decide(
+        self, request: HttpRequest, form: RefundDecisionForm, object_id, *, approve
+    ) -> HttpResponse:
+        decide = services.refund_approve if approve else services.refund_reject
+        reason = form.cleaned_data["reason"]
+        try:
+            refund = decide(
+                refund_id=form.refund.pk, actor=admin_actor(request), reason=reason
+            )
+        except PaymentError as exc:
+            messages.error(request, _("Not done: %s") % exc)
+        else:
+            audit.record(
+                audit.REFUND_APPROVED if approve else audit.REFUND_REJECTED,
+                actor=request.user,
+                request=request,
+                target=refund,
+                reason=reason,
+                detail={"amount": str(refund.amount), "currency": refund.currency},
+            )
+            amount = money(refund.amount, refund.currency)
+            if not approve:
+                messages.success(request, _("Rejected the refund of %s.") % amount)
+            elif refund.status in (RefundStatus.SUCCEEDED, RefundStatus.MANUAL):
+                messages.success(
+                    request, _("Approved: the refund of %s is done.") % amount
+                )
+            elif refund.status == RefundStatus.FAILED:
+                messages.error(
+                    request,
+                    _("Approved, but the gateway refused the refund of %(a)s: %(r)s")
+                    % {"a": amount, "r": refund.failure_reason or _("no reason")},
+                )
+            else:
+                messages.warning(
+                    request,
+                    _("Approved: the refund of %s is pending at the gateway.") % amount,
+                )
+        url = reverse("admin:payments_refund_change", args=[object_id])
+        return back_to(request, url)
+
 
 @admin.register(WebhookDelivery)
 class WebhookDeliveryAdmin(RecordAdmin):
@@ -223,6 +347,7 @@ class WebhookDeliveryAdmin(RecordAdmin):
                     "outcome_badge",
                     "error",
                     "signature_valid",
+                    "secret_used",
                     "provider_event_id",
                     "payment",
                     "remote_addr",
@@ -232,7 +357,10 @@ class WebhookDeliveryAdmin(RecordAdmin):
             },
         ),
         # Headers were redacted when stored (signatures, authorization, cookies).
-        (_("Request"), {"fields": ("headers_display", "body_display")}),
+        (
+            _("Request"),
+            {"fields": ("headers_display", "body_kept", "body_display")},
+        ),
     )
     readonly_fields = flatten_fieldsets(fieldsets)
     actions_detail = ("reprocess",)
@@ -269,6 +397,16 @@ class WebhookDeliveryAdmin(RecordAdmin):
     def headers_display(self, obj: WebhookDelivery):
         return pretty_json(obj.headers)
 
+    @display(description=_("body kept"))
+    def body_kept(self, obj: WebhookDelivery):
+        if not obj.body_truncated:
+            return _("all of it")
+        kept = min(len(obj.body.encode()), obj.body_length)
+        return _(
+            "only the start (failed verification): %(kept)s of %(length)s bytes; "
+            "SHA-256 of all of it %(sha)s"
+        ) % {"kept": kept, "length": obj.body_length, "sha": obj.body_sha256}
+
     @display(description=_("body"))
     def body_display(self, obj: WebhookDelivery):
         return preformatted(obj.body)
@@ -300,6 +438,12 @@ class WebhookDeliveryAdmin(RecordAdmin):
         delivery = find(WebhookDelivery, object_id)
         if delivery is None:
             raise Http404("no such delivery")
+        audit_log.record(
+            audit_log.ADMIN_ACTION,
+            request=request,
+            target=delivery,
+            detail={"action": "reprocess"},
+        )
         try:
             outcome = services.webhook_reprocess(delivery_id=delivery.pk)
         except PaymentError as exc:
@@ -357,7 +501,7 @@ class ReconciliationRunAdmin(RecordAdmin):
         return truncated(obj.trigger)
 
     def has_run_now_permission(self, request: HttpRequest, object_id=None) -> bool:
-        return has_perm(request, "payments.refresh_payment")
+        return has_perm(request, RECONCILE_PERMISSION)
 
     @action(
         description=_("Run now"),
@@ -374,6 +518,12 @@ class ReconciliationRunAdmin(RecordAdmin):
     )
     def run_now(self, request: HttpRequest, form: BaseDialogForm) -> HttpResponse:
         run = tasks.enqueue_reconciliation(trigger=f"admin:{request.user.username}")
+        audit_log.record(
+            audit_log.ADMIN_ACTION,
+            request=request,
+            target=run,
+            detail={"action": "run_now"},
+        )
         messages.success(request, _("Reconciliation run #%s queued.") % run.pk)
         return back_to(request, reverse("admin:payments_reconciliationrun_changelist"))
 

@@ -25,6 +25,7 @@ class RefundInline(ReadOnlyAdminMixin, TabularInline):
         "status_label",
         "source",
         "requested_by",
+        "decided_by",
         "reason",
         "failure_reason",
         "date_created",
@@ -36,7 +37,9 @@ class RefundInline(ReadOnlyAdminMixin, TabularInline):
     show_change_link = True
 
     def get_queryset(self, request: HttpRequest):
-        return super().get_queryset(request).select_related("requested_by")
+        return (
+            super().get_queryset(request).select_related("requested_by", "decided_by")
+        )
 
     @display(description=_("amount"))
     def amount_display(self, obj: Refund) -> str:

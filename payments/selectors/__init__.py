@@ -1,11 +1,12 @@
 """Reads for views, the admin and tasks, by topic.
 
 With `services`, the only modules of `payments` that reach `gateways/`:
-`checkout` (plans, gateways offered, a payment's public view), `dashboard`
+`checkout` (plans, gateways offered, a payment's public view), `customers`
+(one customer's payments and totals), `dashboard`
 (its figures and the review badge), `monitoring` (/metrics and /health/),
 `payments` (the payment list of the admin and of exports), `payment_page`
-(a payment's timeline for its page) and `settlement`
-(the settlement summary).
+(a payment's timeline for its page), `settlement` (the settlement summary),
+`counts` (true, bounded row counts) and `customers` (the customer view).
 """
 
 from .checkout import (
@@ -22,6 +23,22 @@ from .checkout import (
     sandbox_charge,
     sellable_plans,
     test_mode,
+)
+from .counts import (
+    RowCount,
+    bounded_count,
+    exact_count_limit,
+    planner_estimate,
+    row_count,
+)
+from .customers import (
+    CUSTOMER_PAGE_SIZE,
+    CustomerSummary,
+    CustomerTotals,
+    customer_email,
+    customer_payments,
+    customer_summary,
+    customer_totals,
 )
 from .dashboard import (
     REFUNDS_DONE,
@@ -41,12 +58,14 @@ from .dashboard import (
     payments_needing_attention,
     pending_counts,
     refund_volume,
+    refunds_awaiting_approval,
     review_badge_count,
     rolled_up_days,
 )
 from .monitoring import (
     PENDING_AGE_BUCKETS,
     PENDING_AGE_OLDEST,
+    RECENT_SECONDS,
     GatewayNotifications,
     MonitoringSnapshot,
     last_successful_reconciliation,
@@ -79,6 +98,13 @@ from .settlement import (
 
 __all__ = [
     "DAILY_UP_TO_DAYS",
+    "CUSTOMER_PAGE_SIZE",
+    "CustomerSummary",
+    "CustomerTotals",
+    "customer_email",
+    "customer_payments",
+    "customer_summary",
+    "customer_totals",
     "GatewayNotifications",
     "GatewayStats",
     "MonitoringSnapshot",
@@ -86,9 +112,11 @@ __all__ = [
     "PAYMENT_LIST_ORDERING",
     "PENDING_AGE_BUCKETS",
     "PENDING_AGE_OLDEST",
+    "RECENT_SECONDS",
     "PaidDays",
     "PaymentFilterError",
     "PaymentFilters",
+    "RowCount",
     "REFUNDS_DONE",
     "ROLLUP_SETTLE",
     "S",
@@ -98,9 +126,11 @@ __all__ = [
     "SettlementRow",
     "UNAVAILABLE",
     "Volume",
+    "bounded_count",
     "checkout_gateways",
     "daily_paid_volume",
     "day_from_text",
+    "exact_count_limit",
     "failing_deliveries",
     "forget_review_badge",
     "gateway_choices",
@@ -127,9 +157,12 @@ __all__ = [
     "payment_timeline",
     "payments_needing_attention",
     "pending_counts",
+    "planner_estimate",
     "refund_volume",
+    "refunds_awaiting_approval",
     "review_badge_count",
     "rolled_up_days",
+    "row_count",
     "sandbox_charge",
     "search_term_of",
     "sellable_plans",

@@ -396,3 +396,20 @@ def failing_deliveries(*, since: datetime) -> QuerySet[WebhookDelivery]:
         received_at__gte=since,
         outcome__in=(DeliveryOutcome.REJECTED, DeliveryOutcome.ERROR),
     ).order_by("-received_at")
+
+
+def refunds_awaiting_approval(*, limit: int = 5) -> tuple[int, list[Refund]]:
+    """Count refunds awaiting a second person's approval; the oldest `limit` of them.
+
+    Both read the partial index of awaiting refunds (refund_awaiting).
+    """
+    awaiting = Refund.objects.filter(status=RefundStatus.AWAITING_APPROVAL)
+    count = awaiting.count()
+    oldest = []
+    if count and limit:
+        oldest = list(
+            awaiting.select_related("payment", "requested_by").order_by(
+                "date_created", "id"
+            )[:limit]
+        )
+    return count, oldest

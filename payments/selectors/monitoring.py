@@ -6,10 +6,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db.models import Count, Q
+from django.db.models import Count, Min, Q
 from django.utils import timezone
 
 from ..models import (
+    ExportJob,
+    ExportStatus,
     PaidVia,
     Payment,
     ReconciliationRun,
@@ -23,6 +25,13 @@ PENDING_AGE_BUCKETS = ((300, "lt_5m"), (3600, "5m_1h"), (86400, "1h_24h"))
 
 
 PENDING_AGE_OLDEST = "gt_24h"
+# The window (seconds) of the "recent" figures alerting rules read: rejected
+# deliveries, failed exports and reconciliation runs. Gauges over a window,
+# not counters of rows, because pruning and purging delete those rows.
+RECENT_SECONDS = 3600
+# A run started this long ago and still unfinished has no worker left
+# (django-q2 stops a task at Q_CLUSTER["timeout"]).
+RUN_GIVEN_UP_SECONDS = 1800
 
 
 @dataclass(frozen=True)
@@ -36,6 +45,15 @@ class MonitoringSnapshot:
     deliveries_by_gateway_outcome: dict[tuple[str, str], int]
     last_reconciliation: ReconciliationRun | None
     notifications: list[GatewayNotifications] = field(default_factory=list)
+    # Alerting figures (docs/prometheus-alerts.yml).
+    pending_past_expiry: dict[str, int] = field(default_factory=dict)
+    refunds_by_status: dict[str, int] = field(default_factory=dict)
+    # Age in seconds of the oldest unfinished refund (no date_completed), by status.
+    refunds_open_oldest_age: dict[str, float] = field(default_factory=dict)
+    rejected_recent: dict[str, int] = field(default_factory=dict)
+    exports_failed_recent: int = 0
+    # Runs started in the last RECENT_SECONDS: ok, errors, unfinished (given up).
+    reconciliation_runs_recent: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -133,6 +151,7 @@ def monitoring_snapshot(*, now: datetime | None = None) -> MonitoringSnapshot:
         .annotate(n=Count("id"))
     }
     return MonitoringSnapshot(
+        **_alerting_figures(now),
         pending_by_gateway_age=pending,
         needing_review=Payment.objects.filter(needs_review=True).count(),
         refunds_pending=Refund.objects.filter(status=RefundStatus.PENDING).count(),
@@ -141,3 +160,60 @@ def monitoring_snapshot(*, now: datetime | None = None) -> MonitoringSnapshot:
         notifications=webhook_silence(now=now),
         last_reconciliation=last_successful_reconciliation(),
     )
+
+
+def _alerting_figures(now: datetime) -> dict:
+    """Read what the alerting rules need beyond the dashboard's figures."""
+    recent = now - timedelta(seconds=RECENT_SECONDS)
+    past_expiry = {
+        row["payment_gateway"]: row["n"]
+        for row in Payment.objects.filter(
+            status=Payment.Status.PENDING, expiry_datetime__lt=now
+        )
+        .order_by()
+        .values("payment_gateway")
+        .annotate(n=Count("id"))
+    }
+    refunds = dict.fromkeys(RefundStatus.values, 0)
+    oldest = {}
+    for row in (
+        Refund.objects.order_by()
+        .values("status")
+        .annotate(
+            n=Count("id"),
+            oldest=Min("date_created", filter=Q(date_completed__isnull=True)),
+        )
+    ):
+        refunds[row["status"]] = row["n"]
+        if row["oldest"] is not None:
+            oldest[row["status"]] = max(0.0, (now - row["oldest"]).total_seconds())
+    rejected = {
+        row["gateway"]: row["n"]
+        for row in WebhookDelivery.objects.filter(
+            outcome=WebhookDelivery.Outcome.REJECTED, received_at__gte=recent
+        )
+        .order_by()
+        .values("gateway")
+        .annotate(n=Count("id"))
+    }
+    runs = ReconciliationRun.objects.filter(started_at__gte=recent).aggregate(
+        ok=Count("id", filter=Q(finished_at__isnull=False, errors=0)),
+        errors=Count("id", filter=Q(finished_at__isnull=False, errors__gt=0)),
+        unfinished=Count(
+            "id",
+            filter=Q(
+                finished_at__isnull=True,
+                started_at__lt=now - timedelta(seconds=RUN_GIVEN_UP_SECONDS),
+            ),
+        ),
+    )
+    return {
+        "pending_past_expiry": past_expiry,
+        "refunds_by_status": refunds,
+        "refunds_open_oldest_age": oldest,
+        "rejected_recent": rejected,
+        "exports_failed_recent": ExportJob.objects.filter(
+            status=ExportStatus.FAILED, created_at__gte=recent
+        ).count(),
+        "reconciliation_runs_recent": runs,
+    }

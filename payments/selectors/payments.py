@@ -9,6 +9,7 @@ alike.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
@@ -16,6 +17,8 @@ from datetime import date, datetime, time, timedelta
 from django import forms
 from django.core.exceptions import ValidationError
 from django.db.models import Q, QuerySet
+from django.db.models.functions import Lower, Reverse
+from django.db.models.lookups import Exact, StartsWith
 from django.http import QueryDict
 from django.utils import timezone
 
@@ -52,6 +55,8 @@ PAYMENT_FILTER_PARAMETERS = (
 # Newest first; the key breaks ties, so pages never overlap (index pay_created_id).
 PAYMENT_LIST_ORDERING = ("-date_created", "-id")
 FLAGS = {"1": True, "true": True, "0": False, "false": False}
+# What may follow the `@` of an e-mail address in a domain search.
+EMAIL_DOMAIN = re.compile(r"[a-z0-9](?:[a-z0-9.-]*[a-z0-9])?", re.IGNORECASE)
 # Each query parameter's non-empty values.
 Values = dict[str, list[str]]
 
@@ -173,22 +178,51 @@ def payment_list(*, filters: PaymentFilters) -> QuerySet[Payment]:
 
 
 def payment_search(*, queryset: QuerySet[Payment], term: str) -> QuerySet[Payment]:
-    """Match a pasted reference or id exactly, an e-mail by lower-case prefix.
+    """Match a pasted reference or id whatever its case; an e-mail by start or domain.
 
-    Only plain `=` and prefix `LIKE` lookups on indexed columns: `iexact`
-    or `icontains` compile to UPPER(...) or `%x%`, which no b-tree index
-    serves, and one unindexable branch of the OR scans the whole table.
-    E-mails are stored lower-case, so lowering the input is enough.
+    - a reference, gateway transaction id or crypto address: the whole
+      value, in any case (`LOWER(column) = term`, served by the `*_lower`
+      expression indexes);
+    - an e-mail: by its start (`alice@exa`), as stored (lower-case);
+    - an e-mail domain: `@example.com`, or `example.com` (a term with a dot
+      and no `@`), finds every e-mail at exactly that domain (not its
+      subdomains): the reversed e-mail starts with `moc.elpmaxe@`, a prefix
+      `LIKE` that PostgreSQL serves from the reversed-string index
+      `pay_email_domain` (migration 0009; SQLite scans).
+
+    Only equality and prefix `LIKE` on indexed expressions: `icontains`
+    (`%x%`) is served by no b-tree index, and one unindexable branch of the
+    OR would scan the whole table.
     """
-    term = search_term_of(term)
+    term = search_term_of(term).lower()
     if not term:
         return queryset
-    return queryset.filter(
-        Q(ref_id=term)
-        | Q(gateway_transaction_id=term)
-        | Q(crypto_address=term)
-        | Q(email__startswith=term.lower())
+    match = (
+        Q(Exact(Lower("ref_id"), term))
+        | Q(Exact(Lower("gateway_transaction_id"), term))
+        | Q(Exact(Lower("crypto_address"), term))
     )
+    if not term.startswith("@"):
+        match |= Q(email__startswith=term)
+    domain = email_domain_of(term)
+    if domain:
+        match |= Q(StartsWith(Reverse(Lower("email")), f"@{domain}"[::-1]))
+    return queryset.filter(match)
+
+
+def email_domain_of(term: str) -> str:
+    """Return the e-mail domain a search term names, or "".
+
+    `@example.com` names example.com; so does `example.com`, a term with a
+    dot and no `@` (references and gateway ids have no dot). A term with a
+    local part (`alice@example.com`) is an e-mail's start, not a domain.
+    """
+    candidate = term.removeprefix("@")
+    if "@" in candidate or not EMAIL_DOMAIN.fullmatch(candidate):
+        return ""
+    if term.startswith("@") or "." in candidate:
+        return candidate.lower()
+    return ""
 
 
 def _within_days(

@@ -8,6 +8,13 @@ schedule; `reconcile` the janitor itself; `rollups` the dashboard's
 daily rollups (recounted by a schedule, never by a status change).
 """
 
+from .approvals import (
+    may_decide_refund,
+    refund_approve,
+    refund_reject,
+    refunds_lapse_overdue,
+)
+from .budget import request_budget
 from .checkout import (
     StoredAnswer,
     idempotency_abandon,
@@ -16,7 +23,7 @@ from .checkout import (
     payment_create,
     request_fingerprint,
 )
-from .health import system_health
+from .health import health_checks, system_health
 from .plans import plan_save
 from .reconcile import (
     due_count,
@@ -25,10 +32,12 @@ from .reconcile import (
     reconciliation_start,
 )
 from .refunds import (
+    approval_limits,
     refund_request,
     refundable_amount,
     refunds_retry_pending,
 )
+from .repairs import may_repair, repair_confirm, repair_propose, repair_reject
 from .rollups import (
     RollupRun,
     rollup_recount,
@@ -47,15 +56,26 @@ from .webhooks import (
     sandbox_choose,
     webhook_ingest,
     webhook_reprocess,
+    webhooks_prune_rejected,
 )
 
 __all__ = [
     "Actor",
+    "approval_limits",
+    "may_decide_refund",
+    "may_repair",
+    "refund_approve",
+    "refund_reject",
+    "refunds_lapse_overdue",
+    "repair_confirm",
+    "repair_propose",
+    "repair_reject",
     "Intake",
     "RollupRun",
     "StoredAnswer",
     "WebhookOutcome",
     "due_count",
+    "health_checks",
     "idempotency_abandon",
     "idempotency_begin",
     "idempotency_finish",
@@ -72,6 +92,7 @@ __all__ = [
     "refund_request",
     "refundable_amount",
     "refunds_retry_pending",
+    "request_budget",
     "request_fingerprint",
     "rollup_recount",
     "rollups_rebuild",
@@ -84,4 +105,5 @@ __all__ = [
     "webhook_ingest",
     "webhook_reprocess",
     "webhooks_apply_received",
+    "webhooks_prune_rejected",
 ]

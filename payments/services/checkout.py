@@ -11,7 +11,6 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.utils import timezone
 
 from gateways.base import (
     CheckoutRequest,
@@ -20,6 +19,7 @@ from gateways.base import (
 )
 from gateways.registry import get_gateway
 
+from .. import clock
 from ..exceptions import (
     GatewayNotConfigured,
     IdempotencyConflict,
@@ -92,7 +92,8 @@ def _opened(gateway, session, payment: Payment, crypto_currency: str) -> Change:
             "crypto_address": session.crypto_address,
             "crypto_amount": session.crypto_amount,
             "crypto_currency": session.crypto_currency or crypto_currency,
-            "expiry_datetime": session.expires_at or payment.expiry_datetime,
+            "expiry_datetime": clock.from_provider(session.expires_at)
+            or payment.expiry_datetime,
         },
         entries=(
             Entry(
@@ -109,7 +110,7 @@ def _opened(gateway, session, payment: Payment, crypto_currency: str) -> Change:
 
 def _payment_row(plan, gateway, gateway_code, email, crypto_currency, actor) -> Payment:
     """Create the PENDING payment and its CREATED event."""
-    now = timezone.now()
+    now = clock.now()
     with transaction.atomic():
         payment = Payment.objects.create(
             plan=plan,

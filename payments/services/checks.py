@@ -14,8 +14,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.db.models import F, Q
-from django.utils import timezone
 
+from .. import clock
 from ..models import Payment
 from ..states import PaymentStatus
 
@@ -83,7 +83,7 @@ def payment_claim_refresh(*, payment: Payment, min_age_seconds: int) -> bool:
     workers: of several concurrent status requests only one reaches the
     provider. The janitor's schedule is left alone.
     """
-    now = timezone.now()
+    now = clock.now()
     cutoff = now - timedelta(seconds=min_age_seconds)
     claimed = (
         Payment.objects.filter(pk=payment.pk)

@@ -583,8 +583,8 @@ def export_job_run(*, job_id: int) -> ExportJob:
         expected = queryset.count()
         ExportJob.objects.filter(pk=job.pk).update(expected_rows=expected)
         reporter.expected = expected
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(partial, "wb") as out:
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        with _private_file(partial) as out:
             rows = write_export(queryset, job.format, out, progress=reporter)
         os.replace(partial, path)
     except Exception as exc:  # recorded on the job, shown to its requester
@@ -661,6 +661,17 @@ class _ProgressReporter:
     def close(self) -> None:
         if self.connection is not None:
             self.connection.close()
+
+
+def _private_file(path: str) -> IO[bytes]:
+    """Open a new file that only this account may read (0600, whatever the umask).
+
+    Export files hold customers' e-mail addresses; a leftover file of a
+    crashed run is replaced, not reopened with its old mode.
+    """
+    _remove(path)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    return os.fdopen(descriptor, "wb")
 
 
 def _remove(path: str) -> None:

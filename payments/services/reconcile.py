@@ -21,11 +21,11 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.db import transaction
 from django.db.models import F, Q
-from django.utils import timezone
 
 from gateways.base import GatewayError, StatusResult
 from gateways.registry import get_gateway
 
+from .. import clock
 from ..exceptions import GatewayNotConfigured
 from ..models import Payment, ReconciliationRun
 from ..selectors import payment_ref
@@ -110,14 +110,14 @@ def reconcile_cycle(
     started = time.monotonic()
     run = ReconciliationRun.objects.filter(pk=run_id).first() if run_id else None
     run = run or reconciliation_start(trigger=trigger)
-    now = now or timezone.now()
+    now = now or clock.now()
     tally = Tally()
     _settle(now, limit, tally, progress or (lambda _done: None))
     tally.expired = payment_expire_overdue(now=now)
     # Notifications stored for a batch task that never ran (WEBHOOK_APPLY=queued).
     webhooks_apply_received(min_age_seconds=LOST_WEBHOOK_SECONDS)
     ReconciliationRun.objects.filter(pk=run.pk).update(
-        finished_at=timezone.now(),
+        finished_at=clock.now(),
         checked=tally.checked,
         changed=tally.changed,
         expired=tally.expired,
@@ -145,7 +145,7 @@ def _due(now: datetime):
 
 def due_count(*, now: datetime | None = None) -> int:
     """Count pending payments due for a check now."""
-    return _due(now or timezone.now()).count()
+    return _due(now or clock.now()).count()
 
 
 def claim_due(*, now: datetime, limit: int) -> list[Payment]:
@@ -323,7 +323,7 @@ def payment_expire_overdue(*, now: datetime | None = None, limit: int = 500) -> 
     never expires: the reconciler keeps asking, with back-off, until the
     provider completes or ends it.
     """
-    now = now or timezone.now()
+    now = now or clock.now()
     overdue = list(
         Payment.objects.filter(status=S.PENDING, expiry_datetime__lt=now)
         .exclude(gateway_data__has_key=SETTLING)

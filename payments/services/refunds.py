@@ -5,13 +5,14 @@ from __future__ import annotations
 from datetime import timedelta
 from decimal import Decimal
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import F, Q, Sum
-from django.utils import timezone
 
 from gateways.base import (
     GatewayConfigError,
     GatewayError,
+    GatewayTimeout,
     NotSupported,
     RefundRequest,
     RefundResult,
@@ -22,9 +23,16 @@ from gateways.base import Status as ReportedStatus
 from gateways.money import quantize
 from gateways.registry import get_gateway
 
-from ..exceptions import RefundNotAllowed
+from .. import clock
+from ..approval_limits import approval_limit, parse_approval_limits
+from ..exceptions import IllegalTransition, ProviderTimedOut, RefundNotAllowed
 from ..models import EventKind, Payment, Refund, RefundStatus, new_refund_id
-from ..states import REFUNDABLE_STATUSES, refunded_status
+from ..states import (
+    REFUND_ENDED_WITHOUT_MONEY,
+    REFUNDABLE_STATUSES,
+    can_move_refund,
+    refunded_status,
+)
 from ..states import refundable_amount as refundable_formula
 from .transitions import (
     SYSTEM,
@@ -41,6 +49,8 @@ DONE = (RefundStatus.SUCCEEDED, RefundStatus.MANUAL)
 # Refunds the provider has, or may have, made (ours sent, and its own).
 AT_PROVIDER = (RefundStatus.SUCCEEDED, RefundStatus.PENDING)
 PROVIDER_REFUND_REASON = "refunded at the provider, not from the back office"
+# Refunds of one payment counted together against the approval limit.
+APPROVAL_WINDOW = timedelta(hours=24)
 
 
 def refund_totals(payment: Payment) -> dict[str, Decimal]:
@@ -48,21 +58,84 @@ def refund_totals(payment: Payment) -> dict[str, Decimal]:
     totals = payment.refunds.aggregate(
         succeeded=Sum("amount", filter=Q(status=RefundStatus.SUCCEEDED)),
         pending=Sum("amount", filter=Q(status=RefundStatus.PENDING)),
+        awaiting=Sum("amount", filter=Q(status=RefundStatus.AWAITING_APPROVAL)),
         manual=Sum("amount", filter=Q(status=RefundStatus.MANUAL)),
     )
     return {name: value or ZERO for name, value in totals.items()}
 
 
-def refundable_amount(payment: Payment) -> Decimal:
-    """Return what may still be refunded (states.refundable_amount's formula)."""
+def refundable_amount(payment: Payment, *, leaving_out: Decimal = ZERO) -> Decimal:
+    """Return what may still be refunded (states.refundable_amount's formula).
+
+    `leaving_out` is an awaiting refund's own amount, when that refund is the
+    one being approved: the others still count against the balance.
+    """
     totals = refund_totals(payment)
     return refundable_formula(
         paid=payment.amount_paid,
         succeeded=totals["succeeded"],
         pending=totals["pending"],
+        awaiting=totals["awaiting"] - leaving_out,
         manual=totals["manual"],
         charged_back=payment.amount_charged_back,
     )
+
+
+def approval_limits() -> dict[str, Decimal]:
+    """Return REFUND_APPROVAL_LIMITS as {currency: limit} (empty: approval off)."""
+    limits = settings.REFUND_APPROVAL_LIMITS
+    return parse_approval_limits(limits) if isinstance(limits, str) else limits
+
+
+def approval_needed(payment: Payment, amount: Decimal, *, manual: bool) -> str:
+    """Say why a refund of `amount` must wait for a second person, or "".
+
+    With limits set, a manual-refund record always waits; another refund
+    waits when it and the payment's refunds of the last 24 hours (those not
+    failed, rejected or lapsed) reach its currency's limit, so splitting a
+    refund does not get round it. Call under the payment's lock.
+    """
+    limits = approval_limits()
+    if not limits:
+        return ""
+    if manual:
+        return "a manual-refund record is always approved by a second person"
+    limit = approval_limit(limits, payment.currency)
+    if limit is None:
+        return ""
+    since = clock.now() - APPROVAL_WINDOW
+    recent = (
+        payment.refunds.filter(date_created__gte=since)
+        .exclude(status__in=REFUND_ENDED_WITHOUT_MONEY)
+        .aggregate(total=Sum("amount"))["total"]
+        or ZERO
+    )
+    total = recent + amount
+    if total < limit:
+        return ""
+    return (
+        f"{money_text(total, payment.currency)} refunded within 24 hours reaches "
+        f"the approval limit of {money_text(limit, payment.currency)}"
+    )
+
+
+def refund_move(refund: Refund, to_status: str, **fields) -> Refund:
+    """Move a refund to a status the refund table allows; return it re-read.
+
+    The one write of a refund's status after it is created; the caller holds
+    a lock on it (its row, or its payment's row for decisions on approval).
+    The UPDATE is conditional on the status read, so a move that lost a race
+    raises instead of overwriting. `fields` are other columns to set with it.
+    """
+    if not can_move_refund(refund.status, to_status):
+        raise IllegalTransition(f"refund {refund.status} -> {to_status} is not allowed")
+    moved = Refund.objects.filter(pk=refund.pk, status=refund.status).update(
+        status=to_status, date_updated=clock.now(), **fields
+    )
+    if moved != 1:
+        raise IllegalTransition(f"refund {refund.idempotency_id} changed meanwhile")
+    refund.refresh_from_db()
+    return refund
 
 
 def provider_refund_rows(
@@ -133,6 +206,7 @@ def refund_request(
     actor: Actor,
     reason: str = "",
     manual: bool = False,
+    raise_on_timeout: bool = False,
 ) -> Refund:
     """Refund part or all of a paid payment; over-refunding is impossible.
 
@@ -140,7 +214,12 @@ def refund_request(
     lock, so two operators cannot both pass the check. The provider call
     happens after that commit, keyed by our refund id. `manual` records money
     returned outside the provider (e.g. crypto) and never needs the gateway.
-    Raise RefundNotAllowed, writing nothing, when the refund cannot be made.
+    A refund at or above REFUND_APPROVAL_LIMITS (and, with limits set, every
+    manual record) is stored AWAITING_APPROVAL and sent to nobody until a
+    second person approves it (services.approvals).
+    Raise RefundNotAllowed, writing nothing, when the refund cannot be made,
+    and (with `raise_on_timeout`) ProviderTimedOut when the provider did not
+    answer in time: the refund is then kept PENDING for the janitor.
     """
     refund_id = new_refund_id()
     gateway_problem = "" if manual else _refund_gateway_problem(payment_id)
@@ -149,22 +228,19 @@ def refund_request(
         value = _refund_value(payment, amount)
         if gateway_problem:
             raise RefundNotAllowed(gateway_problem)
+        waits = approval_needed(payment, value, manual=manual)
         kind = "manual refund" if manual else "refund"
         message = f"{kind} of {money_text(value, payment.currency)}"
-        return Change(
-            entries=(
-                Entry(
-                    EventKind.REFUND_REQUESTED,
-                    message + (f": {reason}" if reason else ""),
-                    {"refund": refund_id},
-                ),
-            )
-        )
+        message += f" awaits approval ({waits})" if waits else ""
+        message += f": {reason}" if reason else ""
+        data = {"refund": refund_id, "awaiting_approval": bool(waits)}
+        return Change(entries=(Entry(EventKind.REFUND_REQUESTED, message, data),))
 
     with transaction.atomic():
-        payment = payments_change(decisions={payment_id: check}, actor=actor)[
-            payment_id
-        ].payment
+        changed = payments_change(decisions={payment_id: check}, actor=actor)
+        payment = changed[payment_id].payment
+        waits = changed[payment_id].change.entries[0].data["awaiting_approval"]
+        status = RefundStatus.MANUAL if manual else RefundStatus.PENDING
         refund = Refund.objects.create(
             payment=payment,
             idempotency_id=refund_id,
@@ -172,13 +248,23 @@ def refund_request(
             currency=payment.currency,
             reason=reason,
             requested_by=actor.user,
-            status=RefundStatus.MANUAL if manual else RefundStatus.PENDING,
-            date_completed=timezone.now() if manual else None,
+            manual=manual,
+            status=RefundStatus.AWAITING_APPROVAL if waits else status,
         )
-        if manual:
-            _book(refund, actor, ())
+        if manual and not waits:
+            _record_manual(refund, actor)
+        if waits or manual:
             return refund
-    return refund_submit(refund_id=refund.pk, actor=actor)
+    return refund_submit(
+        refund_id=refund.pk, actor=actor, raise_on_timeout=raise_on_timeout
+    )
+
+
+def _record_manual(refund: Refund, actor: Actor) -> None:
+    """Book a manual refund as done when it is recorded, never before its creation."""
+    refund.date_completed = refund.date_created
+    refund.save(update_fields=["date_completed"])
+    book_refunds(refund, actor, ())
 
 
 def _refund_value(payment: Payment, amount: Decimal) -> Decimal:
@@ -218,7 +304,7 @@ def _refund_gateway_problem(payment_id: int) -> str:
 
 def refunds_retry_pending(*, min_age_seconds: int, actor: Actor = SYSTEM) -> int:
     """Look up or resend refunds whose provider answer was lost; count the settled."""
-    cutoff = timezone.now() - timedelta(seconds=min_age_seconds)
+    cutoff = clock.now() - timedelta(seconds=min_age_seconds)
     pending = Refund.objects.filter(
         status=RefundStatus.PENDING, date_created__lt=cutoff
     ).values_list("pk", flat=True)[:1000]
@@ -229,11 +315,14 @@ def refunds_retry_pending(*, min_age_seconds: int, actor: Actor = SYSTEM) -> int
     return settled
 
 
-def refund_submit(*, refund_id: int, actor: Actor = SYSTEM) -> Refund:
+def refund_submit(
+    *, refund_id: int, actor: Actor = SYSTEM, raise_on_timeout: bool = False
+) -> Refund:
     """Send a pending refund to the provider, safely after a lost answer.
 
     A refund that was sent before is looked up first, so a retry after a
-    timeout never refunds twice.
+    timeout never refunds twice. With `raise_on_timeout`, a provider that did
+    not answer in time raises ProviderTimedOut (the refund stays PENDING).
     """
     refund = Refund.objects.select_related("payment").get(pk=refund_id)
     if refund.status != RefundStatus.PENDING:
@@ -260,8 +349,10 @@ def refund_submit(*, refund_id: int, actor: Actor = SYSTEM) -> Refund:
         )
     except GatewayError as exc:
         message = f"refund {refund.idempotency_id} not confirmed: {exc}; will retry"
-        _add_entry(payment.pk, actor, Entry(EventKind.GATEWAY_ERROR, message))
+        add_entry(payment.pk, actor, Entry(EventKind.GATEWAY_ERROR, message))
         refund.refresh_from_db()
+        if raise_on_timeout and isinstance(exc, GatewayTimeout):
+            raise ProviderTimedOut(str(exc), refund=refund) from exc
         return refund
     return refund_finish(refund_id=refund.pk, result=result, actor=actor)
 
@@ -278,29 +369,28 @@ def refund_finish(
         ):
             return refund
         succeeded = result.status == GatewayRefundStatus.SUCCEEDED
-        Refund.objects.filter(pk=refund.pk).update(
-            status=RefundStatus.SUCCEEDED if succeeded else RefundStatus.FAILED,
+        refund = refund_move(
+            refund,
+            RefundStatus.SUCCEEDED if succeeded else RefundStatus.FAILED,
             gateway_refund_id=result.gateway_refund_id if succeeded else "",
             failure_reason="" if succeeded else result.message,
-            date_completed=timezone.now(),
-            date_updated=timezone.now(),
+            date_completed=clock.now(),
         )
-        refund.refresh_from_db()
         amount = money_text(refund.amount, refund.currency)
         data = {"refund": refund.idempotency_id, "provider": dict(result.raw)}
         if succeeded:
             entry = Entry(
                 EventKind.REFUND_SUCCEEDED, f"refund of {amount} succeeded", data
             )
-            _book(refund, actor, (entry,))
+            book_refunds(refund, actor, (entry,))
         else:
             message = f"refund of {amount} failed: {result.message}"
             entry = Entry(EventKind.REFUND_FAILED, message, data)
-            _add_entry(refund.payment_id, actor, entry)
+            add_entry(refund.payment_id, actor, entry)
     return refund
 
 
-def _book(refund: Refund, actor: Actor, entries: tuple[Entry, ...]) -> None:
+def book_refunds(refund: Refund, actor: Actor, entries: tuple[Entry, ...]) -> None:
     """Add finished refunds to their payment's total and status, under its lock."""
 
     def decide(payment: Payment) -> Change:
@@ -319,7 +409,7 @@ def _book(refund: Refund, actor: Actor, entries: tuple[Entry, ...]) -> None:
     payments_change(decisions={refund.payment_id: decide}, actor=actor)
 
 
-def _add_entry(payment_id: int, actor: Actor, entry: Entry) -> None:
+def add_entry(payment_id: int, actor: Actor, entry: Entry) -> None:
     """Add one line to a payment's timeline, under its row lock."""
     change = Change(entries=(entry,))
     payments_change(decisions={payment_id: lambda _payment: change}, actor=actor)

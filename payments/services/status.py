@@ -6,20 +6,27 @@ written by `transitions.payments_change`, the one way a payment changes.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import replace
 from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
-from django.utils import timezone
 
-from gateways.base import GatewayConfigError, GatewayError, StatusResult
+from gateways.base import (
+    GatewayConfigError,
+    GatewayError,
+    GatewayTimeout,
+    StatusResult,
+)
 from gateways.http import time_budget
 from gateways.money import in_range, quantize
 from gateways.registry import get_gateway
 
-from ..exceptions import GatewayNotConfigured
+from .. import clock
+from ..exceptions import GatewayNotConfigured, ProviderTimedOut
 from ..models import EventKind, Payment, PaymentEvent
 from ..selectors import payment_ref
 from ..states import (
@@ -413,21 +420,26 @@ def payment_refresh(
     kind: str = EventKind.REFRESH,
     data: Mapping[str, Any] | None = None,
     scheduled: bool = False,
+    raise_on_timeout: bool = False,
 ) -> Changed | None:
     """Ask the provider for a payment's status and apply it.
 
     Return None when the provider could not be asked; the fault goes on the
     timeline for staff-initiated refreshes and returns. Only a `scheduled`
     check (reconciliation, expiry) moves the payment's check schedule.
-    Raise GatewayNotConfigured when its gateway has no credentials.
+    Raise GatewayNotConfigured when its gateway has no credentials, and
+    ProviderTimedOut (after recording the fault) when `raise_on_timeout` and
+    the provider did not answer within the time budget.
     """
-    now = timezone.now()
+    now = clock.now()
     try:
         result = get_gateway(payment.payment_gateway).fetch_status(payment_ref(payment))
     except GatewayConfigError as exc:
         raise GatewayNotConfigured(str(exc)) from exc
     except GatewayError as exc:
         _record_fault(payment, actor, kind, str(exc), now if scheduled else None)
+        if raise_on_timeout and isinstance(exc, GatewayTimeout):
+            raise ProviderTimedOut(str(exc)) from exc
         return None
     return payment_apply_status(
         payment_id=payment.pk,
@@ -455,23 +467,52 @@ def _record_fault(payment: Payment, actor: Actor, kind: str, error: str, checked
     payments_change(decisions={payment.pk: decide}, actor=actor)
 
 
+# Customer-facing refreshes waiting on providers in this process, by the
+# STATUS_REFRESH_CONCURRENCY they were made for (a setting tests may change).
+_refresh_slots: dict[int, threading.BoundedSemaphore] = {}
+_refresh_slots_lock = threading.Lock()
+
+
+@contextmanager
+def customer_refresh_slot() -> Iterator[bool]:
+    """Take one of this process's STATUS_REFRESH_CONCURRENCY refresh slots.
+
+    Yield False at once, without waiting, when all are taken: the caller then
+    answers the stored status. With threaded workers this keeps most threads
+    (and /health/) free while a provider hangs.
+    """
+    size = settings.STATUS_REFRESH_CONCURRENCY
+    with _refresh_slots_lock:
+        slots = _refresh_slots.setdefault(size, threading.BoundedSemaphore(size))
+    taken = slots.acquire(blocking=False)
+    try:
+        yield taken
+    finally:
+        if taken:
+            slots.release()
+
+
 def payment_refresh_for_customer(*, payment: Payment) -> Payment:
     """Refresh a pending payment a customer is looking at, throttled; return it.
 
-    Throttled per payment across workers (STATUS_REFRESH_SECONDS); never moves
+    Throttled per payment across workers (STATUS_REFRESH_SECONDS) and to
+    STATUS_REFRESH_CONCURRENCY refreshes at once per process; never moves
     the reconciler's schedule. The provider gets STATUS_REFRESH_BUDGET_SECONDS
-    in all, without retries: past it, or on any fault, the stored status is
-    answered and the reconciler checks later.
+    in all, without retries: past it, on any fault, or with no slot free, the
+    stored status is answered and the reconciler checks later.
     """
-    if payment.status != S.PENDING or not payment_claim_refresh(
-        payment=payment, min_age_seconds=settings.STATUS_REFRESH_SECONDS
-    ):
+    if payment.status != S.PENDING:
         return payment
-    try:
-        with time_budget(settings.STATUS_REFRESH_BUDGET_SECONDS):
-            payment_refresh(payment=payment, actor=STATUS_API_ACTOR)
-    except GatewayNotConfigured:
-        return payment
+    with customer_refresh_slot() as free:
+        if not free or not payment_claim_refresh(
+            payment=payment, min_age_seconds=settings.STATUS_REFRESH_SECONDS
+        ):
+            return payment
+        try:
+            with time_budget(settings.STATUS_REFRESH_BUDGET_SECONDS):
+                payment_refresh(payment=payment, actor=STATUS_API_ACTOR)
+        except GatewayNotConfigured:
+            return payment
     payment.refresh_from_db()
     return payment
 
@@ -479,13 +520,21 @@ def payment_refresh_for_customer(*, payment: Payment) -> Payment:
 def payment_return(*, payment: Payment, params: Mapping[str, str]) -> Payment:
     """Confirm server-to-server where a returning payer landed; return the payment.
 
-    Throttled like the status endpoint. The payer's return goes on the
-    timeline once per status it was seen in: reloading the result page adds
-    nothing unless the provider reports something new.
+    Throttled like the status endpoint, and shares its per-process slots.
+    The payer's return goes on the timeline once per status it was seen in:
+    reloading the result page adds nothing unless the provider reports
+    something new.
     """
-    if payment.status != S.PENDING or not payment_claim_refresh(
-        payment=payment, min_age_seconds=2
-    ):
+    if payment.status != S.PENDING:
+        return payment
+    with customer_refresh_slot() as free:
+        if not free:
+            return payment
+        return _return_refresh(payment, params)
+
+
+def _return_refresh(payment: Payment, params: Mapping[str, str]) -> Payment:
+    if not payment_claim_refresh(payment=payment, min_age_seconds=2):
         return payment
     try:
         gateway = get_gateway(payment.payment_gateway)

@@ -18,11 +18,10 @@ from decimal import Decimal
 from typing import Any
 
 from django.db import transaction
-from django.utils import timezone
 
 from gateways.money import to_provider
 
-from .. import selectors
+from .. import clock, selectors
 from ..exceptions import IllegalTransition
 from ..models import (
     EventKind,
@@ -154,7 +153,7 @@ def payments_change(
     when a decided status move is not in the table, or whatever `decide`
     raises; nothing is written then.
     """
-    now = timezone.now()
+    now = clock.now()
     events: list[PaymentEvent] = []
     refunds: list[Refund] = []
     rows: list[tuple[Payment, set[str]]] = []

@@ -9,15 +9,15 @@ later by `webhook_batches`.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
+from datetime import timedelta
 from enum import StrEnum
 
 from django.conf import settings
 from django.core.cache import cache
 from django.db import IntegrityError, connection, transaction
-from django.utils import timezone
 from django_q.tasks import async_task
 
 from gateways.base import (
@@ -31,6 +31,7 @@ from gateways.base import (
 from gateways.money import in_range
 from gateways.registry import ADAPTERS, get_gateway
 
+from .. import clock
 from ..exceptions import GatewayNotConfigured, WebhookNotAccepted
 from ..models import EventKind, Payment, WebhookDelivery
 from ..selectors import payment_ref
@@ -38,8 +39,9 @@ from .status import report_change
 from .transitions import Actor, Change, logger, payments_change
 
 Outcome = WebhookDelivery.Outcome
-# How much of a notification for an unconfigured gateway is kept.
-PREVIEW_BYTES = 1024
+# How much of a notification that failed verification (or names an
+# unconfigured gateway) is kept, with its length and SHA-256: anyone can POST.
+REJECTED_BODY_BYTES = 2048
 # Set while a batch applier task is queued or running (see webhook_batches).
 APPLY_KEY = "payments:webhooks:apply-queued"
 APPLY_TASK = "payments.tasks.apply_webhooks"
@@ -54,6 +56,7 @@ class Intake(StrEnum):
     UNMATCHED = "unmatched"  # verified, but no payment has it: kept, acknowledged
     RETRY_LATER = "retry_later"  # the provider could not confirm it: ask again
     INVALID = "invalid"  # verified, but its content cannot be a real payment's
+    THROTTLED = "throttled"  # failed verification past the per-client limit
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,8 @@ class WebhookOutcome:
     delivery: WebhookDelivery | None  # None: nothing was stored
     message: str = ""
     reply: WebhookReply | None = None
+    # THROTTLED: seconds until the client's failures are counted afresh.
+    retry_after: int = 0
 
 
 def storable(text: str) -> str:
@@ -88,12 +93,17 @@ def webhook_ingest(
     body: bytes,
     headers: Mapping[str, str],
     remote_addr: str | None,
+    count_failure: Callable[[], int] | None = None,
 ) -> WebhookOutcome:
     """Verify a provider notification on its raw bytes, apply it once, store it.
 
     The delivery row is written with its outcome in the same transaction as
     the payment change it causes (one commit); a delivery that is rejected,
-    unmatched, a duplicate or fails is stored on its own.
+    unmatched, a duplicate or fails is stored on its own. One that fails
+    verification keeps only its first REJECTED_BODY_BYTES (with its length
+    and SHA-256), after `count_failure` counts it: a wait in seconds from
+    that (the client is past its limit) stores nothing and answers THROTTLED.
+    A delivery that verifies is never counted.
     """
     if gateway_code not in ADAPTERS:
         # Anyone can POST here: a slug that names no gateway stores nothing.
@@ -106,26 +116,25 @@ def webhook_ingest(
     try:
         gateway = get_gateway(gateway_code)
     except GatewayConfigError as exc:
-        # Kept short for the operator (a provider may be calling an unconfigured
-        # gateway): the first KiB and a hash, never a large anonymous body.
-        delivery.body = storable(body[:PREVIEW_BYTES].decode("utf-8", "replace"))
+        # A provider may be calling a gateway not configured here yet.
         delivery.headers = redact_headers(headers, ())
-        error = (
-            f"gateway not configured: {exc}; body of {len(body)} bytes, "
-            f"sha256 {hashlib.sha256(body).hexdigest()}"
+        return _rejected(
+            delivery,
+            body,
+            f"gateway not configured: {exc}",
+            count_failure,
+            Intake.UNKNOWN_GATEWAY,
+            "no such gateway",
         )
-        store_delivery(delivery, Outcome.REJECTED, error=error)
-        return WebhookOutcome(Intake.UNKNOWN_GATEWAY, delivery, "no such gateway")
     delivery.headers = redact_headers(headers, gateway.secret_headers)
     try:
         event = gateway.parse_webhook(body, headers)
     except WebhookRejected as exc:
         delivery.signature_valid = False
-        store_delivery(delivery, Outcome.REJECTED, error=str(exc))
-        logger.warning(
-            "rejected %s notification #%s: %s", gateway_code, delivery.pk, exc
+        return _rejected(
+            delivery, body, str(exc), count_failure, Intake.REJECTED, f"rejected: {exc}"
         )
-        return WebhookOutcome(Intake.REJECTED, delivery, f"rejected: {exc}")
+    delivery.secret_used = event.secret_used
     problem = event_problem(event)
     if problem:
         delivery.signature_valid = True
@@ -138,6 +147,57 @@ def webhook_ingest(
         reply = gateway.webhook_reply(event)
         return webhook_enqueue(delivery=delivery, event=event, reply=reply)
     return webhook_process(delivery=delivery, event=event)
+
+
+def _rejected(
+    delivery: WebhookDelivery,
+    body: bytes,
+    error: str,
+    count_failure: Callable[[], int] | None,
+    intake: Intake,
+    message: str,
+) -> WebhookOutcome:
+    """Store the start of a delivery that failed verification, unless throttled.
+
+    A genuine delivery refused for a misconfigured secret is recovered by the
+    provider's own retries once the secret is fixed, not from this copy.
+    """
+    wait = count_failure() if count_failure is not None else 0
+    if wait:
+        logger.warning(
+            "throttled %s notification from %s: too many failed verifications",
+            delivery.gateway,
+            delivery.remote_addr,
+        )
+        return WebhookOutcome(
+            Intake.THROTTLED,
+            None,
+            f"too many failed verifications: try again in {wait} s",
+            retry_after=wait,
+        )
+    delivery.body = storable(body[:REJECTED_BODY_BYTES].decode("utf-8", "replace"))
+    delivery.body_length = len(body)
+    delivery.body_sha256 = hashlib.sha256(body).hexdigest()
+    store_delivery(delivery, Outcome.REJECTED, error=error)
+    logger.warning(
+        "rejected %s notification #%s: %s", delivery.gateway, delivery.pk, error
+    )
+    return WebhookOutcome(intake, delivery, message)
+
+
+def webhooks_prune_rejected(*, older_than_days: int) -> int:
+    """Delete deliveries that failed verification, received over N days ago.
+
+    Verified deliveries (even refused for their content) are kept whole.
+    Return how many were deleted.
+    """
+    cutoff = clock.now() - timedelta(days=older_than_days)
+    deleted, _ = (
+        WebhookDelivery.objects.filter(outcome=Outcome.REJECTED, received_at__lt=cutoff)
+        .exclude(signature_valid=True)
+        .delete()
+    )
+    return deleted
 
 
 def webhook_enqueue(
@@ -215,17 +275,43 @@ def event_problem(event: WebhookEvent) -> str:
     """Say why a verified notification cannot be about a real payment, or "".
 
     A correct signature proves who sent it, not that its fields fit a
-    database: NUL characters (PostgreSQL refuses them in text and JSON) and
-    amounts beyond what a payment can hold are refused before any lookup.
+    database: NUL characters (PostgreSQL refuses them in text and JSON), lone
+    surrogates (no driver encodes them) and amounts beyond what a payment can
+    hold are refused before any lookup.
     """
     for name in ("event_id", "ref_id", "transaction_id", "currency", "message"):
-        if "\x00" in str(getattr(event, name) or ""):
+        text = str(getattr(event, name) or "")
+        if "\x00" in text:
             return f"{name} contains a NUL character"
+        if not _is_unicode(text):
+            # A JSON escape of a lone surrogate ("\\ud800"): no driver encodes it.
+            return f"{name} is not valid Unicode (a lone surrogate)"
     if _has_nul(event.raw):
         return "the body contains a NUL character"
+    if _any_text(event.raw, lambda text: not _is_unicode(text)):
+        return "the body is not valid Unicode (a lone surrogate)"
     if event.amount is not None and not in_range(event.amount):
         return f"amount {event.amount} is out of range"
     return ""
+
+
+def _is_unicode(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _any_text(value: object, test) -> bool:
+    """Tell whether `test` holds for any string in a parsed body (keys included)."""
+    if isinstance(value, str):
+        return test(value)
+    if isinstance(value, Mapping):
+        return any(_any_text(k, test) or _any_text(v, test) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return any(_any_text(v, test) for v in value)
+    return False
 
 
 def _has_nul(value: object) -> bool:
@@ -382,7 +468,7 @@ def store_delivery(delivery: WebhookDelivery, outcome: str, *, error: str = "") 
     """Save a delivery with its outcome (an INSERT, or an UPDATE when re-processed)."""
     delivery.outcome = outcome
     delivery.error = storable(error)
-    delivery.processed_at = timezone.now()
+    delivery.processed_at = clock.now()
     if outcome in (Outcome.DUPLICATE, Outcome.UNMATCHED, Outcome.ERROR):
         delivery.provider_event_id = None  # only an applied event claims its id
     delivery.save()

@@ -20,6 +20,7 @@ from .. import selectors, services, tasks
 from ..exceptions import PaymentError
 from ..forms import PaymentCreateForm
 from ..models import Payment
+from ..roles import RECONCILE_PERMISSION
 from .common import (
     BadRequest,
     csrf_rejects,
@@ -132,6 +133,9 @@ def _once(key: str, fingerprint: str, create) -> HttpResponse:
     return response
 
 
+# Exempt from CSRF so that a POST meets require_GET's 405, not a CSRF 403: the
+# view changes nothing a customer's cookie could be abused for.
+@csrf_exempt
 @require_GET
 @rate_limited("RATE_LIMIT_STATUS", scope="status")
 def payment_status(request, ref_id: str):
@@ -146,14 +150,24 @@ def payment_status(request, ref_id: str):
 @csrf_exempt
 @require_POST
 def update_pending(request):
-    """Queue a reconciliation run (staff session or bearer token)."""
+    """Queue a reconciliation run (the bearer token, or a session that may Run now).
+
+    A session needs what the admin's Run now needs (`RECONCILE_PERMISSION`):
+    staff who may not start a run there may not start one here either.
+    """
     token = settings.RECONCILE_API_TOKEN
     auth = request.headers.get("Authorization", "")
     bearer = auth[7:].strip() if auth.lower().startswith("bearer ") else ""
     if not (token and bearer and hmac.compare_digest(token.encode(), bearer.encode())):
-        if not (request.user.is_authenticated and request.user.is_staff):
-            status = 403 if request.user.is_authenticated else 401
-            return json_error(status, "staff login or a valid bearer token is required")
+        user = request.user
+        if not user.is_authenticated:
+            return json_error(401, "staff login or a valid bearer token is required")
+        if not (user.is_active and user.is_staff):
+            return json_error(403, "staff login or a valid bearer token is required")
+        if not user.has_perm(RECONCILE_PERMISSION):
+            return json_error(
+                403, "your role may not start a reconciliation run (as Run now)"
+            )
         # A staff session is a cookie: it must carry the CSRF token too.
         if csrf_rejects(request):
             return json_error(403, "CSRF check failed")

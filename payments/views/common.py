@@ -6,6 +6,8 @@ import ipaddress
 import json
 
 from django.conf import settings
+from django.core.exceptions import TooManyFieldsSent, TooManyFilesSent
+from django.http.multipartparser import MultiPartParserError
 from django.middleware.csrf import CsrfViewMiddleware
 
 from .errors import json_error
@@ -50,7 +52,7 @@ def read_payload(request) -> tuple[dict, bool]:
     if content_type in FORM_TYPES:
         if len(request.body) > settings.API_MAX_BODY_BYTES:
             raise BadRequest(413, "request body is too large")
-        return {k: request.POST.get(k) for k in request.POST}, True
+        return _form_fields(request), True
     if content_type != "application/json":
         raise BadRequest(
             400,
@@ -64,9 +66,65 @@ def read_payload(request) -> tuple[dict, bool]:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequest(400, f"request body is not valid JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise BadRequest(400, "request body is nested too deeply") from exc
     if not isinstance(data, dict):
         raise BadRequest(400, "request body must be a JSON object")
+    _refuse_lone_surrogates(data)
     return data, False
+
+
+def _form_fields(request) -> dict:
+    """Read a form body's fields, or raise BadRequest for one Django cannot parse."""
+    try:
+        return {k: request.POST.get(k) for k in request.POST}
+    except TooManyFieldsSent as exc:
+        raise BadRequest(
+            400,
+            f"too many form fields: at most {settings.DATA_UPLOAD_MAX_NUMBER_FIELDS}",
+        ) from exc
+    except TooManyFilesSent as exc:
+        raise BadRequest(400, "the form sends files: none are accepted") from exc
+    except MultiPartParserError as exc:
+        raise BadRequest(400, f"malformed multipart/form-data body: {exc}") from exc
+
+
+def _refuse_lone_surrogates(data: dict) -> None:
+    r"""Refuse JSON text that is not Unicode: an escaped lone surrogate ("\ud800").
+
+    JSON's escapes can spell one; Python keeps it, and neither database
+    driver can encode it (it was a 500).
+    """
+    for key, value in data.items():
+        if not all(_is_unicode(text) for text in _strings({key: value})):
+            name = key if _is_unicode(key) else "body"
+            raise BadRequest(
+                400,
+                "request body is not valid Unicode: it escapes a lone surrogate",
+                {name: [r"holds a lone surrogate (\ud800-\udfff), which is not text"]},
+            )
+
+
+def _strings(value):
+    """Yield every string inside a parsed JSON value (keys included)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            yield item
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+
+
+def _is_unicode(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def is_form(request) -> bool:

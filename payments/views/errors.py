@@ -40,6 +40,11 @@ ERRORS: dict[PaymentErrorCode, ErrorAnswer] = {
         "the payment provider is unavailable, please try again later",
         retryable=True,
     ),
+    Code.PROVIDER_TIMEOUT: ErrorAnswer(
+        503,
+        "the payment provider did not answer in time, please try again later",
+        retryable=True,
+    ),
     Code.GATEWAY_NOT_CONFIGURED: ErrorAnswer(
         503, "payment method unavailable", retryable=True
     ),
@@ -47,12 +52,15 @@ ERRORS: dict[PaymentErrorCode, ErrorAnswer] = {
     Code.ILLEGAL_TRANSITION: ErrorAnswer(409),
     Code.WEBHOOK_NOT_ACCEPTED: ErrorAnswer(400),
     Code.INVALID_FILTER: ErrorAnswer(400),
+    Code.APPROVAL_NOT_ALLOWED: ErrorAnswer(403),
+    Code.REPAIR_NOT_ALLOWED: ErrorAnswer(403),
 }
 INTAKES = {
     Intake.REJECTED: 403,
     Intake.UNKNOWN_GATEWAY: 404,
     Intake.RETRY_LATER: 503,
     Intake.INVALID: 400,
+    Intake.THROTTLED: 429,
 }
 
 
@@ -209,4 +217,7 @@ def webhook_response(outcome: WebhookOutcome) -> HttpResponse:
         return HttpResponse(
             reply.body, status=reply.status, content_type=reply.content_type
         )
-    return json_error(INTAKES[outcome.intake], outcome.message)
+    response = json_error(INTAKES[outcome.intake], outcome.message)
+    if outcome.retry_after:
+        response["Retry-After"] = str(outcome.retry_after)
+    return response

@@ -9,6 +9,7 @@ from django.views.decorators.http import require_POST
 from .. import services
 from .common import client_ip, json_error
 from .errors import webhook_response
+from .limits import parse_rate, rate_limit_wait
 
 
 class BodyTooLarge(Exception):
@@ -42,10 +43,26 @@ def webhook(request, code: str):
         body = _capped_body(request, cap)
     except BodyTooLarge:
         return json_error(413, f"notification body is over {cap} bytes")
+    remote_addr = client_ip(request)
     outcome = services.webhook_ingest(
         gateway_code=code,
         body=body,
         headers=dict(request.headers),
-        remote_addr=client_ip(request),
+        remote_addr=remote_addr,
+        count_failure=_failure_counter(remote_addr),
     )
     return webhook_response(outcome)
+
+
+def _failure_counter(remote_addr: str | None):
+    """Return a counter of failed verifications for one client IP, or None.
+
+    Each call counts one failure (RATE_LIMIT_WEBHOOK_FAILURES) and returns the
+    seconds to wait when past the limit, else 0. None: no limit is set.
+    """
+    rate = parse_rate(settings.RATE_LIMIT_WEBHOOK_FAILURES)
+    if rate is None:
+        return None
+    return lambda: rate_limit_wait(
+        scope="webhook-failures", rate=rate, client=remote_addr or "unknown"
+    )

@@ -173,9 +173,9 @@ def test_the_payment_page_opens_with_reference_status_and_review(boss_page: Page
     crumb = page.locator("h1 a", has_text=late.ref_id)
     expect(crumb).to_have_text(late.ref_id)
     assert crumb.evaluate("e => e.scrollWidth <= e.clientWidth") is True
-    # The customer's e-mail opens the payments of that customer.
+    # The customer's e-mail opens the customer view of that e-mail.
     page.locator("#payment-email").click()
-    page.wait_for_url(re.compile(r"/admin/payments/payment/"))
+    page.wait_for_url(re.compile(r"/admin/payments/payment/customer/"))
     assert LONG_EMAIL in page.url.replace("%40", "@")
 
 

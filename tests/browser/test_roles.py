@@ -43,6 +43,7 @@ RECORD_CARDS = ("Last reconciliation", "Webhook problems, last 24 h")
 SUPPORT_SIDEBAR = [
     "Dashboard",
     "Payments",
+    "Customers",
     "Refunds",
     "Timeline events",
     "Webhook deliveries",
@@ -52,11 +53,13 @@ SUPPORT_SIDEBAR = [
 FINANCE_SIDEBAR = [
     "Dashboard",
     "Payments",
+    "Customers",
     "Refunds",
     "Timeline events",
     "Settlement summary",
     "Exports",
     "Plans",
+    "Audit log",
 ]
 
 # Above 1280 px wide, unfold shows the sidebar open; at or below it, folded away.

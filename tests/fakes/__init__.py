@@ -1,5 +1,5 @@
-"""Fake payment providers served over loopback HTTP for integration tests."""
+"""The fake provider server's own tests; the fake lives in `fakeproviders/`."""
 
-from .server import FAULT_KINDS, FakeProviderServer, cp_signature
+from fakeproviders import FAULT_KINDS, FakeProviderServer, cp_signature
 
 __all__ = ["FAULT_KINDS", "FakeProviderServer", "cp_signature"]

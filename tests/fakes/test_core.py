@@ -7,10 +7,11 @@ import time
 import pytest
 import requests
 
+from fakeproviders.coinpayments import CoinPaymentsFake
+from fakeproviders.core import FakeServerCore, Request, Route
+
 from . import FakeProviderServer
 from .clients import MPGS_AUTH, cp_call, create_tx, mpgs_url, wait_idle
-from .coinpayments import CoinPaymentsFake
-from .core import FakeServerCore, Request, Route
 
 
 @pytest.mark.parametrize("kind", ["500", "502", "503", "429"])
@@ -226,3 +227,21 @@ def test_two_providers_cannot_claim_one_prefix() -> None:
 
     with pytest.raises(TypeError, match="'/cp/'"):
         Both()
+
+
+def test_the_records_outlive_a_restart_on_a_fixed_port(tmp_path):
+    """What the demo relies on: save_state() then load_state() on the same port."""
+    state = str(tmp_path / "fake.state")
+    with FakeProviderServer() as first:
+        txn_id = create_tx(first, invoice="INV-KEEP", custom="c-1")["txn_id"]
+        first.cp_set_status(txn_id, 100)
+        port = int(first.url.rsplit(":", 1)[1])
+        first.save_state(state)
+    again = FakeProviderServer(port=port)
+    assert again.load_state(state) is True
+    with again:
+        assert again.url == f"http://127.0.0.1:{port}"
+        assert again.cp_transaction(txn_id)["status"] == 100
+        answer = cp_call(again, "get_tx_info", txid=txn_id).json()
+        assert answer["result"]["status"] == 100
+    assert FakeProviderServer().load_state(str(tmp_path / "missing")) is False

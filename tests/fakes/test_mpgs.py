@@ -268,9 +268,8 @@ def initiate(fake: FakeProviderServer, **changes: Any) -> requests.Response:
 
 
 def test_mpgs_minor_units_agree_with_the_project_table() -> None:
+    from fakeproviders.core import MINOR_UNITS
     from gateways import money
-
-    from .core import MINOR_UNITS
 
     assert {
         code: money.exponent(code)

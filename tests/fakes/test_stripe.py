@@ -14,9 +14,10 @@ import pytest
 import requests
 import stripe
 
+from fakeproviders.stripe import STRIPE_PLACES, stripe_params, stripe_signature
+
 from . import FakeProviderServer
 from .clients import Receiver
-from .stripe import STRIPE_PLACES, stripe_params, stripe_signature
 
 
 def client(fake: FakeProviderServer, key: str | None = None) -> stripe.StripeClient:

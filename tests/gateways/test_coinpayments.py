@@ -15,6 +15,7 @@ import pytest
 import requests
 import responses
 
+from fakeproviders import FakeProviderServer
 from gateways import coinpayments
 from gateways.base import (
     CheckoutRequest,
@@ -28,7 +29,6 @@ from gateways.base import (
     WebhookReply,
 )
 from gateways.coinpayments import CoinPaymentsGateway, sign
-from tests.fakes import FakeProviderServer
 
 FIXTURES = (
     Path(__file__).resolve().parents[1] / "fixtures" / "gateways" / "coinpayments"

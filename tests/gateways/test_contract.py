@@ -371,3 +371,64 @@ def test_notifications_about_other_things_are_verified_but_name_nothing(contract
     assert (event.ref_id, event.transaction_id) == ("", "")
     with pytest.raises(WebhookRejected):
         gateway.parse_webhook(body, {})
+
+
+# --- webhook secret rotation (issue 22, case 10) --------------------------------------
+
+# Each gateway's webhook secret and its *_PREVIOUS companion, by settings key.
+SECRET_KEYS = {
+    "sandbox": ("secret", "secret_previous"),
+    "coinpayments": ("ipn_secret", "ipn_secret_previous"),
+    "mpgs": ("webhook_secret", "webhook_secret_previous"),
+    "hyperpay": ("webhook_key", "webhook_key_previous"),
+    "stripe": ("webhook_secret", "webhook_secret_previous"),
+}
+
+
+def test_every_gateway_names_its_previous_webhook_secret():
+    assert set(SECRET_KEYS) == set(registry.ADAPTERS)
+
+
+def _as_setting(code: str, secret: str) -> str:
+    # The HyperPay driver turns a secret into its AES key the same way.
+    return hashlib.sha256(secret.encode()).hexdigest() if code == "hyperpay" else secret
+
+
+def test_a_rotated_secret_verifies_with_the_current_then_the_previous(
+    contract, gateway_settings
+):
+    code, _, driver, fake = contract
+    current_key, previous_key = SECRET_KEYS[code]
+    gateway_settings[code][current_key] = _as_setting(code, "the-new-secret")
+    gateway_settings[code][previous_key] = _as_setting(code, "the-old-secret")
+    registry.reset()
+    gateway = registry.get_gateway(code)
+    session, ref = open_checkout(gateway)
+
+    for secret, used in (("the-new-secret", "current"), ("the-old-secret", "previous")):
+        body, headers = driver.notification(
+            fake, gateway, session, ref.ref_id, secret=secret
+        )
+        assert gateway.parse_webhook(body, headers).secret_used == used
+        # A stored delivery read again was verified when it arrived.
+        assert gateway.parse_webhook(body, headers, verified=True).secret_used == ""
+    body, headers = driver.notification(
+        fake, gateway, session, ref.ref_id, secret="neither-secret"
+    )
+    with pytest.raises(WebhookRejected):
+        gateway.parse_webhook(body, headers)
+
+
+def test_without_a_previous_secret_the_old_one_is_rejected(contract, gateway_settings):
+    code, _, driver, fake = contract
+    current_key, previous_key = SECRET_KEYS[code]
+    gateway_settings[code][current_key] = _as_setting(code, "the-new-secret")
+    gateway_settings[code][previous_key] = ""
+    registry.reset()
+    gateway = registry.get_gateway(code)
+    session, ref = open_checkout(gateway)
+    body, headers = driver.notification(
+        fake, gateway, session, ref.ref_id, secret="the-old-secret"
+    )
+    with pytest.raises(WebhookRejected):
+        gateway.parse_webhook(body, headers)

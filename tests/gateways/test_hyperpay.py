@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -56,6 +57,9 @@ MADA_STATUS_URL = f"{BASE}/v1/checkouts/{MADA_CHECKOUT}/payment"
 QUERY_URL = f"{BASE}/v1/query"
 LINKED_URL = f"{BASE}/v3/query/{PAYMENT_ID}"
 REFUND_URL = f"{BASE}/v1/payments/{PAYMENT_ID}"
+
+# The adapter's call budgets live in Django's cache, here the database cache.
+pytestmark = pytest.mark.django_db
 
 
 def load(name: str) -> dict[str, Any]:
@@ -620,17 +624,27 @@ def test_the_checkout_status_budget_is_nine_a_minute(mocked):
     assert len(call.calls) == 9
 
 
-def test_the_rate_limiter_is_a_sliding_minute_per_key():
-    now = [1000.0]
-    limiter = RateLimiter(2, clock=lambda: now[0])
+def test_the_rate_limiter_is_a_sliding_window_per_key():
+    limiter = RateLimiter(2, name="t", window_seconds=1)
 
     assert [limiter.acquire("a") for _ in range(3)] == [True, True, False]
     assert limiter.acquire("b") is True
-    now[0] += 59.9
-    assert limiter.acquire("a") is False
-    now[0] += 0.1
-    assert limiter.acquire("a") is True
-    assert all(RateLimiter(0).acquire("a") for _ in range(100))
+    time.sleep(2.1)  # the database cache keeps expiry times to the second
+    assert [limiter.acquire("a") for _ in range(3)] == [True, True, False]
+    assert all(RateLimiter(0, name="t").acquire("a") for _ in range(100))
+
+
+def test_the_budget_is_shared_by_every_process_through_the_cache(mocked):
+    """Two adapters (as in two workers) spend one entity's report budget."""
+    query = mocked.get(QUERY_URL, json=load("query_not_found"))
+    web, jobs = make_gateway(query_per_minute=2), make_gateway(query_per_minute=2)
+
+    web.fetch_status(expired_ref())
+    jobs.fetch_status(expired_ref())
+    with pytest.raises(GatewayUnavailable, match="budget spent"):
+        web.fetch_status(expired_ref())
+
+    assert len(query.calls) == 2
 
 
 # --- refunds ---------------------------------------------------------------------------------

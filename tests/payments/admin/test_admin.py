@@ -10,7 +10,10 @@ from decimal import Decimal
 import pytest
 from axes.models import AccessAttempt
 from django.contrib import admin
+from django.contrib.admin.models import CHANGE, LogEntry
 from django.contrib.auth.models import Group, User
+from django.contrib.contenttypes.models import ContentType
+from django.core.paginator import EmptyPage
 from django.urls import reverse
 from django.utils import timezone
 from django_q.models import Schedule, Task
@@ -19,6 +22,7 @@ from unfold.admin import ModelAdmin as UnfoldModelAdmin
 
 from gateways import registry
 from payments import services
+from payments.admin.common import BackofficeAdminMixin
 from payments.models import (
     EventKind,
     ExportJob,
@@ -200,6 +204,136 @@ def test_every_registered_model_renders(admin_client, everything):
     assert failures == []
 
 
+# --- issue 22: URL lookups, history pages, framing ----------------------------------
+
+
+def listed_pks(response) -> list:
+    return [obj.pk for obj in response.context["cl"].result_list]
+
+
+def test_every_admin_refuses_lookups_its_filters_do_not_make(admin_client, everything):
+    """`?<field>__startswith=` on any column answers 400, or is ignored: never applied.
+
+    Django's own lookup_allowed lets any lookup on a model's own columns
+    through, so a list answering "rows or none" reads a column the page hides.
+    """
+    applied = []
+    for model, model_admin in admin.site._registry.items():
+        assert isinstance(model_admin, BackofficeAdminMixin), model._meta.label
+        url = admin_url(model, "changelist")
+        baseline = admin_client.get(url)
+        assert baseline.status_code == 200, url
+        assert listed_pks(baseline), f"no {model._meta.label} listed"
+        for field in model._meta.concrete_fields:
+            if field.is_relation:
+                continue
+            lookup = f"{field.name}__startswith"
+            response = admin_client.get(url, {lookup: "no-value-starts-like-this"})
+            if response.status_code == 400:
+                continue
+            if response.status_code != 200 or listed_pks(response) != listed_pks(
+                baseline
+            ):
+                applied.append((url, lookup, response.status_code))
+    assert applied == []
+
+
+def test_hidden_provider_data_cannot_be_probed_through_the_address(
+    client, django_user_model, pending
+):
+    """The probe of issue 22: as support, the right and a wrong prefix answer alike."""
+    Payment.objects.filter(pk=pending.pk).update(
+        gateway_data={"success_indicator": "ind-SECRET-4711"}
+    )
+    PaymentEvent.objects.create(
+        payment=pending, kind=EventKind.NOTE, data={"secret": "ind-SECRET-4711"}
+    )
+    support = role_client(client, django_user_model, "Support")
+    payments_url = admin_url(Payment, "changelist")
+    right = support.get(
+        payments_url,
+        {
+            "ref_id": pending.ref_id,
+            "gateway_data__success_indicator__startswith": "ind-SECRET",
+        },
+    )
+    wrong = support.get(
+        payments_url,
+        {"ref_id": pending.ref_id, "gateway_data__success_indicator__startswith": "x"},
+    )
+    assert right.status_code == wrong.status_code == 200
+    assert listed_pks(right) == listed_pks(wrong) == [pending.pk]
+    events_url = admin_url(PaymentEvent, "changelist")
+    assert support.get(events_url).status_code == 200
+    for prefix in ("ind-SECRET", "x"):
+        probe = support.get(events_url, {"data__secret__startswith": prefix})
+        assert probe.status_code == 400
+
+
+def test_the_filters_of_each_list_still_apply(admin_client, everything):
+    """The parameters the filter widgets write are the ones let through."""
+    refunds = admin_url(Refund, "changelist")
+    manual = admin_client.get(refunds, {"status__exact": RefundStatus.MANUAL})
+    assert manual.status_code == 200
+    shown = [refund.status for refund in manual.context["cl"].result_list]
+    assert shown == [RefundStatus.MANUAL]
+    users = admin_client.get(admin_url(User, "changelist"), {"is_staff__exact": "0"})
+    assert users.status_code == 200
+    assert listed_pks(users) == []
+
+
+def test_every_history_page_opens(admin_client, admin_user, everything):
+    """Issue 22: the payment's history page was a 500 (the list's `.only()` leaked)."""
+    payment = Payment.objects.first()
+    LogEntry.objects.create(
+        user=admin_user,
+        content_type=ContentType.objects.get_for_model(Payment),
+        object_id=str(payment.pk),
+        object_repr=payment.ref_id,
+        action_flag=CHANGE,
+        change_message="checked by hand",
+    )
+    failures = []
+    for model in admin.site._registry:
+        obj = model._default_manager.first()
+        url = admin_url(model, "history", obj.pk)
+        status = admin_client.get(url).status_code
+        if status != 200:
+            failures.append((url, status))
+    assert failures == []
+    page = admin_client.get(admin_url(Payment, "history", payment.pk))
+    assert "checked by hand" in page.content.decode()
+
+
+def test_payment_history_opens_for_support(client, django_user_model, pending):
+    support = role_client(client, django_user_model, "Support")
+    response = support.get(admin_url(Payment, "history", pending.pk))
+    assert response.status_code == 200
+
+
+def test_no_admin_page_may_be_framed(admin_client, everything):
+    """X-Frame-Options agrees with the CSP's frame-ancestors 'none' (issue 22)."""
+    disagreeing = []
+    for model in admin.site._registry:
+        obj = model._default_manager.first()
+        urls = [
+            admin_url(model, "changelist"),
+            admin_url(model, "change", obj.pk),
+            admin_url(model, "history", obj.pk),
+        ]
+        if model in (Plan, User, Group, Schedule):
+            urls.append(admin_url(model, "add"))
+        for url in urls:
+            response = admin_client.get(url)
+            policy = response.get("Content-Security-Policy", "")
+            if (
+                response.get("X-Frame-Options") != "DENY"
+                or "frame-ancestors 'none'" not in policy
+            ):
+                disagreeing.append((url, response.get("X-Frame-Options"), policy))
+    assert disagreeing == []
+
+
 def test_payment_page_hides_gateway_data_and_shows_actions(admin_client, pending):
     Payment.objects.filter(pk=pending.pk).update(
         gateway_data={"successIndicator": "ind-SECRET-4711"}
@@ -317,13 +451,24 @@ def test_filter_by_status_gateway_review_and_date(admin_client, pending, complet
     ) == [True, False]
 
 
-def test_changelist_skips_counts(admin_client, pending):
-    response = admin_client.get(reverse("admin:payments_payment_changelist"))
+def test_changelist_counts_only_up_to_the_limit(admin_client, pending, settings):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from payments.admin.common import CountedPaginator
+
+    settings.ADMIN_EXACT_COUNT_LIMIT = 7
+    with CaptureQueriesContext(connection) as queries:
+        response = admin_client.get(reverse("admin:payments_payment_changelist"))
     changelist = response.context["cl"]
     assert changelist.show_full_result_count is False
-    from unfold.paginator import InfinitePaginator
-
-    assert isinstance(changelist.paginator, InfinitePaginator)  # no COUNT(*)
+    assert isinstance(changelist.paginator, CountedPaginator)
+    counts = [q["sql"] for q in queries.captured_queries if "COUNT(" in q["sql"]]
+    # One bounded count (no COUNT(*) of the whole table); the badge has its own.
+    assert [sql for sql in counts if "LIMIT 8" in sql] != []
+    assert [
+        sql for sql in counts if "needs_review" not in sql and "LIMIT" not in sql
+    ] == []
 
 
 # --- dialog actions -------------------------------------------------------------------------
@@ -605,10 +750,14 @@ def test_deep_pages_list_the_same_rows_as_offset_paging(usd_plan):
     ordered = Payment.objects.select_related("plan").order_by("-date_created", "-pk")
     paginator = DeepPagePaginator(ordered, 2)
     expected = list(ordered.values_list("pk", flat=True))
-    for number in (1, 10, 11, 12, 15, 16):
+    for number in (1, 10, 11, 12, 15):
         page = paginator.page(number)
         assert [p.pk for p in page.object_list] == expected[(number - 1) * 2 :][:2]
     assert all(p.plan.code == usd_plan.code for p in paginator.page(12).object_list)
+    # The count is exact (30 rows): there is no page 16 to list.
+    assert paginator.num_pages == 15
+    with pytest.raises(EmptyPage):
+        paginator.page(16)
 
 
 def test_each_listed_payment_has_its_own_action_checkbox(

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import re
+import stat
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -323,6 +325,52 @@ def test_a_requester_who_lost_the_permission_gets_a_failed_job(
     )
 
 
+@pytest.mark.parametrize("fmt", ["csv", "xlsx"])
+def test_export_files_are_readable_by_their_owner_alone(
+    client, mix, finance, settings, tmp_path, fmt
+):
+    """Issue 22: the files were written 0644 (any local account could read them)."""
+    settings.MEDIA_ROOT = str(tmp_path)
+    job = tasks.enqueue_export(user=finance, filters="", fmt=fmt)
+    umask = os.umask(0o022)  # the common default, which gave 0644
+    try:
+        tasks.run_export(job.pk)
+    finally:
+        os.umask(umask)
+
+    job.refresh_from_db()
+    assert job.status == ExportStatus.DONE
+    assert stat.S_IMODE(os.stat(job.file.path).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(tmp_path / "exports").st_mode) == 0o700
+
+
+def test_someone_elses_job_and_a_missing_one_answer_alike(
+    client, mix, finance, settings, tmp_path
+):
+    """A requester who may not export sees only their own jobs; others' ids are 404s."""
+    settings.MEDIA_ROOT = str(tmp_path)
+    other = staff("otto", "Finance")
+    theirs = tasks.enqueue_export(user=other, filters="", fmt="csv")
+    tasks.run_export(theirs.pk)
+    mine = tasks.enqueue_export(user=finance, filters="", fmt="csv")
+    tasks.run_export(mine.pk)
+    finance.groups.clear()
+    client = as_user(client, User.objects.get(pk=finance.pk))
+    for name in ("download", "progress"):
+        existing = client.get(
+            reverse(f"admin:payments_exportjob_{name}", args=[theirs.pk])
+        )
+        missing = client.get(
+            reverse(f"admin:payments_exportjob_{name}", args=[theirs.pk + 1000])
+        )
+        assert existing.status_code == missing.status_code == 404, name
+        own = client.get(reverse(f"admin:payments_exportjob_{name}", args=[mine.pk]))
+        assert own.status_code == 200, name
+    for job_id in (theirs.pk, theirs.pk + 1000):
+        page = client.get(reverse("admin:payments_exportjob_change", args=[job_id]))
+        assert (page.status_code, page["Location"]) == (302, reverse("admin:index"))
+
+
 def test_bad_filters_are_an_admin_message_not_a_500(client, mix, finance):
     client = as_user(client, finance)
     response = export(client, "date_created_from=31/31/2026&status__nope=1")
@@ -438,9 +486,12 @@ def test_without_the_permission_no_button_and_403_everywhere(
     )
     assert response.status_code in (200, 302)
     assert "attachment" not in response.get("Content-Disposition", "")
-    for name in ("download", "progress", "change"):
+    # Someone else's job answers as a missing one (issue 22): ids are not probed.
+    for name, status in (("download", 404), ("progress", 404), ("change", 403)):
         url = reverse(f"admin:payments_exportjob_{name}", args=[job.pk])
-        assert client.get(url).status_code == 403, name
+        missing = reverse(f"admin:payments_exportjob_{name}", args=[job.pk + 1000])
+        assert client.get(url).status_code == status, name
+        assert client.get(missing).status_code == status, name
     assert client.get(reverse("admin:payments_exportjob_changelist")).status_code == 403
     assert client.get(reverse("admin:payments_settlement")).status_code == 403
 

@@ -47,7 +47,7 @@ def test_the_payment_page_summary_warns_of_a_review(admin_client):
     assert ">Completed<" in summary["status"]
     assert "Needs review" in summary["review"] and "bg-orange-100" in summary["review"]
     assert "late payment" in summary["review_reason"]
-    assert summary["email_url"].endswith("?q=late%40example.com")
+    assert summary["email_url"].endswith("/customer/?email=late%40example.com")
     # The summary and timeline come before the fields; no tick for the review.
     assert content.index('id="payment-summary"') < content.index("<fieldset")
     assert 'id="timeline"' in content and "Expired → Completed" in content

@@ -39,6 +39,9 @@ def schedule_form(**fields) -> dict:
 def test_the_allow_list_is_the_project_tasks():
     assert sorted(schedulable_tasks(allowed=SCHEDULABLE_TASKS)) == [
         "payments.tasks.expire_overdue",
+        "payments.tasks.lapse_refund_approvals",
+        "payments.tasks.prune_audit_log",
+        "payments.tasks.prune_rejected_deliveries",
         "payments.tasks.purge_exports",
         "payments.tasks.reconcile_pending",
         "payments.tasks.reconcile_refunds",
@@ -103,7 +106,7 @@ def test_model_level_guard_holds_outside_the_admin():
 def test_setup_schedules_passes_the_guard(capsys):
     call_command("setup_schedules")
     call_command("setup_schedules")
-    assert Schedule.objects.count() == 5
+    assert Schedule.objects.count() == 8
     assert set(Schedule.objects.values_list("func", flat=True)) == set(
         schedulable_tasks(allowed=SCHEDULABLE_TASKS)
     )

@@ -146,6 +146,9 @@ def test_setup_schedules_is_idempotent():
         "expire-overdue-payments",
         "purge-expired-exports",
         "refresh-dashboard-rollups",
+        "prune-audit-log",
+        "prune-rejected-deliveries",
+        "lapse-refund-approvals",
     }
 
 

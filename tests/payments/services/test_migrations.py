@@ -63,3 +63,51 @@ def test_refund_totals_without_rows_get_a_provider_row_of_their_own():
     MigrationExecutor(connection).migrate(
         MigrationExecutor(connection).loader.graph.leaf_nodes()
     )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_refunds_recorded_by_hand_keep_saying_so_after_0011():
+    before = [("payments", "0008_dashboard_rollups")]
+    after = [("payments", "0011_approvals_repairs")]
+    executor = MigrationExecutor(connection)
+    executor.migrate(before)
+    old = executor.loader.project_state(before).apps
+    Plan, Payment = (
+        old.get_model("payments", "Plan"),
+        old.get_model("payments", "Payment"),
+    )
+    Refund = old.get_model("payments", "Refund")
+    plan = Plan.objects.create(code="p", name="P", price="20.00", currency="USD")
+    payment = Payment.objects.create(
+        ref_id="manual-ref-000000001",
+        plan=plan,
+        email="a@example.com",
+        amount=Decimal("20.00"),
+        currency="USD",
+        payment_gateway="coinpayments",
+        status="REFUNDED",
+        amount_paid=Decimal("20.00"),
+        amount_refunded=Decimal("20.00"),
+    )
+    for ident, status in (("rf_by_hand", "MANUAL"), ("rf_sent", "SUCCEEDED")):
+        Refund.objects.create(
+            payment=payment,
+            amount=Decimal("10.00"),
+            currency="USD",
+            status=status,
+            idempotency_id=ident,
+        )
+
+    executor = MigrationExecutor(connection)
+    executor.migrate(after)
+    new = executor.loader.project_state(after).apps
+    rows = sorted(
+        new.get_model("payments", "Refund").objects.values_list(
+            "idempotency_id", "manual"
+        )
+    )
+    assert rows == [("rf_by_hand", True), ("rf_sent", False)]
+    executor.loader.build_graph()
+    MigrationExecutor(connection).migrate(
+        MigrationExecutor(connection).loader.graph.leaf_nodes()
+    )

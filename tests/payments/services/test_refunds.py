@@ -30,19 +30,6 @@ def paid_payment(plan, sandbox) -> Payment:
     return payment
 
 
-@pytest.fixture
-def refund_calls(sandbox, monkeypatch):
-    calls = []
-    original = type(sandbox).refund
-
-    def counting(self, request):
-        calls.append(request.refund_id)
-        return original(self, request)
-
-    monkeypatch.setattr(type(sandbox), "refund", counting)
-    return calls
-
-
 @pytest.mark.django_db
 def test_partial_then_full_refund(plan, sandbox, refund_calls):
     payment = paid_payment(plan, sandbox)

@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 
 import pytest
+from django.contrib.auth.models import Group
+from django.urls import reverse
 
 from payments import services
 from payments.exceptions import GatewayNotConfigured
-from payments.models import EventKind, IdempotencyRecord, Payment
+from payments.models import EventKind, IdempotencyRecord, Payment, ReconciliationRun
+from payments.roles import roles_setup
 from payments.services.checkout import (
     StoredAnswer,
     idempotency_begin,
@@ -286,6 +289,45 @@ def test_update_pending_needs_staff_or_token(client, settings, admin_client):
     assert response.status_code == 202
     assert response.json()["status"] == "queued"
     assert admin_client.post(url).status_code == 202
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("role", "api_status", "admin_status"),
+    [("Finance", 403, 403), ("Support", 202, 302), ("Operator", 202, 302)],
+)
+def test_update_pending_asks_for_what_run_now_asks(
+    client, django_user_model, role, api_status, admin_status
+):
+    """Issue 22: Finance got 403 on Run now but 202 here; both now say the same."""
+    roles_setup()
+    user = django_user_model.objects.create_user(role.lower(), is_staff=True)
+    user.groups.add(Group.objects.get(name=role))
+    client.force_login(user)
+
+    response = client.post("/api/payments/update-pending/")
+    run_now = client.post(
+        reverse("admin:payments_reconciliationrun_run_now"), {"_form_submitted": "1"}
+    )
+
+    assert response.status_code == api_status
+    assert run_now.status_code == admin_status
+    runs = ReconciliationRun.objects.values_list("trigger", flat=True)
+    if api_status == 403:
+        assert "Run now" in response.json()["error"]
+        assert list(runs) == []
+    else:
+        assert sorted(runs) == sorted(["api", f"admin:{user.username}"])
+
+
+@pytest.mark.django_db
+def test_update_pending_refuses_an_inactive_or_non_staff_session(
+    client, django_user_model
+):
+    user = django_user_model.objects.create_user("customer", is_staff=False)
+    client.force_login(user)
+    assert client.post("/api/payments/update-pending/").status_code == 403
+    assert not ReconciliationRun.objects.exists()
 
 
 @pytest.mark.django_db

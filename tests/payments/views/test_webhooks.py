@@ -210,7 +210,7 @@ def test_a_notification_to_an_unknown_gateway_stores_nothing(client):
 
 
 @pytest.mark.django_db
-def test_an_unconfigured_gateway_keeps_one_kib_and_a_hash(client):
+def test_an_unconfigured_gateway_keeps_two_kib_and_a_hash(client):
     import hashlib
 
     body = b'{"txn_id": "abc"}' + b" " * 50_000
@@ -220,9 +220,10 @@ def test_an_unconfigured_gateway_keeps_one_kib_and_a_hash(client):
     assert response.status_code == 404
     delivery = WebhookDelivery.objects.get()
     assert delivery.outcome == WebhookDelivery.Outcome.REJECTED
-    assert len(delivery.body.encode()) == 1024
-    assert hashlib.sha256(body).hexdigest() in delivery.error
-    assert f"{len(body)} bytes" in delivery.error
+    assert len(delivery.body.encode()) == 2048
+    assert delivery.body_sha256 == hashlib.sha256(body).hexdigest()
+    assert delivery.body_length == len(body)
+    assert "gateway not configured" in delivery.error
 
 
 @pytest.mark.django_db

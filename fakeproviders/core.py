@@ -13,6 +13,8 @@ import contextlib
 import copy
 import html
 import json
+import os
+import pickle
 import secrets
 import socket
 import socketserver
@@ -125,8 +127,14 @@ class FakeServerCore:
 
     # Path prefix → router method name; collected from every class in the MRO.
     ROUTES: ClassVar[Mapping[str, str]] = {}
+    # Attributes holding provider-side records (transactions, orders, …) that
+    # save_state()/load_state() keep across restarts of the demo; collected
+    # from every class in the MRO like ROUTES.
+    STATE: ClassVar[tuple[str, ...]] = ()
 
-    def __init__(self) -> None:
+    def __init__(self, *, port: int = 0) -> None:
+        # 0: an ephemeral port (tests); the demo asks for a fixed one.
+        self.port = port
         # Tunables tests may set directly.
         self.latency: float = 0.0
         # Read timeout for the IPNs/notifications the fake POSTs to us.
@@ -168,7 +176,7 @@ class FakeServerCore:
         if self._httpd is not None:
             raise RuntimeError(f"{type(self).__name__} is already running")
         self._stopping.clear()
-        httpd = _HTTPServer(self)
+        httpd = _HTTPServer(self, self.port)
         self._httpd = httpd
         self._url = f"http://127.0.0.1:{httpd.server_port}"
         self._thread = threading.Thread(
@@ -198,6 +206,38 @@ class FakeServerCore:
         for sock in self._blackholes:
             sock.close()
         self._blackholes.clear()
+
+    def _state_names(self) -> list[str]:
+        return [
+            name for cls in type(self).__mro__ for name in vars(cls).get("STATE", ())
+        ]
+
+    def save_state(self, path: str) -> None:
+        """Write the provider-side records to `path` (the demo keeps them across runs)."""
+        with self._lock:
+            data = pickle.dumps(
+                {name: getattr(self, name) for name in self._state_names()}
+            )
+        partial = f"{path}.partial"
+        with open(partial, "wb") as out:
+            out.write(data)
+        os.replace(partial, path)
+
+    def load_state(self, path: str) -> bool:
+        """Restore what save_state() wrote, if `path` exists; say whether it did.
+
+        Only for a file this fake wrote itself (pickle): the demo's own `var/`.
+        """
+        try:
+            with open(path, "rb") as source:
+                saved = pickle.load(source)  # noqa: S301 - our own file, see above
+        except FileNotFoundError:
+            return False
+        with self._lock:
+            for name in self._state_names():
+                if name in saved:
+                    setattr(self, name, saved[name])
+        return True
 
     def blackhole_url(self) -> str:
         """Return a loopback URL whose connections never complete (connect timeout).
@@ -445,11 +485,11 @@ class _HTTPServer(ThreadingHTTPServer):
     # Benchmarks open many connections at once; the default backlog of 5 drops SYNs.
     request_queue_size = 128
 
-    def __init__(self, fake: FakeServerCore) -> None:
+    def __init__(self, fake: FakeServerCore, port: int = 0) -> None:
         self.fake = fake
         self._open: set[socket.socket] = set()
         self._open_lock = threading.Lock()
-        super().__init__(("127.0.0.1", 0), _Handler)
+        super().__init__(("127.0.0.1", port), _Handler)
 
     def server_bind(self) -> None:
         """Bind without HTTPServer's reverse-DNS lookup of the address."""
@@ -494,10 +534,20 @@ def json_reply(
     )
 
 
+# Every hosted page says what it is: in the demo a newcomer lands here from checkout.
+SIMULATED_NOTICE = (
+    '<aside id="simulated-provider" role="note" style="background:#b91c1c;'
+    'color:#fff;font-weight:700;padding:.5rem 1rem;">SIMULATED PROVIDER — this '
+    "page is served by the project's fake provider server on this machine: no "
+    "real payment provider is involved and no money moves.</aside>"
+)
+
+
 def html_page(title: str, inner: str, status: int = 200) -> Reply:
     document = (
         '<!doctype html><html><head><meta charset="utf-8">'
-        f"<title>{escape(title)}</title></head><body>{inner}</body></html>"
+        f"<title>{escape(title)}</title></head><body>{SIMULATED_NOTICE}{inner}"
+        "</body></html>"
     )
     return Reply(status, document.encode(), "text/html; charset=utf-8")
 

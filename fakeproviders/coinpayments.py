@@ -100,6 +100,7 @@ def cp_signature(secret: str, body: bytes | str) -> str:
 class CoinPaymentsFake(FakeServerCore):
     """Fake CoinPayments: `/api.php` commands and the `/cp/` hosted pages."""
 
+    STATE = ("_cp_txs",)
     ROUTES = {"/api.php": "_cp_route", "/cp/": "_cp_route"}
 
     def __init__(

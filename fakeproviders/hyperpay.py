@@ -81,6 +81,7 @@ _NO_SESSION = (
 class HyperPayFake(FakeServerCore):
     """Fake HyperPay: `/v1/…` and `/v3/query/…` calls, paymentWidgets.js, pay page."""
 
+    STATE = ("_hyperpay_checkouts", "_hyperpay_transactions")
     ROUTES = {
         "/v1/checkouts": "_hyperpay_route",
         "/v1/paymentWidgets.js": "_hyperpay_route",

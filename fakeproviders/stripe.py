@@ -77,6 +77,14 @@ class StripeFake(FakeServerCore):
     """Fake Stripe: `/v1/…` API calls (its own prefixes only) and `/c/pay/` pages."""
 
     # Only Stripe's own resources: HyperPay's fake also lives under /v1/.
+    STATE = (
+        "_stripe_sessions",
+        "_stripe_intents",
+        "_stripe_charges",
+        "_stripe_refunds",
+        "_stripe_disputes",
+        "_stripe_events",
+    )
     ROUTES = {
         "/v1/checkout/sessions": "_stripe_route",
         "/v1/payment_intents": "_stripe_route",

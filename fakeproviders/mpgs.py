@@ -57,6 +57,7 @@ _MPGS_PATH = re.compile(
 class MpgsFake(FakeServerCore):
     """Fake MPGS: `/api/rest/version/…` calls, checkout.min.js and the pay page."""
 
+    STATE = ("_mpgs_sessions", "_mpgs_latest_session", "_mpgs_orders")
     ROUTES = {
         "/api/rest/": "_mpgs_route",
         "/checkout/pay/": "_mpgs_route",

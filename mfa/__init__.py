@@ -1,0 +1,1 @@
+"""Staff second factor (TOTP, django-otp): policy, enrolment, the login step, reset."""
