@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from datetime import timedelta
 
+from django.conf import settings
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html
@@ -142,7 +143,10 @@ def dashboard_callback(request, context: dict) -> dict:
         )
         blocks["refunds_url"] = reverse("admin:payments_refund_changelist")
     if user.has_perm("payments.approve_refund"):
-        blocks["approvals"] = _approvals(user)
+        approvals = _approvals(user)
+        # With approvals off (no limits) an empty card would only take room.
+        if settings.REFUND_APPROVAL_LIMITS or approvals["count"]:
+            blocks["approvals"] = approvals
     if user.has_perm("payments.view_reconciliationrun"):
         blocks["last_run"] = selectors.last_reconciliation_run()
         blocks["runs_url"] = reverse("admin:payments_reconciliationrun_changelist")

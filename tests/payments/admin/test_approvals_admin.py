@@ -189,6 +189,12 @@ def test_the_refund_list_and_the_dashboard_show_what_waits_to_approvers(
     assert "yours: another person decides" in own
 
 
+def test_with_approvals_off_the_dashboard_has_no_empty_approvals_card(login, settings):
+    settings.REFUND_APPROVAL_LIMITS = parse_approval_limits("")
+    bob = login("bob", "Operator")
+    assert "Refunds awaiting approval" not in bob.get("/admin/").content.decode()
+
+
 def test_manual_refund_records_wait_in_the_admin_too(login, completed, limits):
     alice = login("alice", "Operator")
     response = alice.post(
