@@ -109,6 +109,40 @@ def page(browser, live_server):
     tab = context.new_page()
     yield tab
     context.close()
+    _every_admin_write_is_audited()
+
+
+def _every_admin_write_is_audited() -> None:
+    """Each admin add, change or delete a browser test made has its audit entry.
+
+    Django's admin log (LogEntry) is written by the same admin hooks that
+    append to the audit log (audit/admin_hooks.py); a write that reached one
+    and not the other, or under another actor, fails the test that made it.
+    """
+    from django.contrib.admin.models import ADDITION, CHANGE, DELETION, LogEntry
+
+    from audit import log
+    from audit.models import AuditEntry
+
+    actions = {
+        ADDITION: log.ADMIN_ADD,
+        CHANGE: log.ADMIN_CHANGE,
+        DELETION: log.ADMIN_DELETE,
+    }
+    audited = set(
+        AuditEntry.objects.filter(action__in=actions.values()).values_list(
+            "action", "target_model", "target_id", "actor_username"
+        )
+    )
+    for entry in LogEntry.objects.select_related("content_type", "user"):
+        model = f"{entry.content_type.app_label}.{entry.content_type.model}"
+        wanted = (
+            actions[entry.action_flag],
+            model,
+            entry.object_id,
+            entry.user.username,
+        )
+        assert wanted in audited, f"admin write not in the audit log: {wanted}"
 
 
 @pytest.fixture
