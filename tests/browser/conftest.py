@@ -146,6 +146,28 @@ def _every_admin_write_is_audited() -> None:
 
 
 @pytest.fixture
+def staff(django_user_model, settings):
+    """Create a staff user (not a superuser) holding one role's group."""
+    from django.contrib.auth.models import Group
+
+    from payments.roles import roles_setup
+
+    from .helpers import FAST_HASHERS, PASSWORD
+
+    settings.PASSWORD_HASHERS = FAST_HASHERS
+    roles_setup()
+
+    def create(role: str):
+        user = django_user_model.objects.create_user(
+            role.lower(), f"{role.lower()}@example.com", PASSWORD, is_staff=True
+        )
+        user.groups.add(Group.objects.get(name=role))
+        return user
+
+    return create
+
+
+@pytest.fixture
 def completed(plan, sandbox, live_server):
     """A sandbox payment the payer paid (a signed notification applied)."""
     from payments import services

@@ -14,17 +14,15 @@ import re
 import time
 
 import pytest
-from django.contrib.auth.models import Group
 from playwright.sync_api import Page, expect
 
 from payments import tasks
 from payments.models import ExportStatus
-from payments.roles import roles_setup
 from payments.services import exports
 from payments.states import PaymentStatus
 from tests.factories import PaymentFactory, move_to
 
-from .helpers import FAST_HASHERS, PASSWORD, login
+from .helpers import login
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -35,22 +33,6 @@ LIST = "/admin/payments/payment/"
 @pytest.fixture(autouse=True)
 def _viewport(page: Page):
     page.set_viewport_size(VIEWPORT)
-
-
-@pytest.fixture
-def staff(django_user_model, settings):
-    """Create a staff user (not a superuser) holding one role's group."""
-    settings.PASSWORD_HASHERS = FAST_HASHERS
-    roles_setup()
-
-    def create(role: str):
-        user = django_user_model.objects.create_user(
-            role.lower(), f"{role.lower()}@example.com", PASSWORD, is_staff=True
-        )
-        user.groups.add(Group.objects.get(name=role))
-        return user
-
-    return create
 
 
 @pytest.fixture

@@ -8,16 +8,12 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from django.contrib.auth.models import Group
 from django.core.management import call_command
 from playwright.sync_api import Page, expect
 
 from payments.models import Payment, Refund, RefundStatus
-from payments.roles import roles_setup
 
 from .helpers import (
-    FAST_HASHERS,
-    PASSWORD,
     action_link,
     login,
     open_actions,
@@ -69,22 +65,6 @@ DESKTOP = {"width": 1400, "height": 900}
 @pytest.fixture(autouse=True)
 def _desktop(page: Page):
     page.set_viewport_size(DESKTOP)
-
-
-@pytest.fixture
-def staff(django_user_model, settings):
-    """Create a staff user (not a superuser) holding one role's group."""
-    settings.PASSWORD_HASHERS = FAST_HASHERS
-    roles_setup()
-
-    def create(role: str):
-        user = django_user_model.objects.create_user(
-            role.lower(), f"{role.lower()}@example.com", PASSWORD, is_staff=True
-        )
-        user.groups.add(Group.objects.get(name=role))
-        return user
-
-    return create
 
 
 def sidebar_titles(page: Page):
